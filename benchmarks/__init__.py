@@ -1,0 +1,1 @@
+"""Benchmarks: run them as scripts; results land in benchmarks/results/."""

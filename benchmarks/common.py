@@ -1,0 +1,60 @@
+"""Helpers shared by the benchmark scripts: the corpus, percentiles, RSS."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def transformers_source() -> Path:
+    """Return the installed transformers package's source folder, the benchmark corpus."""
+    import transformers
+
+    return Path(transformers.__file__).parent
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Return the q-th percentile (0-100) by linear interpolation."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q / 100
+    low = int(pos)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
+
+
+def summary_ms(seconds: list[float]) -> dict[str, float]:
+    """Return p50/p95/mean in milliseconds."""
+    ms = [s * 1000 for s in seconds]
+    return {
+        "p50_ms": round(statistics.median(ms), 3),
+        "p95_ms": round(percentile(ms, 95), 3),
+        "mean_ms": round(statistics.fmean(ms), 3),
+        "n": len(ms),
+    }
+
+
+def machine() -> dict[str, Any]:
+    """Describe the machine the numbers came from."""
+    import os
+
+    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+
+
+def du(path: Path) -> int:
+    """Return the bytes used by the files below path."""
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def write_result(name: str, data: dict[str, Any]) -> Path:
+    """Write a benchmark's results as JSON under benchmarks/results/."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path

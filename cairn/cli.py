@@ -1,0 +1,213 @@
+"""The ``cairn`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from cairn import __version__
+from cairn.errors import CairnError
+from config import Settings
+
+app = typer.Typer(
+    name="cairn",
+    help="Cairn: index a code repository and search it (and, with a model, ask about it) offline.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+IndexOption = Annotated[
+    Path | None,
+    typer.Option("--index", help="Index folder (default: CAIRN_INDEX_DIR or CAIRN_DATA_DIR/index)."),
+]
+
+
+def _reports_errors(func: F) -> F:
+    """Turn Cairn's errors into one line on stderr and the error's exit code."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CairnError as exc:
+            err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+            if exc.hint:
+                err.print(f"  hint: {exc.hint}", highlight=False)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err.print("interrupted; the index on disk is unchanged unless a new one was completed")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _settings(index: Path | None) -> Settings:
+    settings = Settings()
+    if index is not None:
+        settings = settings.model_copy(update={"index_dir": index})
+    return settings
+
+
+class _RichProgress:
+    """Progress bars for ingest: files scanned, then chunks embedded with chunks/s and ETA."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._files: Any = None
+        self._chunks: Any = None
+        self._started = 0.0
+        self._done = 0
+
+    def files(self, total: int) -> None:
+        self._files = self._progress.add_task("files", total=total, rate="")
+
+    def file_done(self) -> None:
+        self._progress.advance(self._files)
+
+    def embedding(self, total: int) -> None:
+        self._started = time.perf_counter()
+        self._chunks = self._progress.add_task("chunks embedded", total=total, rate="")
+
+    def embedded(self, count: int) -> None:
+        self._done += count
+        rate = self._done / max(time.perf_counter() - self._started, 1e-9)
+        self._progress.update(self._chunks, advance=count, rate=f"{rate:,.0f} chunks/s")
+
+
+@app.command()
+@_reports_errors
+def ingest(
+    path: Annotated[Path, typer.Argument(help="The repository folder to index.")],
+    index: IndexOption = None,
+    rebuild: Annotated[bool, typer.Option(help="Ignore the existing index and build a new one.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Index a repository (only what changed since the last ingest), then swap the new index in."""
+    from ingest.pipeline import ingest_repository
+
+    settings = _settings(index)
+    columns = (
+        TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+    )  # fmt: skip
+    with Progress(*columns, console=err, disable=quiet or as_json, transient=False) as bars:
+        result = ingest_repository(path, settings, rebuild=rebuild, progress=_RichProgress(bars))
+    summary = {
+        "index": str(result.index_dir),
+        "generation": result.generation.name if result.generation else None,
+        "files": result.files_total,
+        "added": result.files_added,
+        "changed": result.files_changed,
+        "unchanged": result.files_unchanged,
+        "deleted": result.files_deleted,
+        "chunks": result.chunks_total,
+        "embedded": result.chunks_embedded,
+        "reused": result.chunks_reused,
+        "skipped": dict(result.skipped),
+        "seconds": round(result.timings.get("total", 0.0), 3),
+    }
+    if as_json:
+        out.print_json(json.dumps(summary))
+        return
+    if not result.changed_anything:
+        out.print(f"Index {result.index_dir} is up to date ({result.chunks_total} chunks).")
+    else:
+        out.print(
+            f"Indexed {result.files_total} files into {result.chunks_total} chunks at {result.index_dir} "
+            f"in {summary['seconds']:.1f}s: {result.files_added} added, {result.files_changed} changed, "
+            f"{result.files_deleted} deleted, {result.files_unchanged} unchanged; "
+            f"{result.chunks_embedded} chunks embedded, {result.chunks_reused} reused."
+        )
+    if result.skipped:
+        parts = ", ".join(f"{n} {why}" for why, n in result.skipped.most_common())
+        out.print(f"Skipped: {parts}.")
+        for why, examples in result.skipped_examples.items():
+            if why in {"too large", "unreadable", "binary"}:
+                out.print(f"  {why}: {', '.join(examples)}{' …' if result.skipped[why] > 3 else ''}")
+
+
+@app.command()
+@_reports_errors
+def search(
+    query: Annotated[str, typer.Argument(help="What to look for, in words or identifiers.")],
+    index: IndexOption = None,
+    mode: Annotated[str, typer.Option(help="hybrid, dense or keyword.")] = "hybrid",
+    k: Annotated[int | None, typer.Option("-k", help="Number of results (default CAIRN_SEARCH_K).")] = None,
+    path: Annotated[list[str] | None, typer.Option("--path", help="Only paths matching this glob.")] = None,
+    language: Annotated[list[str] | None, typer.Option("--language", help="Only this language.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+) -> None:
+    """Search the index and print ranked citations (path:start-end) with snippets."""
+    from retrievers import available_retrievers, load_search_index, make_retriever
+
+    settings = _settings(index)
+    if mode not in available_retrievers():
+        raise CairnError(f"Unknown --mode {mode!r}", f"choose one of: {', '.join(available_retrievers())}")
+    search_index = load_search_index(settings)
+    options: dict[str, Any] = {"k": k or settings.search_k}
+    if mode == "hybrid":
+        options |= {"depth": settings.fusion_depth, "rrf_k": settings.rrf_k}
+    retriever = make_retriever(mode, search_index, **options)
+    started = time.perf_counter()
+    docs = retriever.invoke(query, path_glob=path, language=language)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if as_json:
+        rows = [{**doc.metadata, "text": doc.page_content} for doc in docs]
+        out.print_json(
+            json.dumps({"query": query, "mode": mode, "ms": round(elapsed_ms, 2), "results": rows})
+        )
+        return
+    if not docs:
+        out.print("No results.")
+        return
+    for doc in docs:
+        meta = doc.metadata
+        symbol = f"  [dim]{meta['symbol']}[/]" if meta.get("symbol") else ""
+        out.print(f"[bold]{meta['rank']:>2}. {meta['citation']}[/]{symbol}  [dim]{meta['score']:.4f}[/]")
+        snippet = [line for line in doc.page_content.splitlines() if line.strip()][:4]
+        for line in snippet:
+            out.print(f"      {line[:120]}", highlight=False, markup=False)
+    err.print(f"{len(docs)} results in {elapsed_ms:.1f} ms ({mode})", style="dim")
+
+
+@app.command()
+@_reports_errors
+def info(index: IndexOption = None) -> None:
+    """Describe the index: where it came from, the embedding model, counts."""
+    from ingest.store import open_generation
+
+    settings = _settings(index)
+    generation = open_generation(settings.resolved_index_dir)
+    manifest = {k: v for k, v in generation.manifest.items() if k != "files"}
+    manifest["generation"] = generation.path.name
+    out.print_json(json.dumps(manifest))
+
+
+@app.command()
+def version() -> None:
+    """Print Cairn's version."""
+    out.print(__version__)
+
+
+def main() -> None:  # pragma: no cover - console-script shim
+    """Run the CLI."""
+    sys.exit(app())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,332 @@
+"""Ingest a repository: walk, chunk, embed what changed, and swap in a new index generation."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from cairn import __version__
+from cairn.errors import EmbeddingModelMismatch, IndexCorrupted, IndexMissing
+from config import Settings
+from ingest.chunking import Chunk, ChunkingOptions, chunk_file
+from ingest.embedder import Embedder, TextEmbedder, embedding_input
+from ingest.store import FORMAT, FORMAT_VERSION, Generation, check_writable, open_generation, writer_lock
+from ingest.store import write_generation as _write_generation
+from ingest.tokens import tokenize
+from ingest.walker import SourceFile, walk_repository
+
+RACY_WINDOW_NS = 2_000_000_000
+SYMBOL_BOOST = 3
+
+
+class IngestProgress(Protocol):
+    """What ingest reports while it works; the CLI draws it as progress bars."""
+
+    def files(self, total: int) -> None: ...
+    def file_done(self) -> None: ...
+    def embedding(self, total: int) -> None: ...
+    def embedded(self, count: int) -> None: ...
+
+
+class _Silent:
+    def files(self, total: int) -> None: ...
+    def file_done(self) -> None: ...
+    def embedding(self, total: int) -> None: ...
+    def embedded(self, count: int) -> None: ...
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What an ingest did, for the CLI's summary and for benchmarks."""
+
+    index_dir: Path
+    generation: Path | None
+    files_total: int = 0
+    files_added: int = 0
+    files_changed: int = 0
+    files_unchanged: int = 0
+    files_deleted: int = 0
+    chunks_total: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    skipped_examples: dict[str, list[str]] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def changed_anything(self) -> bool:
+        """Return True when this ingest wrote a new generation."""
+        return self.generation is not None
+
+
+@dataclass(slots=True)
+class _Row:
+    """A chunk of the new generation and where its vector and tokens come from."""
+
+    chunk: Chunk
+    old_row: int  # row in the previous generation, or -1 when it must be embedded and tokenized
+
+
+def _file_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def ingest_repository(
+    repo: Path,
+    settings: Settings,
+    *,
+    rebuild: bool = False,
+    progress: IngestProgress | None = None,
+    embedder_factory: Callable[[], TextEmbedder] | None = None,
+) -> IngestResult:
+    """Bring the index in ``settings.resolved_index_dir`` up to date with ``repo``.
+
+    Unchanged files keep their chunks, vectors and tokens; changed files are re-chunked and only
+    chunks whose content changed are re-embedded; deleted files' chunks are dropped. The new index
+    is swapped in atomically; on any error the previous one stays live.
+    """
+    progress = progress or _Silent()
+    index_dir = Path(settings.resolved_index_dir)
+    clock = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    report = walk_repository(repo, max_file_bytes=settings.max_file_bytes, exclude=settings.exclude)
+    repo_root = Path(repo).expanduser().resolve()
+    timings["walk"] = time.perf_counter() - clock
+    result = IngestResult(index_dir=index_dir, generation=None, skipped=report.skipped)
+    result.skipped_examples = report.examples
+
+    check_writable(index_dir)
+    with writer_lock(index_dir):
+        previous = None if rebuild else _previous_generation(index_dir, settings)
+        options = ChunkingOptions(settings.chunk_max_chars, settings.chunk_overlap_lines)
+        chunking = {"max_chars": options.max_chars, "overlap_lines": options.overlap_lines}
+        same_chunking = previous is not None and previous.manifest.get("chunking") == chunking
+        old_files: dict[str, Any] = previous.manifest["files"] if previous else {}
+
+        # Like git's "racy" check: a file modified within the clock granularity of the previous scan
+        # could have changed again with the same size and mtime, so its content is hashed regardless.
+        racy_before = (previous.manifest.get("scanned_at_ns", 0) - RACY_WINDOW_NS) if previous else 0
+        scanned_at_ns = time.time_ns()
+        rows: list[_Row] = []
+        files_meta: dict[str, Any] = {}
+        hash_to_row: dict[str, int] | None = None
+        progress.files(len(report.files))
+        for source in report.files:
+            old = old_files.get(source.path)
+            if (
+                same_chunking
+                and old
+                and old["size"] == source.size
+                and old["mtime_ns"] == source.mtime_ns
+                and source.mtime_ns < racy_before
+            ):
+                _reuse_file(previous, old, source, rows, files_meta)
+                result.files_unchanged += 1
+                progress.file_done()
+                continue
+            try:
+                data = source.abs_path.read_bytes()
+            except OSError:
+                result.unreadable.append(source.path)
+                result.skipped["unreadable"] += 1
+                progress.file_done()
+                continue
+            digest = _file_digest(data)
+            if same_chunking and old and old["sha256"] == digest:
+                _reuse_file(previous, old, source, rows, files_meta, digest=digest)
+                result.files_unchanged += 1
+                progress.file_done()
+                continue
+            if previous is not None and hash_to_row is None:
+                hash_to_row = {chunk.content_hash: i for i, chunk in enumerate(previous.chunks)}
+            first = len(rows)
+            for chunk in chunk_file(source.path, data.decode("utf-8", "replace"), options):
+                old_row = hash_to_row.get(chunk.content_hash, -1) if hash_to_row else -1
+                rows.append(_Row(chunk, old_row))
+            files_meta[source.path] = {
+                "sha256": digest, "size": source.size, "mtime_ns": source.mtime_ns,
+                "first_chunk": first, "chunks": len(rows) - first,
+            }  # fmt: skip
+            if old:
+                result.files_changed += 1
+            else:
+                result.files_added += 1
+            progress.file_done()
+        timings["scan_and_chunk"] = time.perf_counter() - clock - timings["walk"]
+
+        result.files_total = len(files_meta)
+        result.files_deleted = len(set(old_files) - set(files_meta))
+        result.chunks_total = len(rows)
+        if (
+            previous is not None
+            and result.files_added == result.files_changed == result.files_deleted == 0
+            and previous.manifest["counts"]["chunks"] == len(rows)
+            and previous.manifest.get("faiss_index") == settings.faiss_index
+            and _same_stats(old_files, files_meta)
+        ):
+            result.chunks_reused = len(rows)
+            result.timings = timings | {"total": time.perf_counter() - clock}
+            return result  # nothing to do: leave the live generation as it is
+
+        vectors, tokens, offsets, vocab, embedded, embed_seconds = _assemble(
+            rows, previous, settings, progress, embedder_factory
+        )
+        timings["embed"] = embed_seconds
+        result.chunks_embedded = embedded
+        result.chunks_reused = len(rows) - embedded
+
+        write_start = time.perf_counter()
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "cairn_version": __version__,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "scanned_at_ns": scanned_at_ns,
+            "repo_root": str(repo_root),
+            "embedding": {
+                "model": settings.embedding_model,
+                "dimension": int(vectors.shape[1]),
+                "max_tokens": settings.embedding_max_tokens,
+            },
+            "chunking": chunking,
+            "faiss_index": settings.faiss_index,
+            "counts": {
+                "files": len(files_meta),
+                "chunks": len(rows),
+                "skipped": dict(result.skipped),
+            },
+            "files": files_meta,
+        }
+        result.generation = _write_generation(
+            index_dir,
+            manifest=manifest,
+            chunks=[row.chunk for row in rows],
+            vectors=vectors,
+            tokens=tokens,
+            token_offsets=offsets,
+            vocab=vocab,
+            faiss_kind=settings.faiss_index,
+            hnsw_m=settings.hnsw_m,
+        )
+        timings["write"] = time.perf_counter() - write_start
+    timings["total"] = time.perf_counter() - clock
+    result.timings = timings
+    return result
+
+
+def _previous_generation(index_dir: Path, settings: Settings) -> Generation | None:
+    try:
+        previous = open_generation(index_dir)
+    except IndexMissing:
+        return None
+    except IndexCorrupted as exc:
+        raise IndexCorrupted(exc.message, "run 'cairn ingest PATH --rebuild' to build it afresh") from exc
+    if previous.embedding_model != settings.embedding_model:
+        raise EmbeddingModelMismatch(
+            f"The index at {index_dir} was built with embedding model {previous.embedding_model!r}, "
+            f"but {settings.embedding_model!r} is configured",
+            f"set CAIRN_EMBEDDING_MODEL={previous.embedding_model} or re-run with --rebuild",
+        )
+    return previous
+
+
+def _same_stats(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    return all(
+        old[path]["size"] == meta["size"] and old[path]["mtime_ns"] == meta["mtime_ns"]
+        for path, meta in new.items()
+    )
+
+
+def _reuse_file(
+    previous: Generation | None,
+    old: dict[str, Any],
+    source: SourceFile,
+    rows: list[_Row],
+    files_meta: dict[str, Any],
+    digest: str | None = None,
+) -> None:
+    assert previous is not None
+    first = len(rows)
+    begin = old["first_chunk"]
+    for offset in range(old["chunks"]):
+        rows.append(_Row(previous.chunks[begin + offset], begin + offset))
+    files_meta[source.path] = {
+        "sha256": digest or old["sha256"], "size": source.size, "mtime_ns": source.mtime_ns,
+        "first_chunk": first, "chunks": old["chunks"],
+    }  # fmt: skip
+
+
+def _assemble(
+    rows: list[_Row],
+    previous: Generation | None,
+    settings: Settings,
+    progress: IngestProgress,
+    embedder_factory: Callable[[], TextEmbedder] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int], int, float]:
+    """Return vectors, token ids, offsets and vocabulary for ``rows``, computing only what is new."""
+    fresh = [i for i, row in enumerate(rows) if row.old_row < 0]
+    old_rows = np.array([row.old_row for row in rows], dtype=np.int64)
+    reused = np.flatnonzero(old_rows >= 0)
+
+    embed_seconds = 0.0
+    new_vectors: np.ndarray | None = None
+    if fresh:
+        embed_start = time.perf_counter()
+        embedder = embedder_factory() if embedder_factory else _default_embedder(settings)
+        texts = [embedding_input(rows[i].chunk.path, rows[i].chunk.symbol, rows[i].chunk.text) for i in fresh]
+        progress.embedding(len(texts))
+        new_vectors = embedder.embed_documents(
+            texts, batch_size=settings.embedding_batch_size, on_batch=progress.embedded
+        )
+        embed_seconds = time.perf_counter() - embed_start
+        dim = new_vectors.shape[1]
+        if previous is not None and previous.faiss_index.d != dim:
+            raise EmbeddingModelMismatch(
+                f"The embedding model now makes {dim}-dimensional vectors, the index holds "
+                f"{previous.faiss_index.d}-dimensional ones",
+                "re-run with --rebuild",
+            )
+    else:
+        assert previous is not None
+        dim = previous.faiss_index.d
+
+    vectors = np.empty((len(rows), dim), dtype=np.float32)
+    if len(reused):
+        assert previous is not None
+        vectors[reused] = previous.vectors()[old_rows[reused]]
+    if new_vectors is not None:
+        vectors[fresh] = new_vectors
+
+    # Keyword tokens: slices of the previous generation's arrays where possible, tokenized otherwise.
+    vocab: dict[str, int] = previous.vocabulary() if previous is not None else {}
+    pieces: list[np.ndarray] = []
+    if previous is not None:
+        old_tokens, old_offsets = previous.tokens()
+    for row in rows:
+        if row.old_row >= 0:
+            pieces.append(old_tokens[old_offsets[row.old_row] : old_offsets[row.old_row + 1]])
+        else:
+            # The defined name counts as a boosted field, so a definition outranks mere mentions.
+            words = tokenize(row.chunk.symbol or "") * SYMBOL_BOOST + tokenize(row.chunk.text)
+            pieces.append(np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.int32))
+    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
+    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
+    return vectors, tokens, offsets, vocab, len(fresh), embed_seconds
+
+
+def _default_embedder(settings: Settings) -> Embedder:
+    return Embedder(
+        settings.embedding_model, device=settings.embedding_device, max_tokens=settings.embedding_max_tokens
+    )

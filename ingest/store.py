@@ -1,0 +1,302 @@
+"""The index on disk: immutable generations, swapped in atomically, read whole or not at all.
+
+Layout of an index folder::
+
+    CURRENT              name of the live generation (replaced atomically with os.replace)
+    .lock                held (flock) by the one ingest allowed to write at a time
+    gen-<ns>/            a complete generation, never modified after it is swapped in
+        manifest.json    format, embedding model, chunking, per-file hashes, counts
+        chunks.jsonl     one chunk per line, in row order
+        faiss.index      normalised vectors, inner product; row i is chunk i
+        tokens.npy       keyword token ids of all chunks back to back
+        token_offsets.npy  chunk i's tokens are tokens[offsets[i]:offsets[i+1]]
+        bm25/            the bm25s index (scores matrix and vocabulary)
+
+An ingest builds a generation in ``.tmp-*``, fsyncs it, renames it to ``gen-*`` and only then points
+CURRENT at it; a reader resolves CURRENT once and reads that generation. A killed ingest therefore
+leaves the previous generation live and untouched, and a reader never sees a half-written one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cairn.errors import IndexCorrupted, IndexLocked, IndexMissing
+from ingest.chunking import Chunk
+
+FORMAT = "cairn-index"
+FORMAT_VERSION = 1
+CURRENT = "CURRENT"
+KEEP_GENERATIONS = 2  # the live one and its predecessor, which a reader may still be opening
+
+
+@dataclass(slots=True)
+class Generation:
+    """One complete, loaded index generation."""
+
+    path: Path
+    manifest: dict[str, Any]
+    chunks: list[Chunk]
+    faiss_index: Any
+    bm25: Any
+    _tokens: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+
+    @property
+    def embedding_model(self) -> str:
+        """Return the name of the model the vectors were made with."""
+        return str(self.manifest["embedding"]["model"])
+
+    def tokens(self) -> tuple[np.ndarray, np.ndarray]:
+        """Return (token ids back to back, per-chunk offsets), loaded on first use."""
+        if self._tokens is None:
+            self._tokens = (
+                np.load(self.path / "tokens.npy", mmap_mode="r"),
+                np.load(self.path / "token_offsets.npy"),
+            )
+        return self._tokens
+
+    def vocabulary(self) -> dict[str, int]:
+        """Return the keyword vocabulary (token -> id) the token ids refer to."""
+        vocab = dict(self.bm25.vocab_dict)
+        vocab.pop("", None)
+        return vocab
+
+    def vectors(self) -> np.ndarray:
+        """Return all chunk vectors as an (n, dim) float32 array, row i for chunk i."""
+        total = self.faiss_index.ntotal
+        if total == 0:
+            return np.zeros((0, self.faiss_index.d), dtype=np.float32)
+        return self.faiss_index.reconstruct_n(0, total)
+
+
+# ---------------------------------------------------------------- reading
+
+
+def is_index_folder(index_dir: Path) -> bool:
+    """Return True when ``index_dir`` holds a Cairn index (a CURRENT pointer)."""
+    return (index_dir / CURRENT).is_file()
+
+
+def _foreign_entries(index_dir: Path) -> list[str]:
+    ours = {CURRENT, ".lock"}
+    return sorted(
+        entry.name
+        for entry in index_dir.iterdir()
+        if entry.name not in ours and not entry.name.startswith((".tmp-", "gen-", f"{CURRENT}."))
+    )
+
+
+def open_generation(index_dir: Path) -> Generation:
+    """Load the live generation of an index, or raise an error that says what to do."""
+    index_dir = Path(index_dir)
+    if not index_dir.exists() or not is_index_folder(index_dir):
+        if index_dir.is_dir() and _foreign_entries(index_dir):
+            raise IndexCorrupted(
+                f"{index_dir} is not a Cairn index",
+                "point CAIRN_INDEX_DIR (or --index) at the folder 'cairn ingest' wrote",
+            )
+        raise IndexMissing(f"No index at {index_dir}", "run 'cairn ingest PATH' first")
+    # A concurrent ingest may swap CURRENT and collect an old generation between our two reads;
+    # resolving CURRENT again and retrying is enough, since generations are immutable.
+    for attempt in range(3):
+        name = (index_dir / CURRENT).read_text(encoding="utf-8").strip()
+        try:
+            return _load_generation(index_dir / name)
+        except FileNotFoundError:
+            if attempt == 2 or not (index_dir / name).exists():
+                if (index_dir / CURRENT).read_text(encoding="utf-8").strip() != name:
+                    continue
+                raise IndexCorrupted(
+                    f"Index generation {name!r} named by {index_dir / CURRENT} is missing",
+                    "re-run 'cairn ingest PATH --rebuild'",
+                ) from None
+    raise IndexCorrupted(f"Could not open {index_dir}", "re-run 'cairn ingest PATH --rebuild'")
+
+
+def _load_generation(path: Path) -> Generation:
+    import bm25s
+    import faiss
+
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise IndexCorrupted(
+            f"Index manifest {path / 'manifest.json'} is not valid JSON",
+            "re-run 'cairn ingest PATH --rebuild'",
+        ) from exc
+    if manifest.get("format") != FORMAT:
+        raise IndexCorrupted(f"{path} is not a Cairn index", "point --index at a folder 'cairn ingest' wrote")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise IndexCorrupted(
+            f"Index format {manifest.get('format_version')} is not supported (this Cairn reads "
+            f"{FORMAT_VERSION})",
+            "re-run 'cairn ingest PATH --rebuild'",
+        )
+    try:
+        chunks = [_chunk_from_row(json.loads(line)) for line in _read_lines(path / "chunks.jsonl")]
+        faiss_index = faiss.read_index(str(path / "faiss.index"))
+        bm25 = bm25s.BM25.load(str(path / "bm25"), mmap=True, show_progress=False, verbosity=0)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # any decoding failure means the same thing: the files are damaged
+        raise IndexCorrupted(
+            f"Index files in {path} are damaged: {exc}", "re-run 'cairn ingest PATH --rebuild'"
+        ) from exc
+    expected = manifest["counts"]["chunks"]
+    if not (len(chunks) == faiss_index.ntotal == bm25.scores["num_docs"] == expected):
+        raise IndexCorrupted(
+            f"Index files in {path} disagree on the number of chunks",
+            "re-run 'cairn ingest PATH --rebuild'",
+        )
+    return Generation(path=path, manifest=manifest, chunks=chunks, faiss_index=faiss_index, bm25=bm25)
+
+
+def _read_lines(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield line
+
+
+def _chunk_from_row(row: list[Any]) -> Chunk:
+    path, start, end, language, symbol, kind, text = row
+    return Chunk(path, int(start), int(end), language, symbol, kind, text)
+
+
+# ---------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def writer_lock(index_dir: Path) -> Iterator[None]:
+    """Hold the index's writer lock, or raise IndexLocked if another ingest holds it."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with (index_dir / ".lock").open("a+") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise IndexLocked(
+                f"Another 'cairn ingest' is writing {index_dir}",
+                "wait for it to finish; the current index stays usable meanwhile",
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def check_writable(index_dir: Path) -> None:
+    """Refuse to write into a folder that holds something other than a Cairn index."""
+    if index_dir.exists() and not index_dir.is_dir():
+        raise IndexCorrupted(f"{index_dir} is a file, not an index folder", "choose another --index path")
+    if index_dir.is_dir() and not is_index_folder(index_dir) and (foreign := _foreign_entries(index_dir)):
+        raise IndexCorrupted(
+            f"{index_dir} already holds files that are not a Cairn index ({', '.join(foreign[:3])})",
+            "choose an empty folder for the index; Cairn will not overwrite it",
+        )
+
+
+def write_generation(
+    index_dir: Path,
+    *,
+    manifest: dict[str, Any],
+    chunks: list[Chunk],
+    vectors: np.ndarray,
+    tokens: np.ndarray,
+    token_offsets: np.ndarray,
+    vocab: dict[str, int],
+    faiss_kind: str = "flat",
+    hnsw_m: int = 32,
+) -> Path:
+    """Write a complete generation beside the live one and swap it in; return its folder."""
+    import faiss
+
+    from ingest.bm25 import build_bm25
+
+    tmp = index_dir / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    try:
+        with (tmp / "chunks.jsonl").open("w", encoding="utf-8") as handle:
+            for chunk in chunks:
+                row = [chunk.path, chunk.start_line, chunk.end_line, chunk.language, chunk.symbol,
+                       chunk.kind, chunk.text]  # fmt: skip
+                handle.write(json.dumps(row, ensure_ascii=False))
+                handle.write("\n")
+        dim = int(manifest["embedding"]["dimension"])
+        if faiss_kind == "hnsw":
+            index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            index.hnsw.efConstruction = 80
+        else:
+            index = faiss.IndexFlatIP(dim)
+        if len(vectors):
+            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        faiss.write_index(index, str(tmp / "faiss.index"))
+        np.save(tmp / "tokens.npy", tokens.astype(np.int32, copy=False))
+        np.save(tmp / "token_offsets.npy", token_offsets.astype(np.int64, copy=False))
+        build_bm25(tokens, token_offsets, vocab).save(str(tmp / "bm25"), show_progress=False)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        _fsync_tree(tmp)
+        final = index_dir / f"gen-{time.time_ns()}"
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _swap_current(index_dir, final.name)
+    _collect_garbage(index_dir, keep=final.name)
+    return final
+
+
+def _fsync_tree(root: Path) -> None:
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            fd = os.open(os.path.join(dirpath, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(Path(dirpath))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _swap_current(index_dir: Path, name: str) -> None:
+    tmp = index_dir / f"{CURRENT}.{uuid.uuid4().hex}"
+    with tmp.open("w", encoding="utf-8") as handle:
+        handle.write(name + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, index_dir / CURRENT)
+    _fsync_dir(index_dir)
+
+
+def _collect_garbage(index_dir: Path, keep: str) -> None:
+    """Remove generations older than the previous one, and leftovers of killed ingests."""
+    generations = sorted(
+        (p for p in index_dir.glob("gen-*") if p.is_dir()), key=lambda p: int(p.name.split("-", 1)[1])
+    )
+    survivors = {keep, *(p.name for p in generations[-KEEP_GENERATIONS:])}
+    for path in generations:
+        if path.name not in survivors:
+            shutil.rmtree(path, ignore_errors=True)
+    for leftover in [*index_dir.glob(".tmp-*"), *index_dir.glob(f"{CURRENT}.*")]:
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)

@@ -1,0 +1,242 @@
+"""A loaded index that answers dense, keyword and hybrid searches, with path and language filters."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pathspec
+
+from cairn.errors import EmbeddingModelMismatch
+from config import Settings
+from ingest.chunking import Chunk
+from ingest.embedder import Embedder, TextEmbedder
+from ingest.store import CURRENT, Generation, open_generation
+from ingest.tokens import tokenize
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    """Restrict a search to paths matching any glob and to any of the languages; empty means all."""
+
+    path_globs: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, path_glob: str | Iterable[str] | None = None, language: str | Iterable[str] | None = None):
+        """Build a filter from one value or many for each field."""
+
+        def as_tuple(value: str | Iterable[str] | None) -> tuple[str, ...]:
+            if value is None:
+                return ()
+            return (value,) if isinstance(value, str) else tuple(value)
+
+        return cls(as_tuple(path_glob), tuple(v.lower() for v in as_tuple(language)))
+
+    def __bool__(self) -> bool:
+        return bool(self.path_globs or self.languages)
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One search result: a chunk, its score under the method that found it, and its rank (1-based)."""
+
+    chunk: Chunk
+    row: int
+    score: float
+    rank: int
+
+
+class SearchIndex:
+    """An index generation loaded once, plus the embedding model its vectors were made with."""
+
+    def __init__(
+        self,
+        generation: Generation,
+        embedder: TextEmbedder | Callable[[], TextEmbedder],
+        *,
+        ef_search: int = 128,
+    ) -> None:
+        self.generation = generation
+        self._embedder = embedder
+        self.chunks = generation.chunks
+        self._faiss = generation.faiss_index
+        self._bm25 = generation.bm25
+        self._ef_search = ef_search
+        self._paths = np.array([c.path for c in self.chunks], dtype=object)
+        self._unique_paths, self._path_ids = (
+            np.unique(self._paths, return_inverse=True)
+            if len(self._paths)
+            else (np.array([], dtype=object), np.array([], dtype=np.int64))
+        )
+        self._languages = np.array([c.language for c in self.chunks], dtype=object)
+        self._masks: OrderedDict[SearchFilter, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self) -> TextEmbedder:
+        """Return the embedding model, loading it on first use (keyword search never needs it)."""
+        if not isinstance(self._embedder, TextEmbedder):
+            self._embedder = self._embedder()
+        return self._embedder
+
+    @property
+    def repo_root(self) -> Path:
+        """Return the repository folder the index was built from."""
+        return Path(self.generation.manifest["repo_root"])
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    # ------------------------------------------------------------ filters
+
+    def mask(self, flt: SearchFilter) -> np.ndarray | None:
+        """Return a boolean row mask for a filter (cached), or None when the filter is empty."""
+        if not flt:
+            return None
+        with self._lock:
+            cached = self._masks.get(flt)
+            if cached is not None:
+                self._masks.move_to_end(flt)
+                return cached
+        mask = np.ones(len(self.chunks), dtype=bool)
+        if flt.path_globs:
+            spec = pathspec.PathSpec.from_lines("gitwildmatch", flt.path_globs)
+            matching = np.fromiter(
+                (spec.match_file(p) for p in self._unique_paths), dtype=bool, count=len(self._unique_paths)
+            )
+            mask &= matching[self._path_ids]
+        if flt.languages:
+            mask &= np.isin(self._languages, list(flt.languages))
+        with self._lock:
+            self._masks[flt] = mask
+            if len(self._masks) > 64:
+                self._masks.popitem(last=False)
+        return mask
+
+    # ------------------------------------------------------------ searches
+
+    def dense(self, query: str, k: int, flt: SearchFilter = SearchFilter()) -> list[Hit]:
+        """Return the k chunks whose embeddings are nearest the query's."""
+        return self.dense_by_vector(self.embedder.embed_query(query), k, flt)
+
+    def dense_by_vector(self, vector: np.ndarray, k: int, flt: SearchFilter = SearchFilter()) -> list[Hit]:
+        """Return the k chunks nearest an already-embedded query vector."""
+        import faiss
+
+        if not len(self.chunks) or k <= 0:
+            return []
+        mask = self.mask(flt)
+        params = None
+        if mask is not None:
+            if not mask.any():
+                return []
+            bitmap = np.packbits(mask, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+            if isinstance(self._faiss, faiss.IndexHNSWFlat):
+                params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self._ef_search, k))
+            else:
+                params = faiss.SearchParameters(sel=selector)
+        elif isinstance(self._faiss, faiss.IndexHNSWFlat):
+            params = faiss.SearchParametersHNSW(efSearch=max(self._ef_search, k))
+        scores, ids = self._faiss.search(vector.reshape(1, -1), min(k, len(self.chunks)), params=params)
+        return [
+            Hit(self.chunks[row], int(row), float(score), rank)
+            for rank, (row, score) in enumerate(zip(ids[0], scores[0], strict=True), start=1)
+            if row >= 0
+        ]
+
+    def keyword(self, query: str, k: int, flt: SearchFilter = SearchFilter()) -> list[Hit]:
+        """Return the k chunks with the highest BM25 score for the query's tokens."""
+        if not len(self.chunks) or k <= 0:
+            return []
+        scores = self._bm25.get_scores(tokenize(query))
+        mask = self.mask(flt)
+        if mask is not None:
+            scores = np.where(mask, scores, 0.0)
+        k = min(k, len(scores))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [
+            Hit(self.chunks[row], int(row), float(scores[row]), rank)
+            for rank, row in enumerate(top, start=1)
+            if scores[row] > 0
+        ]
+
+    def hybrid(
+        self,
+        query: str,
+        k: int,
+        flt: SearchFilter = SearchFilter(),
+        *,
+        depth: int = 50,
+        rrf_k: int = 60,
+    ) -> list[Hit]:
+        """Fuse dense and keyword rankings by reciprocal rank fusion and return the top k."""
+        depth = max(depth, k)
+        return fuse([self.dense(query, depth, flt), self.keyword(query, depth, flt)], k, rrf_k=rrf_k)
+
+
+def fuse(rankings: Sequence[Sequence[Hit]], k: int, *, rrf_k: int = 60) -> list[Hit]:
+    """Combine rankings by reciprocal rank fusion: each list adds 1/(rrf_k + rank) to a chunk's score."""
+    fused: dict[int, float] = {}
+    chunks: dict[int, Chunk] = {}
+    for ranking in rankings:
+        for hit in ranking:
+            fused[hit.row] = fused.get(hit.row, 0.0) + 1.0 / (rrf_k + hit.rank)
+            chunks[hit.row] = hit.chunk
+    best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
+    return [Hit(chunks[row], row, score, rank) for rank, (row, score) in enumerate(best, start=1)]
+
+
+# ---------------------------------------------------------------- loading, once per process
+
+
+@lru_cache(maxsize=4)
+def _embedder(model: str, device: str, max_tokens: int) -> Embedder:
+    return Embedder(model, device=device, max_tokens=max_tokens)
+
+
+_open_indexes: dict[Path, tuple[str, SearchIndex]] = {}
+_open_lock = threading.Lock()
+
+
+def load_search_index(settings: Settings) -> SearchIndex:
+    """Return the search index for the settings' index folder, loading it only when it changed.
+
+    The loaded index is kept for the life of the process; a new generation written by a later
+    ingest is picked up on the next call (one small file read), never half-way through a search.
+    """
+    index_dir = Path(settings.resolved_index_dir).resolve()
+    pointer = index_dir / CURRENT
+    with _open_lock:
+        current = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else ""
+        cached = _open_indexes.get(index_dir)
+        if cached is not None and cached[0] == current:
+            index = cached[1]
+        else:
+            index = _open(index_dir, settings)
+            _open_indexes[index_dir] = (index.generation.path.name, index)
+    built_with = index.generation.embedding_model
+    if built_with != settings.embedding_model:
+        raise EmbeddingModelMismatch(
+            f"The index at {index_dir} was built with embedding model {built_with!r}, "
+            f"but {settings.embedding_model!r} is configured",
+            f"set CAIRN_EMBEDDING_MODEL={built_with} or re-ingest with --rebuild",
+        )
+    return index
+
+
+def _open(index_dir: Path, settings: Settings) -> SearchIndex:
+    generation = open_generation(index_dir)
+    # The query must be embedded exactly as the chunks were: same model, same truncation.
+    max_tokens = int(generation.manifest["embedding"].get("max_tokens", settings.embedding_max_tokens))
+    model, device = generation.embedding_model, settings.embedding_device
+    return SearchIndex(
+        generation, lambda: _embedder(model, device, max_tokens), ef_search=settings.hnsw_ef_search
+    )

@@ -1,0 +1,109 @@
+"""The CLI as a user runs it: real processes, real model, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, SAMPLE_REPO
+
+pytestmark = pytest.mark.integration
+
+
+def cairn(
+    *args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    command = [*prefix, sys.executable, "-m", "cairn.cli", *args]
+    return subprocess.run(
+        command, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=300
+    )
+
+
+@pytest.fixture(scope="module")
+def cli_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    index = tmp_path_factory.mktemp("cli") / "index"
+    done = cairn("ingest", str(SAMPLE_REPO), "--index", str(index), "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["files"] == 9 and summary["chunks"] > 9 and summary["embedded"] == summary["chunks"]
+    return index
+
+
+def test_search_prints_ranked_citations(cli_index: Path) -> None:
+    done = cairn("search", "least recently used eviction", "--index", str(cli_index), "-k", "3")
+    assert done.returncode == 0, done.stderr
+    assert " 1. tinykv/cache.py:" in done.stdout
+    assert "3 results in" in done.stderr
+
+
+def test_search_json_with_filters(cli_index: Path) -> None:
+    done = cairn(
+        "search",
+        "retry",
+        "--index",
+        str(cli_index),
+        "--json",
+        "--language",
+        "javascript",
+        "--mode",
+        "keyword",
+    )
+    assert done.returncode == 0, done.stderr
+    payload = json.loads(done.stdout)
+    assert payload["mode"] == "keyword" and payload["results"]
+    first = payload["results"][0]
+    assert first["path"] == "web/client.js" and first["citation"].startswith("web/client.js:")
+    assert "retr" in first["text"].lower()
+
+
+def test_reingest_reports_up_to_date(cli_index: Path) -> None:
+    done = cairn("ingest", str(SAMPLE_REPO), "--index", str(cli_index))
+    assert done.returncode == 0 and "up to date" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (("ingest", "/no/such/repo"), 2, "No such repository"),
+        (("search", "x", "--index", "/tmp/cairn-no-index-here"), 3, "No index at"),
+        (("search", "x", "--mode", "fuzzy"), 1, "Unknown --mode 'fuzzy'"),
+    ],
+)
+def test_errors_are_one_line_with_a_hint_and_an_exit_code(args, code, message) -> None:
+    done = cairn(*args)
+    assert done.returncode == code
+    assert message in done.stderr and "hint:" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_index_built_with_another_model_is_refused(cli_index: Path, tmp_path: Path) -> None:
+    done = cairn("search", "x", "--index", str(cli_index), env={"CAIRN_EMBEDDING_MODEL": str(tmp_path)})
+    assert done.returncode == 5 and "was built with embedding model" in done.stderr
+
+
+def test_info_describes_the_index(cli_index: Path) -> None:
+    done = cairn("info", "--index", str(cli_index))
+    info = json.loads(done.stdout)
+    assert info["embedding"]["model"] == "all-MiniLM-L6-v2" and info["counts"]["files"] == 9
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) is not installed")
+def test_ingest_and_search_work_with_no_network_at_all(tmp_path: Path) -> None:
+    """Run in a network namespace with no interfaces: any download or telemetry would fail."""
+    probe = subprocess.run(["unshare", "-n", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.fail(f"unshare -n is not permitted here: {probe.stderr!r}")
+    index = tmp_path / "index"
+    offline = ("unshare", "-n")
+    env = {"HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0"}  # prove Cairn sets them, not the test
+    done = cairn("ingest", str(SAMPLE_REPO), "--index", str(index), "--quiet", prefix=offline, env=env)
+    assert done.returncode == 0, done.stderr
+    done = cairn("search", "write-ahead log", "--index", str(index), "--json", prefix=offline, env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["results"]

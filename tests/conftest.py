@@ -1,0 +1,80 @@
+"""Fixtures shared by the test suite: sample repositories, a fake and the real embedding model."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from config import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_REPO = ROOT / "examples" / "sample-repo"
+
+
+class FakeEmbedder:
+    """Deterministic 16-dim vectors from a hash of the text; records what it was asked to embed."""
+
+    dimension = 16
+
+    def __init__(self) -> None:
+        self.embedded: list[str] = []
+
+    def _vector(self, text: str) -> np.ndarray:
+        seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+        vector = np.random.default_rng(seed).standard_normal(self.dimension).astype(np.float32)
+        return vector / np.linalg.norm(vector)
+
+    def embed_documents(
+        self, texts: Sequence[str], *, batch_size: int = 32, on_batch: Callable[[int], None] | None = None
+    ) -> np.ndarray:
+        self.embedded.extend(texts)
+        if on_batch:
+            on_batch(len(texts))
+        return np.stack([self._vector(t) for t in texts]) if texts else np.zeros((0, 16), np.float32)
+
+    def embed_query(self, text: str) -> np.ndarray:
+        return self._vector(text)
+
+
+@pytest.fixture
+def fake_embedder() -> FakeEmbedder:
+    return FakeEmbedder()
+
+
+@pytest.fixture
+def sample_repo(tmp_path: Path) -> Path:
+    """Return a private copy of the bundled sample repository that a test may modify."""
+    target = tmp_path / "repo"
+    shutil.copytree(SAMPLE_REPO, target)
+    return target
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", index_dir=tmp_path / "index")
+
+
+@pytest.fixture(scope="session")
+def real_embedder():
+    """The bundled all-MiniLM-L6-v2, loaded once for the whole session."""
+    from ingest.embedder import Embedder
+
+    return Embedder("all-MiniLM-L6-v2", max_tokens=128)
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory: pytest.TempPathFactory, real_embedder):
+    """The sample repository ingested with the real embedding model, and its SearchIndex."""
+    from ingest.pipeline import ingest_repository
+    from ingest.store import open_generation
+    from retrievers import SearchIndex
+
+    base = tmp_path_factory.mktemp("sample-index")
+    settings = Settings(data_dir=base / "data", index_dir=base / "index")
+    ingest_repository(SAMPLE_REPO, settings, embedder_factory=lambda: real_embedder)
+    return SearchIndex(open_generation(settings.resolved_index_dir), real_embedder)

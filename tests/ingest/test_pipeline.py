@@ -1,0 +1,300 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from cairn.errors import EmbeddingModelMismatch, IndexCorrupted, IndexLocked, IndexMissing
+from config import Settings
+from ingest import store
+from ingest.pipeline import ingest_repository
+from ingest.store import open_generation, writer_lock
+from tests.conftest import ROOT, FakeEmbedder
+
+
+def _ingest(repo: Path, settings: Settings, embedder: FakeEmbedder, **kwargs):
+    return ingest_repository(repo, settings, embedder_factory=lambda: embedder, **kwargs)
+
+
+def _snapshot(index_dir: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(index_dir)): p.read_bytes() for p in index_dir.rglob("*") if p.is_file()}
+
+
+def test_full_ingest_writes_a_complete_manifest(sample_repo, settings, fake_embedder) -> None:
+    result = _ingest(sample_repo, settings, fake_embedder)
+    generation = open_generation(settings.resolved_index_dir)
+    manifest = generation.manifest
+
+    assert result.files_added == result.files_total == 9
+    assert manifest["format"] == "cairn-index" and manifest["format_version"] == 1
+    assert manifest["embedding"] == {"model": "all-MiniLM-L6-v2", "dimension": 16, "max_tokens": 128}
+    assert (
+        manifest["counts"]["chunks"]
+        == len(generation.chunks)
+        == result.chunks_total
+        == result.chunks_embedded
+    )
+    assert set(manifest["files"]) >= {"tinykv/store.py", "README.md", "notebooks/benchmark.ipynb"}
+    entry = manifest["files"]["tinykv/wal.py"]
+    assert len(entry["sha256"]) == 64 and entry["chunks"] > 0
+    wal_chunks = generation.chunks[entry["first_chunk"] : entry["first_chunk"] + entry["chunks"]]
+    assert {c.path for c in wal_chunks} == {"tinykv/wal.py"}
+
+
+def test_second_ingest_without_changes_writes_nothing(sample_repo, settings, fake_embedder) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    before = _snapshot(settings.resolved_index_dir)
+    fake_embedder.embedded.clear()
+
+    result = _ingest(sample_repo, settings, fake_embedder)
+
+    assert not result.changed_anything and fake_embedder.embedded == []
+    assert _snapshot(settings.resolved_index_dir) == before
+
+
+def test_editing_one_function_re_embeds_only_that_chunk(sample_repo, settings, fake_embedder) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    cache = sample_repo / "tinykv" / "cache.py"
+    cache.write_text(cache.read_text().replace("else 0.0", "else float('nan')"))
+    fake_embedder.embedded.clear()
+
+    result = _ingest(sample_repo, settings, fake_embedder)
+
+    assert (result.files_changed, result.files_unchanged) == (1, 8)
+    assert result.chunks_embedded == len(fake_embedder.embedded) == 1
+    assert "float('nan')" in fake_embedder.embedded[0]
+    generation = open_generation(settings.resolved_index_dir)
+    assert any("float('nan')" in c.text for c in generation.chunks)
+
+
+def test_added_and_deleted_files_are_reflected(sample_repo, settings, fake_embedder) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    (sample_repo / "web" / "client.js").unlink()
+    (sample_repo / "tinykv" / "metrics.py").write_text("def count_requests(log):\n    return len(log)\n")
+
+    result = _ingest(sample_repo, settings, fake_embedder)
+
+    assert (result.files_added, result.files_deleted) == (1, 1)
+    paths = {c.path for c in open_generation(settings.resolved_index_dir).chunks}
+    assert "web/client.js" not in paths and "tinykv/metrics.py" in paths
+
+
+def test_touched_but_unchanged_file_is_not_re_embedded(sample_repo, settings, fake_embedder) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    os.utime(sample_repo / "README.md", ns=(1, 1))
+    fake_embedder.embedded.clear()
+    result = _ingest(sample_repo, settings, fake_embedder)
+    assert result.files_unchanged == 9 and fake_embedder.embedded == []
+
+
+def test_new_chunking_settings_rechunk_but_reuse_identical_chunks(
+    sample_repo, settings, fake_embedder
+) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    fake_embedder.embedded.clear()
+    wider = settings.model_copy(update={"chunk_max_chars": 4000})
+    result = _ingest(sample_repo, wider, fake_embedder)
+    assert result.files_changed == 9
+    assert 0 < result.chunks_embedded < result.chunks_total  # small definitions are the same chunks
+    assert open_generation(settings.resolved_index_dir).manifest["chunking"]["max_chars"] == 4000
+
+
+def test_another_embedding_model_is_refused_and_the_index_kept(sample_repo, settings, fake_embedder) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    before = _snapshot(settings.resolved_index_dir)
+    other = settings.model_copy(update={"embedding_model": "/models/e5-small"})
+
+    with pytest.raises(EmbeddingModelMismatch, match="all-MiniLM-L6-v2") as caught:
+        _ingest(sample_repo, other, fake_embedder)
+    assert "--rebuild" in caught.value.hint
+    assert _snapshot(settings.resolved_index_dir) == before
+
+    rebuilt = _ingest(sample_repo, other, fake_embedder, rebuild=True)
+    assert rebuilt.files_added == 9
+    assert open_generation(settings.resolved_index_dir).embedding_model == "/models/e5-small"
+
+
+def test_corrupted_index_is_reported_not_deleted(sample_repo, settings, fake_embedder) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    generation = open_generation(settings.resolved_index_dir)
+    (generation.path / "manifest.json").write_text("{ truncated")
+
+    with pytest.raises(IndexCorrupted, match="not valid JSON"):
+        open_generation(settings.resolved_index_dir)
+    with pytest.raises(IndexCorrupted) as caught:
+        _ingest(sample_repo, settings, fake_embedder)
+    assert "--rebuild" in caught.value.hint
+    assert (generation.path / "manifest.json").read_text() == "{ truncated"
+
+    _ingest(sample_repo, settings, fake_embedder, rebuild=True)
+    assert open_generation(settings.resolved_index_dir).manifest["counts"]["files"] == 9
+
+
+def test_damaged_vectors_file_is_reported(sample_repo, settings, fake_embedder) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    generation = open_generation(settings.resolved_index_dir)
+    (generation.path / "faiss.index").write_bytes(b"garbage")
+    with pytest.raises(IndexCorrupted, match="damaged"):
+        open_generation(settings.resolved_index_dir)
+
+
+def test_foreign_folder_is_never_overwritten(sample_repo, tmp_path, fake_embedder) -> None:
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("precious")
+    settings = Settings(index_dir=foreign)
+    with pytest.raises(IndexCorrupted, match="not a Cairn index"):
+        _ingest(sample_repo, settings, fake_embedder)
+    with pytest.raises(IndexCorrupted, match="not a Cairn index"):
+        open_generation(foreign)
+    assert sorted(p.name for p in foreign.iterdir()) == ["notes.txt"]
+
+
+def test_missing_index_says_to_ingest(tmp_path) -> None:
+    with pytest.raises(IndexMissing) as caught:
+        open_generation(tmp_path / "none")
+    assert "cairn ingest" in caught.value.hint
+
+
+def test_concurrent_ingest_is_refused(sample_repo, settings, fake_embedder) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    with writer_lock(settings.resolved_index_dir), pytest.raises(IndexLocked):
+        _ingest(sample_repo, settings, fake_embedder, rebuild=True)
+
+
+def test_unreadable_file_is_reported_and_the_rest_indexed(
+    sample_repo, settings, fake_embedder, monkeypatch
+) -> None:
+    original = Path.read_bytes
+
+    def flaky(self: Path) -> bytes:
+        if self.name == "cache.py":
+            raise PermissionError("denied")
+        return original(self)
+
+    monkeypatch.setattr(Path, "read_bytes", flaky)
+    result = _ingest(sample_repo, settings, fake_embedder)
+    assert result.unreadable == ["tinykv/cache.py"] and result.skipped["unreadable"] == 1
+    assert result.files_total == 8
+
+
+@pytest.mark.parametrize("fail_at", ["write_index", "rename", "swap"])
+def test_failure_while_writing_leaves_the_previous_index_live(
+    sample_repo, settings, fake_embedder, monkeypatch, fail_at
+) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    before = open_generation(settings.resolved_index_dir)
+    (sample_repo / "tinykv" / "new.py").write_text("def added():\n    return 42\n")
+
+    import faiss
+
+    def boom(*_args, **_kwargs):
+        raise OSError("disk full")
+
+    target = {
+        "write_index": (faiss, "write_index"),
+        "rename": (store.os, "rename"),
+        "swap": (store, "_swap_current"),
+    }
+    monkeypatch.setattr(*target[fail_at], boom)
+    with pytest.raises(OSError, match="disk full"):
+        _ingest(sample_repo, settings, fake_embedder)
+    monkeypatch.undo()
+
+    after = open_generation(settings.resolved_index_dir)
+    assert after.path == before.path and len(after.chunks) == len(before.chunks)
+    assert not list(settings.resolved_index_dir.glob(".tmp-*"))
+    # The next ingest completes normally and picks the change up.
+    assert _ingest(sample_repo, settings, fake_embedder).files_added == 1
+
+
+KILL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from config import Settings
+from ingest.pipeline import ingest_repository
+from tests.conftest import FakeEmbedder
+
+class Slow(FakeEmbedder):
+    def embed_documents(self, texts, **kw):
+        time.sleep(0.001 * len(texts))
+        return super().embed_documents(texts, **kw)
+
+print("start", flush=True)
+ingest_repository(Path(sys.argv[1]), Settings(index_dir=sys.argv[2]), rebuild=True,
+                  embedder_factory=Slow)
+print("done", flush=True)
+"""
+
+
+@pytest.mark.integration
+def test_killing_ingest_at_any_moment_leaves_a_usable_index(tmp_path, fake_embedder) -> None:
+    repo = tmp_path / "repo"
+    for i in range(150):
+        module = repo / f"pkg{i % 10}" / f"mod{i}.py"
+        module.parent.mkdir(parents=True, exist_ok=True)
+        module.write_text("".join(f"def f{i}_{j}(x):\n    return x * {j}\n\n\n" for j in range(20)))
+    index_dir = tmp_path / "index"
+    settings = Settings(index_dir=index_dir)
+    first = _ingest(repo, settings, fake_embedder)
+    expected = first.chunks_total
+
+    script = tmp_path / "kill_me.py"
+    script.write_text(KILL_SCRIPT.format(root=str(ROOT)))
+    outcomes = []
+    for delay in (0.2, 0.5, 0.8, 1.1, 1.4, 1.7, 2.0, 2.4):
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(repo), str(index_dir)], stdout=subprocess.PIPE
+        )
+        assert proc.stdout.readline().strip() == b"start"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        generation = open_generation(index_dir)  # never raises: some complete generation is live
+        assert len(generation.chunks) == generation.faiss_index.ntotal == expected
+        assert generation.bm25.scores["num_docs"] == expected
+        outcomes.append(generation.path.name)
+    # A later ingest cleans up what the killed ones left behind.
+    _ingest(repo, settings, fake_embedder, rebuild=True)
+    assert not list(index_dir.glob(".tmp-*"))
+    assert len(list(index_dir.glob("gen-*"))) <= store.KEEP_GENERATIONS
+
+
+def test_readers_never_see_a_half_written_index(sample_repo, settings, fake_embedder) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read_forever() -> None:
+        while not stop.is_set():
+            try:
+                generation = open_generation(settings.resolved_index_dir)
+                assert len(generation.chunks) == generation.faiss_index.ntotal
+            except BaseException as exc:
+                errors.append(exc)
+                return
+
+    reader = threading.Thread(target=read_forever)
+    reader.start()
+    try:
+        for i in range(8):
+            (sample_repo / f"extra{i}.py").write_text(f"def extra_{i}():\n    return {i}\n")
+            _ingest(sample_repo, settings, fake_embedder)
+    finally:
+        stop.set()
+        reader.join()
+    assert errors == []
+    assert (
+        json.loads((open_generation(settings.resolved_index_dir).path / "manifest.json").read_text())[
+            "counts"
+        ]["files"]
+        == 17
+    )

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cairn.errors import RepositoryNotFound
+from ingest.walker import walk_repository
+
+
+def _write(root: Path, rel: str, data: str | bytes) -> None:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, bytes):
+        path.write_bytes(data)
+    else:
+        path.write_text(data)
+
+
+def _paths(root: Path, **kwargs) -> list[str]:
+    return [
+        f.path
+        for f in walk_repository(root, max_file_bytes=kwargs.pop("max_file_bytes", 10_000), **kwargs).files
+    ]
+
+
+def test_gitignore_rules_apply_at_root_and_below_their_own_folder(tmp_path: Path) -> None:
+    _write(tmp_path, ".gitignore", "*.log\nbuild/\n")
+    _write(tmp_path, "app.py", "x = 1\n")
+    _write(tmp_path, "debug.log", "noise\n")
+    _write(tmp_path, "build/gen.py", "x = 2\n")
+    _write(tmp_path, "pkg/.gitignore", "secret.py\n")
+    _write(tmp_path, "pkg/secret.py", "x = 3\n")
+    _write(tmp_path, "pkg/public.py", "x = 4\n")
+    _write(tmp_path, "other/secret.py", "x = 5\n")  # pkg's rule must not reach here
+
+    assert _paths(tmp_path) == [".gitignore", "app.py", "other/secret.py", "pkg/.gitignore", "pkg/public.py"]
+    report = walk_repository(tmp_path, max_file_bytes=10_000)
+    assert report.skipped == {"gitignored": 2, "excluded": 1}  # build/ is also a built-in exclude
+
+
+def test_vendored_folders_and_configured_excludes_are_skipped(tmp_path: Path) -> None:
+    _write(tmp_path, "node_modules/lib/index.js", "x\n")
+    _write(tmp_path, ".git/config", "[core]\n")
+    _write(tmp_path, "src/main.py", "x = 1\n")
+    _write(tmp_path, "src/schema_pb2.py", "x = 1\n")
+    _write(tmp_path, "gen/out.py", "x = 1\n")
+
+    assert _paths(tmp_path, exclude=["gen/"]) == ["src/main.py"]
+
+
+def test_binary_large_and_empty_files_are_skipped_with_reasons(tmp_path: Path) -> None:
+    _write(tmp_path, "ok.py", "print('hi')\n")
+    _write(tmp_path, "image.png", b"\x89PNG\r\n")
+    _write(tmp_path, "blob.dat2", b"abc\x00def")
+    _write(tmp_path, "huge.py", "x = 1\n" * 5000)
+    _write(tmp_path, "empty.py", "")
+
+    report = walk_repository(tmp_path, max_file_bytes=10_000)
+    assert [f.path for f in report.files] == ["ok.py"]
+    assert report.skipped == {"binary": 2, "too large": 1, "empty": 1}
+    assert report.examples["too large"] == ["huge.py"]
+
+
+def test_symlinks_leaving_the_repository_are_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("password\n")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "a.py").write_text("x = 1\n")
+    os.symlink(outside / "secret.txt", repo / "leak.txt")
+    os.symlink(outside, repo / "linked_dir")
+    os.symlink(repo / "a.py", repo / "alias.py")  # inside the repository: fine
+
+    report = walk_repository(repo, max_file_bytes=10_000)
+    assert [f.path for f in report.files] == ["a.py", "alias.py"]
+    assert report.skipped["symlink leaving the repository"] == 1
+    assert report.skipped["symlinked folder"] == 1
+
+
+def test_missing_path_and_file_path_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(RepositoryNotFound, match="No such repository"):
+        walk_repository(tmp_path / "nope", max_file_bytes=100)
+    (tmp_path / "f.py").write_text("x\n")
+    with pytest.raises(RepositoryNotFound, match="Not a folder"):
+        walk_repository(tmp_path / "f.py", max_file_bytes=100)

@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.retrievers import BaseRetriever
+
+from cairn.errors import EmbeddingModelMismatch
+from config import Settings
+from ingest.chunking import Chunk
+from ingest.pipeline import ingest_repository
+from retrievers import (
+    DenseRetriever,
+    Hit,
+    HybridRetriever,
+    KeywordRetriever,
+    SearchFilter,
+    available_retrievers,
+    fuse,
+    load_search_index,
+    make_retriever,
+    register_retriever,
+)
+
+pytestmark = pytest.mark.integration  # the real embedding model
+
+
+def _paths(hits) -> list[str]:
+    return [h.chunk.path for h in hits]
+
+
+def test_keyword_search_finds_exact_identifiers(sample_index) -> None:
+    hits = sample_index.keyword("decode_records", 3)
+    assert hits[0].chunk.path == "tinykv/wal.py" and hits[0].chunk.symbol == "decode_records"
+    assert [h.rank for h in hits] == list(range(1, len(hits) + 1))
+
+
+def test_dense_search_finds_meaning_without_shared_words(sample_index) -> None:
+    hits = sample_index.dense("throw away the entry that was not used for the longest time", 3)
+    assert "tinykv/cache.py" in _paths(hits)
+
+
+def test_hybrid_ranks_the_answering_chunks_first(sample_index) -> None:
+    hits = sample_index.hybrid("how is a torn record detected after a crash", 3)
+    assert {"README.md", "docs/architecture.md", "tinykv/wal.py"} & set(_paths(hits[:2]))
+    assert all(0 < h.score <= 2 / 61 for h in hits)
+
+
+def test_filters_restrict_by_language_and_path_glob(sample_index) -> None:
+    js = sample_index.hybrid("retry", 5, SearchFilter.of(language="javascript"))
+    assert js and set(_paths(js)) == {"web/client.js"}
+    docs = sample_index.dense("recovery", 5, SearchFilter.of(path_glob="docs/**"))
+    assert docs and set(_paths(docs)) == {"docs/architecture.md"}
+    md = sample_index.keyword("log", 10, SearchFilter.of(path_glob=["*.md"]))
+    assert md and all(p.endswith(".md") for p in _paths(md))
+    assert sample_index.hybrid("anything", 5, SearchFilter.of(language="cobol")) == []
+
+
+def test_langchain_retrievers_return_cited_documents(sample_index) -> None:
+    retriever = HybridRetriever(index=sample_index, k=2)
+    assert isinstance(retriever, BaseRetriever)
+    docs = retriever.invoke("write-ahead log fsync durability")
+    assert len(docs) == 2 and all(isinstance(d, Document) for d in docs)
+    meta = docs[0].metadata
+    assert meta["citation"] == f"{meta['path']}:{meta['start_line']}-{meta['end_line']}"
+    assert meta["retriever"] == "hybrid" and docs[0].page_content
+
+    # per-call keyword arguments override the retriever's defaults
+    narrowed = retriever.invoke("write-ahead log", k=5, language="markdown")
+    assert len(narrowed) <= 5 and {d.metadata["language"] for d in narrowed} == {"markdown"}
+    assert DenseRetriever(index=sample_index).invoke("cache")[0].metadata["retriever"] == "dense"
+    assert KeywordRetriever(index=sample_index, path_glob=["web/*"]).invoke("fetch")[0].metadata["path"] == (
+        "web/client.js"
+    )
+
+
+def test_factory_lists_choices_and_accepts_plugins(sample_index) -> None:
+    assert {"dense", "keyword", "hybrid"} <= set(available_retrievers())
+    with pytest.raises(ValueError, match="dense, hybrid, keyword"):
+        make_retriever("semantic", sample_index)
+
+    class FirstChunk(KeywordRetriever):
+        def _hits(self, query, k, flt):
+            return [Hit(self.index.chunks[0], 0, 1.0, 1)]
+
+    register_retriever("first-chunk", FirstChunk)
+    docs = make_retriever("first-chunk", sample_index).invoke("anything")
+    assert docs[0].metadata["row"] == 0
+
+
+def test_fusion_rewards_agreement_between_rankings() -> None:
+    def chunk(name: str) -> Chunk:
+        return Chunk(name, 1, 1, "python", None, "function", name)
+
+    a, b, c = chunk("a"), chunk("b"), chunk("c")
+    dense = [Hit(a, 0, 0.9, 1), Hit(b, 1, 0.8, 2)]
+    keyword = [Hit(b, 1, 7.0, 1), Hit(c, 2, 5.0, 2)]
+    fused = fuse([dense, keyword], 3, rrf_k=60)
+    assert [h.chunk.path for h in fused] == ["b", "a", "c"]
+    assert fused[0].score == pytest.approx(1 / 62 + 1 / 61)
+
+
+def test_load_search_index_is_cached_until_a_new_generation(sample_repo, tmp_path, real_embedder) -> None:
+    settings = Settings(index_dir=tmp_path / "index")
+    ingest_repository(sample_repo, settings, embedder_factory=lambda: real_embedder)
+    first = load_search_index(settings)
+    assert load_search_index(settings) is first
+
+    (sample_repo / "extra.py").write_text("def brand_new_function():\n    return 1\n")
+    ingest_repository(sample_repo, settings, embedder_factory=lambda: real_embedder)
+    second = load_search_index(settings)
+    assert second is not first
+    assert second.keyword("brand_new_function", 1)[0].chunk.path == "extra.py"
+
+    with pytest.raises(EmbeddingModelMismatch):
+        load_search_index(settings.model_copy(update={"embedding_model": "/models/other"}))
