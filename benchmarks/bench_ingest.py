@@ -64,9 +64,7 @@ def _target(corpus: Path, i: int) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("/tmp/cairn-bench"), help="scratch folder")
     parser.add_argument("--raw-baseline", action="store_true", help="also time raw encode on all chunks")
     parser.add_argument("--edits", type=int, default=5, help="incremental re-ingests to time")

@@ -63,9 +63,7 @@ def build_stock_ensemble(index, k: int):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, default=Path("/tmp/cairn-bench/index"))
     parser.add_argument("--rounds", type=int, default=3, help="passes over the golden questions")
     parser.add_argument("--no-baseline", action="store_true", help="skip LangChain's EnsembleRetriever")

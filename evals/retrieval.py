@@ -82,9 +82,7 @@ def evaluate_index(index: Any, golden: Sequence[GoldenQuestion], *, depth: int =
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", type=Path, required=True, help="index folder built over the corpus")
     parser.add_argument("--golden", type=Path, default=DEFAULT_GOLDEN)
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")

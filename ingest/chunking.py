@@ -206,9 +206,7 @@ class _CodeChunker:
         return sum(len(line) + 1 for line in self.lines[first : last + 1])
 
     def _emit(self, first: int, last: int, symbol: str | None, kind: str) -> None:
-        self.chunks.extend(
-            _windows(self.path, self.lines, first, last, self.language, symbol, kind, self.options)
-        )
+        self.chunks.extend(_windows(self.path, self.lines, first, last, self.language, symbol, kind, self.options))
 
     def block(self, children: list[Any], parent: str | None, first_line: int, last_line: int) -> None:
         """Chunk the statements of a block: definitions alone, the lines between them grouped."""
@@ -335,3 +333,46 @@ def _chunk_notebook(path: str, text: str, options: ChunkingOptions) -> list[Chun
             end = min(first_line + window.end_line, last_line + 1)
             chunks.append(Chunk(path, start, end, language, symbol, window.kind, window.text))
     return chunks
+
+
+# ---------------------------------------------------------------- outline
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    """A definition found by the parser: qualified name, kind and 1-based line span."""
+
+    name: str
+    kind: str
+    start_line: int
+    end_line: int
+
+
+def outline_symbols(path: str, text: str) -> list[Symbol]:
+    """Return the definitions of a source file (classes, functions, methods), nested names qualified."""
+    language = detect_language(path)
+    if language not in TREE_SITTER_GRAMMARS or (parser := _parser(TREE_SITTER_GRAMMARS[language])) is None:
+        if language == "markdown":
+            return [
+                Symbol(c.symbol or "", "section", c.start_line, c.end_line)
+                for c in _chunk_markdown(path, text.replace("\r\n", "\n"), ChunkingOptions(max_chars=10**9))
+                if c.symbol
+            ]
+        return []
+    tree = parser.parse(text.replace("\r\n", "\n").encode("utf-8", "surrogatepass"))
+    symbols: list[Symbol] = []
+
+    def visit(nodes: list[Any], parent: str | None) -> None:
+        for node in nodes:
+            if not _is_definition_node(node):
+                continue
+            name = _name_of(node) or "?"
+            qualified = f"{parent}.{name}" if parent else name
+            kind = _kind_of(node, inside_container=parent is not None)
+            symbols.append(Symbol(qualified, kind, node.start_point[0] + 1, node.end_point[0] + 1))
+            body = _body_of(node)
+            if kind == "class" and body is not None:
+                visit(body.named_children, qualified)
+
+    visit(tree.root_node.named_children, None)
+    return symbols

@@ -123,7 +123,5 @@ class Embedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query into a (dimension,) float32 vector."""
-        vector = self._model.encode(
-            [text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        )
+        vector = self._model.encode([text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vector[0], dtype=np.float32)

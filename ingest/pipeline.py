@@ -242,8 +242,7 @@ def _previous_generation(index_dir: Path, settings: Settings) -> Generation | No
 
 def _same_stats(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return all(
-        old[path]["size"] == meta["size"] and old[path]["mtime_ns"] == meta["mtime_ns"]
-        for path, meta in new.items()
+        old[path]["size"] == meta["size"] and old[path]["mtime_ns"] == meta["mtime_ns"] for path, meta in new.items()
     )
 
 

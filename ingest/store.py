@@ -140,8 +140,7 @@ def _load_generation(path: Path) -> Generation:
         raise IndexCorrupted(f"{path} is not a Cairn index", "point --index at a folder 'cairn ingest' wrote")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise IndexCorrupted(
-            f"Index format {manifest.get('format_version')} is not supported (this Cairn reads "
-            f"{FORMAT_VERSION})",
+            f"Index format {manifest.get('format_version')} is not supported (this Cairn reads {FORMAT_VERSION})",
             "re-run 'cairn ingest PATH --rebuild'",
         )
     try:
@@ -288,9 +287,7 @@ def _swap_current(index_dir: Path, name: str) -> None:
 
 def _collect_garbage(index_dir: Path, keep: str) -> None:
     """Remove generations older than the previous one, and leftovers of killed ingests."""
-    generations = sorted(
-        (p for p in index_dir.glob("gen-*") if p.is_dir()), key=lambda p: int(p.name.split("-", 1)[1])
-    )
+    generations = sorted((p for p in index_dir.glob("gen-*") if p.is_dir()), key=lambda p: int(p.name.split("-", 1)[1]))
     survivors = {keep, *(p.name for p in generations[-KEEP_GENERATIONS:])}
     for path in generations:
         if path.name not in survivors:

@@ -1,1 +1,1 @@
-"""prompts"""
+"""Prompt templates, kept apart from the code that fills them."""

@@ -123,9 +123,7 @@ def make_retriever(mode: str, index: SearchIndex, **options: Any) -> BaseRetriev
     try:
         factory = _REGISTRY[mode]
     except KeyError:
-        raise ValueError(
-            f"Unknown retriever {mode!r}; choose one of: {', '.join(available_retrievers())}"
-        ) from None
+        raise ValueError(f"Unknown retriever {mode!r}; choose one of: {', '.join(available_retrievers())}") from None
     return factory(index=index, **options)
 
 

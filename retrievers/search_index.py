@@ -181,6 +181,32 @@ class SearchIndex:
         depth = max(depth, k)
         return fuse([self.dense(query, depth, flt), self.keyword(query, depth, flt)], k, rrf_k=rrf_k)
 
+    def search_many(
+        self,
+        queries: Sequence[str],
+        k: int,
+        flt: SearchFilter = SearchFilter(),
+        *,
+        mode: str = "hybrid",
+        depth: int = 50,
+        rrf_k: int = 60,
+    ) -> list[list[Hit]]:
+        """Run several queries at once, their embeddings computed in one batch; one ranking each."""
+        if mode not in {"hybrid", "dense", "keyword"}:
+            raise ValueError(f"Unknown search mode {mode!r}; choose one of: dense, hybrid, keyword")
+        if not queries:
+            return []
+        if mode == "keyword":
+            return [self.keyword(query, k, flt) for query in queries]
+        vectors = self.embedder.embed_documents(list(queries), batch_size=len(queries))
+        if mode == "dense":
+            return [self.dense_by_vector(vector, k, flt) for vector in vectors]
+        wide = max(depth, k)
+        return [
+            fuse([self.dense_by_vector(vector, wide, flt), self.keyword(query, wide, flt)], k, rrf_k=rrf_k)
+            for query, vector in zip(queries, vectors, strict=True)
+        ]
+
 
 def fuse(rankings: Sequence[Sequence[Hit]], k: int, *, rrf_k: int = 60) -> list[Hit]:
     """Combine rankings by reciprocal rank fusion: each list adds 1/(rrf_k + rank) to a chunk's score."""
@@ -237,6 +263,4 @@ def _open(index_dir: Path, settings: Settings) -> SearchIndex:
     # The query must be embedded exactly as the chunks were: same model, same truncation.
     max_tokens = int(generation.manifest["embedding"].get("max_tokens", settings.embedding_max_tokens))
     model, device = generation.embedding_model, settings.embedding_device
-    return SearchIndex(
-        generation, lambda: _embedder(model, device, max_tokens), ef_search=settings.hnsw_ef_search
-    )
+    return SearchIndex(generation, lambda: _embedder(model, device, max_tokens), ef_search=settings.hnsw_ef_search)

@@ -1,1 +1,7 @@
-"""tools"""
+"""Tools the agent may call: search_code, read_file, grep, outline, and any plugin tools."""
+
+from tools import builtin as _builtin  # noqa: F401  (registers the built-in tools)
+from tools.builtin import confine
+from tools.registry import ToolContext, available_tools, load_tools, register_tool, tool_context_for
+
+__all__ = ["ToolContext", "available_tools", "confine", "load_tools", "register_tool", "tool_context_for"]

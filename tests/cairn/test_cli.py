@@ -16,9 +16,7 @@ from tests.conftest import ROOT, SAMPLE_REPO
 pytestmark = pytest.mark.integration
 
 
-def cairn(
-    *args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()
-) -> subprocess.CompletedProcess:
+def cairn(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     command = [*prefix, sys.executable, "-m", "cairn.cli", *args]
     return subprocess.run(
         command, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=300

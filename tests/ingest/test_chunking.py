@@ -9,8 +9,7 @@ from tests.conftest import SAMPLE_REPO
 OPTIONS = ChunkingOptions(max_chars=600, overlap_lines=2)
 
 METHODS = "".join(
-    f"    def {name}(self):\n        return {name!r} + {('#' * 220)!r}\n\n"
-    for name in ("first", "second", "third")
+    f"    def {name}(self):\n        return {name!r} + {('#' * 220)!r}\n\n" for name in ("first", "second", "third")
 )
 PYTHON = (
     '"""Module docstring."""\n\nimport os\n\n\ndef small():\n    return 1\n\n\n'
@@ -70,10 +69,7 @@ def test_javascript_exports_are_definitions() -> None:
 
 
 def test_markdown_is_chunked_by_headings_with_their_trail() -> None:
-    text = (
-        "# Title\nintro\n\n## Install\npip it\n\n```\n# not a heading\n```\n\n"
-        "### Linux\napt it\n\n## Use\nrun it\n"
-    )
+    text = "# Title\nintro\n\n## Install\npip it\n\n```\n# not a heading\n```\n\n### Linux\napt it\n\n## Use\nrun it\n"
     chunks = chunk_file("README.md", text, OPTIONS)
     assert [c.symbol for c in chunks] == [
         "Title",

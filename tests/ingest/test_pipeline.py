@@ -35,12 +35,7 @@ def test_full_ingest_writes_a_complete_manifest(sample_repo, settings, fake_embe
     assert result.files_added == result.files_total == 9
     assert manifest["format"] == "cairn-index" and manifest["format_version"] == 1
     assert manifest["embedding"] == {"model": "all-MiniLM-L6-v2", "dimension": 16, "max_tokens": 128}
-    assert (
-        manifest["counts"]["chunks"]
-        == len(generation.chunks)
-        == result.chunks_total
-        == result.chunks_embedded
-    )
+    assert manifest["counts"]["chunks"] == len(generation.chunks) == result.chunks_total == result.chunks_embedded
     assert set(manifest["files"]) >= {"tinykv/store.py", "README.md", "notebooks/benchmark.ipynb"}
     entry = manifest["files"]["tinykv/wal.py"]
     assert len(entry["sha256"]) == 64 and entry["chunks"] > 0
@@ -94,9 +89,7 @@ def test_touched_but_unchanged_file_is_not_re_embedded(sample_repo, settings, fa
     assert result.files_unchanged == 9 and fake_embedder.embedded == []
 
 
-def test_new_chunking_settings_rechunk_but_reuse_identical_chunks(
-    sample_repo, settings, fake_embedder
-) -> None:
+def test_new_chunking_settings_rechunk_but_reuse_identical_chunks(sample_repo, settings, fake_embedder) -> None:
     _ingest(sample_repo, settings, fake_embedder)
     fake_embedder.embedded.clear()
     wider = settings.model_copy(update={"chunk_max_chars": 4000})
@@ -169,9 +162,7 @@ def test_concurrent_ingest_is_refused(sample_repo, settings, fake_embedder) -> N
         _ingest(sample_repo, settings, fake_embedder, rebuild=True)
 
 
-def test_unreadable_file_is_reported_and_the_rest_indexed(
-    sample_repo, settings, fake_embedder, monkeypatch
-) -> None:
+def test_unreadable_file_is_reported_and_the_rest_indexed(sample_repo, settings, fake_embedder, monkeypatch) -> None:
     original = Path.read_bytes
 
     def flaky(self: Path) -> bytes:
@@ -251,9 +242,7 @@ def test_killing_ingest_at_any_moment_leaves_a_usable_index(tmp_path, fake_embed
     script.write_text(KILL_SCRIPT.format(root=str(ROOT)))
     outcomes = []
     for delay in (0.2, 0.5, 0.8, 1.1, 1.4, 1.7, 2.0, 2.4):
-        proc = subprocess.Popen(
-            [sys.executable, str(script), str(repo), str(index_dir)], stdout=subprocess.PIPE
-        )
+        proc = subprocess.Popen([sys.executable, str(script), str(repo), str(index_dir)], stdout=subprocess.PIPE)
         assert proc.stdout.readline().strip() == b"start"
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
@@ -293,8 +282,6 @@ def test_readers_never_see_a_half_written_index(sample_repo, settings, fake_embe
         reader.join()
     assert errors == []
     assert (
-        json.loads((open_generation(settings.resolved_index_dir).path / "manifest.json").read_text())[
-            "counts"
-        ]["files"]
+        json.loads((open_generation(settings.resolved_index_dir).path / "manifest.json").read_text())["counts"]["files"]
         == 17
     )

@@ -19,10 +19,7 @@ def _write(root: Path, rel: str, data: str | bytes) -> None:
 
 
 def _paths(root: Path, **kwargs) -> list[str]:
-    return [
-        f.path
-        for f in walk_repository(root, max_file_bytes=kwargs.pop("max_file_bytes", 10_000), **kwargs).files
-    ]
+    return [f.path for f in walk_repository(root, max_file_bytes=kwargs.pop("max_file_bytes", 10_000), **kwargs).files]
 
 
 def test_gitignore_rules_apply_at_root_and_below_their_own_folder(tmp_path: Path) -> None:

@@ -1,0 +1,252 @@
+"""The agent graph driven by fake models through every branch (no network, no real model)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from config import get_settings
+from graphs.agent.context import Context
+from graphs.agent.deps import clear_model_cache
+from graphs.agent.graph import build_graph, graph
+from graphs.agent.nodes import parse_json_object
+from ingest.pipeline import ingest_repository
+from models import register_provider
+from prompts.agent import NOTHING_FOUND
+from tests.conftest import SAMPLE_REPO, FakeEmbedder
+from tests.fakes import QueuedChatModel
+
+MODELS: dict[str, QueuedChatModel] = {}
+register_provider("fake", lambda spec, settings: MODELS[spec.model])
+
+
+@pytest.fixture(scope="module")
+def index_dir(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("agent") / "index"
+    from config import Settings
+
+    ingest_repository(SAMPLE_REPO, Settings(index_dir=path), embedder_factory=FakeEmbedder)
+    return str(path)
+
+
+@pytest.fixture(autouse=True)
+def fresh_models(monkeypatch):
+    monkeypatch.delenv("CAIRN_MODEL_FALLBACK", raising=False)
+    get_settings.cache_clear()
+    clear_model_cache()
+    MODELS.clear()
+    yield
+    get_settings.cache_clear()
+    clear_model_cache()
+
+
+def models(**nodes: QueuedChatModel) -> dict[str, str]:
+    """Register one fake per node and return the Context fields that select them."""
+    fields = {}
+    for node, model in nodes.items():
+        MODELS[node] = model
+        fields[f"{node}_model"] = f"fake/{node}"
+    return fields
+
+
+def context(index_dir: str, **kwargs) -> Context:
+    return Context(index_dir=index_dir, retriever="keyword", **kwargs)
+
+
+PLAN_OK = '{"question": "How does the WAL detect a torn record?", "queries": ["decode_records crc32"]}'
+
+
+async def test_happy_path_answers_with_checked_citations(index_dir) -> None:
+    answer_model = QueuedChatModel(
+        replies=["Records carry a CRC32 [tinykv/wal.py:24-36] and torn ones are dropped [tinykv/lies.py:1-9]."]
+    )
+    ctx = context(
+        index_dir,
+        **models(
+            plan=QueuedChatModel(replies=[PLAN_OK]),
+            analyze=QueuedChatModel(replies=['{"relevant": [1], "sufficient": true, "missing": ""}']),
+            answer=answer_model,
+        ),
+    )
+    state = await graph.ainvoke({"messages": [HumanMessage("how is a torn record detected?")]}, context=ctx)
+
+    assert state["fallbacks"] == [] and state["rounds"] == 0
+    assert "decode_records crc32" in state["queries"] and "how is a torn record detected?" in state["queries"]
+    assert "tinykv/wal.py:24-36" in state["citations"]
+    assert state["dropped_citations"] == ["tinykv/lies.py:1-9"]
+    assert "lies.py" not in state["answer"] and "[tinykv/wal.py:24-36]" in state["answer"]
+    assert "Sources:" in state["answer"] and isinstance(state["messages"][-1], AIMessage)
+    # the answer prompt carried the relevant chunk with its citation
+    prompt = answer_model.prompts[0][-1].content
+    first = state["documents"][state["relevant"][0]]
+    assert f"[{first['citation']}]" in prompt and first["text"][:40] in prompt
+
+
+async def test_unparseable_plan_falls_back_to_the_question_and_its_identifiers(index_dir) -> None:
+    ctx = context(
+        index_dir,
+        **models(
+            plan=QueuedChatModel(replies=["Sure! Here are some thoughts about caches..."]),
+            analyze=QueuedChatModel(replies=['{"relevant": [1, 2], "sufficient": true}']),
+            answer=QueuedChatModel(replies=["It evicts the oldest entry."]),
+        ),
+    )
+    state = await graph.ainvoke({"messages": [HumanMessage("what does LRUCache.put do with hit_ratio?")]}, context=ctx)
+    assert state["fallbacks"] == ["plan"]
+    assert state["question"] == "what does LRUCache.put do with hit_ratio?"
+    assert {"LRUCache.put", "hit_ratio"} <= set(state["queries"])
+    assert state["answer"].startswith("It evicts the oldest entry.")
+
+
+async def test_unparseable_analysis_falls_back_to_retrieval_scores(index_dir) -> None:
+    ctx = context(
+        index_dir,
+        **models(
+            plan=QueuedChatModel(replies=[PLAN_OK]),
+            analyze=QueuedChatModel(replies=["I think excerpt one looks good"]),
+            answer=QueuedChatModel(replies=["See the checksum."]),
+        ),
+    )
+    state = await graph.ainvoke({"messages": [HumanMessage("torn record crc32")]}, context=ctx)
+    assert "analyze" in state["fallbacks"]
+    assert state["relevant"] and state["sufficient"]
+    best = max(range(len(state["documents"])), key=lambda i: state["documents"][i]["score"])
+    assert best in state["relevant"]
+
+
+async def test_refine_loop_stops_at_its_bound(index_dir) -> None:
+    refine_model = QueuedChatModel(default='{"queries": ["WriteAheadLog append fsync"]}')
+    analyze_model = QueuedChatModel(default='{"relevant": [1], "sufficient": false, "missing": "the fsync call"}')
+    ctx = context(
+        index_dir,
+        max_rounds=2,
+        **models(
+            plan=QueuedChatModel(replies=[PLAN_OK]),
+            analyze=analyze_model,
+            refine=refine_model,
+            answer=QueuedChatModel(replies=["Appends are fsynced."]),
+        ),
+    )
+    state = await graph.ainvoke({"messages": [HumanMessage("is every append durable?")]}, context=ctx)
+    assert state["rounds"] == 2
+    assert len(refine_model.prompts) == 2 and len(analyze_model.prompts) == 3
+    assert "WriteAheadLog append fsync" in state["searched"]
+    assert state["answer"].startswith("Appends are fsynced.")
+
+
+async def test_refine_with_unparseable_output_still_makes_new_queries(index_dir) -> None:
+    ctx = context(
+        index_dir,
+        max_rounds=1,
+        **models(
+            plan=QueuedChatModel(replies=[PLAN_OK]),
+            analyze=QueuedChatModel(default='{"relevant": [1], "sufficient": false, "missing": "compact_threshold"}'),
+            refine=QueuedChatModel(replies=["no idea"]),
+            answer=QueuedChatModel(replies=["ok"]),
+        ),
+    )
+    state = await graph.ainvoke({"messages": [HumanMessage("when does compaction run?")]}, context=ctx)
+    assert "refine" in state["fallbacks"] and "compact_threshold" in state["searched"]
+
+
+async def test_nothing_retrieved_says_so_without_asking_the_answer_model(index_dir) -> None:
+    answer_model = QueuedChatModel()  # raises if called
+    ctx = context(
+        index_dir,
+        max_rounds=1,
+        **models(
+            plan=QueuedChatModel(replies=['{"question": "zyzzyva?", "queries": ["zyzzyva"]}']),
+            analyze=QueuedChatModel(),
+            refine=QueuedChatModel(replies=['{"queries": ["qwxjk"]}']),
+            answer=answer_model,
+        ),
+    )
+    state = await graph.ainvoke({"messages": [HumanMessage("zyzzyva quuxplorp?")]}, context=ctx)
+    assert state["documents"] == [] and state["rounds"] == 1
+    assert state["answer"] == NOTHING_FOUND and state["citations"] == []
+    assert answer_model.prompts == []
+
+
+async def test_tool_errors_are_recorded_and_the_answer_still_comes(index_dir) -> None:
+    calls = AIMessage(
+        "",
+        tool_calls=[
+            {"name": "read_file", "args": {"path": "../../etc/passwd"}, "id": "a"},
+            {"name": "no_such_tool", "args": {}, "id": "b"},
+            {"name": "grep", "args": {"pattern": "(unclosed"}, "id": "c"},
+            {
+                "name": "read_file",
+                "args": {"path": "tinykv/cache.py", "start_line": 1, "end_line": 5},
+                "id": "d",
+            },
+        ],
+    )
+    ctx = context(
+        index_dir,
+        use_tools=True,
+        **models(
+            plan=QueuedChatModel(replies=[PLAN_OK]),
+            analyze=QueuedChatModel(replies=[calls, '{"relevant": [1], "sufficient": true}']),
+            answer=QueuedChatModel(replies=["Done [tinykv/cache.py:1-5]."]),
+        ),
+    )
+    state = await graph.ainvoke({"messages": [HumanMessage("how are records checked?")]}, context=ctx)
+    errors = {c["name"]: c["error"] for c in state["tool_calls"] if c["error"]}
+    assert "leaves the repository" in errors["read_file"]
+    assert "no tool named" in errors["no_such_tool"] and "invalid pattern" in errors["grep"]
+    assert any(d["citation"] == "tinykv/cache.py:1-5" for d in state["documents"])
+    assert "tinykv/cache.py:1-5" in state["citations"]
+
+
+async def test_failover_to_the_second_endpoint_is_taken_and_logged(index_dir, monkeypatch, caplog) -> None:
+    MODELS["down"] = QueuedChatModel(default=None, replies=[ConnectionError("connection refused")] * 4)
+    MODELS["up"] = QueuedChatModel(default='{"relevant": [1], "sufficient": true, "question": "q", "queries": ["wal"]}')
+    monkeypatch.setenv("CAIRN_MODEL_FALLBACK", "fake/up")
+    get_settings.cache_clear()
+    ctx = context(index_dir, model="fake/down")
+    with caplog.at_level(logging.WARNING, logger="cairn.models"):
+        state = await graph.ainvoke({"messages": [HumanMessage("wal checksum")]}, context=ctx)
+    assert state["answer"]
+    assert "failing over to fake/up" in caplog.text and "connection refused" in caplog.text
+    assert len(MODELS["up"].prompts) >= 3  # plan, analyze and answer all came from the fallback
+
+
+async def test_model_errors_without_fallback_propagate(index_dir) -> None:
+    ctx = context(index_dir, model="fake/down")
+    MODELS["down"] = QueuedChatModel(replies=[TimeoutError("model timed out")])
+    with pytest.raises(TimeoutError, match="timed out"):
+        await graph.ainvoke({"messages": [HumanMessage("anything")]}, context=ctx)
+
+
+async def test_conversation_history_feeds_the_next_turn(index_dir) -> None:
+    plan_model = QueuedChatModel(replies=[PLAN_OK, "unparseable"])
+    ctx = context(
+        index_dir,
+        **models(
+            plan=plan_model,
+            analyze=QueuedChatModel(default='{"relevant": [1], "sufficient": true}'),
+            answer=QueuedChatModel(replies=["decode_records checks the CRC32.", "In WriteAheadLog.replay."]),
+        ),
+    )
+    memory = build_graph().compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "s1"}}
+    await memory.ainvoke(
+        {"messages": [HumanMessage("how does decode_records detect torn writes?")]}, config, context=ctx
+    )
+    state = await memory.ainvoke({"messages": [HumanMessage("and who calls it?")]}, config, context=ctx)
+
+    assert len(state["messages"]) == 4
+    second_plan_prompt = " ".join(str(m.content) for m in plan_model.prompts[1])
+    assert "how does decode_records detect torn writes?" in second_plan_prompt
+    assert "decode_records checks the CRC32." in second_plan_prompt
+    # the deterministic fallback carries the earlier turn's identifiers into the search
+    assert "decode_records" in state["queries"]
+
+
+def test_json_is_found_inside_chatter_and_fences() -> None:
+    assert parse_json_object('Sure!\n```json\n{"a": [1, 2], "b": "x}y"}\n```') == {"a": [1, 2], "b": "x}y"}
+    with pytest.raises(ValueError):
+        parse_json_object("no json here {broken")

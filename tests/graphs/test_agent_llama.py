@@ -1,0 +1,95 @@
+"""The full graph against the real llama.cpp server running the bundled SmolLM2-135M model."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import HumanMessage
+
+from config import Settings
+from graphs.agent.citations import find_citations, supported
+from graphs.agent.context import Context
+from graphs.agent.graph import graph
+from ingest.pipeline import ingest_repository
+from models.embedded import EmbeddedServer, is_serving
+from tests.conftest import ROOT, SAMPLE_REPO
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    settings = Settings(data_dir=tmp_path_factory.mktemp("llama"), embedded_port=free_port())
+    server = EmbeddedServer(settings)
+    server.start(timeout=120)
+    yield server
+    server.stop()
+    assert not is_serving(settings)
+
+
+@pytest.fixture(scope="module")
+def real_index(tmp_path_factory, real_embedder) -> str:
+    path = tmp_path_factory.mktemp("llama-index") / "index"
+    ingest_repository(SAMPLE_REPO, Settings(index_dir=path), embedder_factory=lambda: real_embedder)
+    return str(path)
+
+
+async def test_bundled_model_answers_through_the_full_graph_with_a_valid_citation(llama, real_index) -> None:
+    context = Context(model=f"openai-compatible/smollm2-135m@{llama.base_url}", index_dir=real_index, max_rounds=1)
+    state = await graph.ainvoke(
+        {"messages": [HumanMessage("How does the LRU cache evict entries when it is full?")]}, context=context
+    )
+    assert state["answer"].strip()
+    assert state["citations"], state["answer"]
+    for citation in state["citations"]:
+        (_, parsed), *_ = find_citations(citation)
+        assert supported(parsed, state["documents"]), citation
+    assert any(c.startswith("tinykv/cache.py:") for c in state["citations"])
+    assert all(not supported(find_citations(c)[0][1], state["documents"]) for c in state["dropped_citations"])
+
+
+def _cairn(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cairn.cli", *args],
+        capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env}, timeout=600,
+    )  # fmt: skip
+
+
+def test_cairn_ask_starts_the_embedded_model_itself_and_keeps_sessions(real_index, tmp_path: Path) -> None:
+    port = free_port()
+    env = {"CAIRN_DATA_DIR": str(tmp_path), "CAIRN_EMBEDDED_PORT": str(port), "CAIRN_AGENT_MAX_ROUNDS": "0"}
+    first = _cairn("ask", "What does Store.compact do?", "--index", real_index, "--session", "s1", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "starting the embedded model" in first.stderr
+    state = json.loads(first.stdout)
+    assert state["citations"] and state["answer"]
+    assert not is_serving(Settings(embedded_port=port))  # stopped again on exit
+
+    second = _cairn("ask", "And where is it called?", "--index", real_index, "--session", "s1", "--json", env=env)
+    assert second.returncode == 0, second.stderr
+    messages = json.loads(second.stdout)["messages"]
+    assert [m["role"] for m in messages] == ["human", "ai", "human", "ai"]
+    assert messages[0]["content"] == "What does Store.compact do?"
+    assert (tmp_path / "sessions.sqlite").exists()
+
+
+def test_unreachable_model_endpoint_is_a_clear_error(real_index, tmp_path: Path) -> None:
+    port = free_port()  # nothing listens here
+    done = _cairn(
+        "ask", "anything?", "--index", real_index, "--model", f"openai-compatible/m@http://127.0.0.1:{port}/v1",
+        env={"CAIRN_DATA_DIR": str(tmp_path), "CAIRN_MODEL_TIMEOUT": "5", "CAIRN_MODEL_MAX_RETRIES": "0"},
+    )  # fmt: skip
+    assert done.returncode == 10
+    assert "unreachable" in done.stderr and "hint:" in done.stderr and "Traceback" not in done.stderr

@@ -1,0 +1,100 @@
+"""The built-in tools, including every way of trying to read outside the repository."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from config import Settings
+from ingest.pipeline import ingest_repository
+from ingest.store import open_generation
+from retrievers import SearchIndex
+from tests.conftest import FakeEmbedder
+from tools import available_tools, load_tools, register_tool, tool_context_for
+
+
+@pytest.fixture
+def repo_tools(sample_repo: Path, tmp_path: Path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("TOP SECRET\n")
+    (sample_repo / ".env").write_text("API_KEY=hunter2\n")
+    (sample_repo / ".gitignore").write_text("*.kv\nbuild/\n.env\n")
+    settings = Settings(index_dir=tmp_path / "index")
+    ingest_repository(sample_repo, settings, embedder_factory=FakeEmbedder)
+    index = SearchIndex(open_generation(settings.resolved_index_dir), FakeEmbedder())
+    # Planted after indexing: a symlink that points out of the repository.
+    os.symlink(outside / "secret.txt", sample_repo / "tinykv" / "link.py")
+    tools = {t.name: t for t in load_tools(tool_context_for(index))}
+    return tools, sample_repo, outside
+
+
+@pytest.mark.parametrize(
+    ("path", "reason"),
+    [
+        ("../outside/secret.txt", "leaves the repository"),
+        ("tinykv/../../outside/secret.txt", "leaves the repository"),
+        ("/etc/passwd", "not a path relative"),
+        ("~/.ssh/id_rsa", "not a path relative"),
+        (".env", "not an indexed file"),
+        ("tinykv/link.py", "not an indexed file"),
+    ],
+)
+def test_read_file_refuses_paths_outside_the_indexed_files(repo_tools, path, reason) -> None:
+    tools, _, _ = repo_tools
+    result = tools["read_file"].invoke({"path": path})
+    assert reason in result and "SECRET" not in result and "hunter2" not in result
+
+
+def test_a_symlink_swapped_in_for_an_indexed_file_is_refused(repo_tools) -> None:
+    tools, repo, outside = repo_tools
+    target = repo / "tinykv" / "cache.py"
+    target.unlink()
+    os.symlink(outside / "secret.txt", target)
+    result = tools["read_file"].invoke({"path": "tinykv/cache.py"})
+    assert "resolves outside the repository" in result and "SECRET" not in result
+    assert "SECRET" not in tools["grep"].invoke({"pattern": "SECRET"})
+
+
+def test_read_file_returns_numbered_lines_with_a_citation(repo_tools) -> None:
+    tools, _, _ = repo_tools
+    result = tools["read_file"].invoke({"path": "tinykv/wal.py", "start_line": 24, "end_line": 26})
+    assert result.splitlines()[0] == "[tinykv/wal.py:24-26]"
+    assert "   24  def decode_records(data):" in result
+
+
+def test_grep_is_bounded_and_confined(repo_tools) -> None:
+    tools, _, _ = repo_tools
+    hits = tools["grep"].invoke({"pattern": r"def \w+_records", "path_glob": "*.py"})
+    assert "tinykv/wal.py:16: def encode_record" not in hits  # \w+_records needs the plural
+    assert "tinykv/wal.py:24: def decode_records(data):" in hits
+    assert tools["grep"].invoke({"pattern": "hunter2"}) == "no matches"
+    assert "invalid pattern" in tools["grep"].invoke({"pattern": "(unclosed"})
+    many = tools["grep"].invoke({"pattern": "."})
+    assert many.count("\n") <= 51 and "first 50 matches" in many
+
+
+def test_outline_lists_symbols_with_ranges(repo_tools) -> None:
+    tools, _, _ = repo_tools
+    outline = tools["outline"].invoke({"path": "tinykv"})
+    assert "class Store [tinykv/store.py:" in outline
+    assert "method Store.compact [tinykv/store.py:" in outline
+    assert "function decode_records [tinykv/wal.py:24-36]" in outline
+    assert "leaves the repository" in tools["outline"].invoke({"path": ".."})
+
+
+def test_search_code_returns_cited_chunks(repo_tools) -> None:
+    tools, _, _ = repo_tools
+    result = tools["search_code"].invoke({"query": "decode_records", "k": 2})
+    assert result.startswith("[tinykv/wal.py:") or "[tinykv/wal.py:" in result
+
+
+def test_registry_loads_plugins_like_builtins_and_names_choices(repo_tools) -> None:
+    from langchain_core.tools import StructuredTool
+
+    register_tool("echo", lambda ctx: StructuredTool.from_function(lambda text: text, name="echo", description="e"))
+    assert {"echo", "grep", "outline", "read_file", "search_code"} <= set(available_tools())
+    with pytest.raises(Exception, match="choose from"):
+        load_tools(None, ["nope"])  # type: ignore[arg-type]

@@ -1,0 +1,206 @@
+"""The built-in tools: search_code, read_file, grep and outline, all confined to the indexed files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path, PurePosixPath
+
+import regex
+from langchain_core.tools import BaseTool, StructuredTool, ToolException
+from pydantic import BaseModel, Field
+
+from ingest.chunking import outline_symbols
+from tools.registry import ToolContext, register_tool
+
+MAX_READ_LINES = 400
+MAX_READ_CHARS = 24_000
+MAX_GREP_MATCHES = 50
+GREP_SECONDS = 2.0
+MAX_OUTLINE_FILES = 40
+
+
+def _refuse(message: str) -> ToolException:
+    return ToolException(message)
+
+
+def confine(context: ToolContext, path: str, *, allow_folder: bool = False) -> tuple[str, Path]:
+    """Return (relative path, absolute path) for a path inside the repository, or refuse it.
+
+    Refused: absolute paths, '~', any '..' part, paths that are not indexed (so files that
+    .gitignore or the size cap kept out of the index stay unreadable), and symlinks that resolve
+    outside the repository.
+    """
+    raw = path.strip().replace("\\", "/")
+    if not raw or raw.startswith(("/", "~")) or (len(raw) > 1 and raw[1] == ":"):
+        raise _refuse(f"refused: {path!r} is not a path relative to the repository root")
+    pure = PurePosixPath(raw)
+    if ".." in pure.parts:
+        raise _refuse(f"refused: {path!r} leaves the repository ('..' is not allowed)")
+    rel = str(pure).removeprefix("./") if str(pure) != "." else ""
+    is_folder = rel == "" or any(f.startswith(rel.rstrip("/") + "/") for f in context.indexed_files)
+    if rel not in context.indexed_files and not (allow_folder and is_folder):
+        raise _refuse(f"{path!r} is not an indexed file of this repository")
+    root = context.repo_root.resolve()
+    target = (root / rel).resolve()
+    try:
+        target.relative_to(root)
+    except ValueError:
+        raise _refuse(f"refused: {path!r} resolves outside the repository") from None
+    return rel, target
+
+
+class SearchCodeArgs(BaseModel):
+    query: str = Field(description="What to look for: words, identifiers or a question.")
+    k: int = Field(default=5, ge=1, le=20, description="How many results.")
+    path_glob: str | None = Field(default=None, description="Only files matching this glob, e.g. 'src/**/*.py'.")
+    language: str | None = Field(default=None, description="Only this language, e.g. 'python'.")
+
+
+class ReadFileArgs(BaseModel):
+    path: str = Field(description="File path relative to the repository root, as cited (e.g. 'src/app.py').")
+    start_line: int = Field(default=1, ge=1, description="First line to read (1-based).")
+    end_line: int | None = Field(default=None, ge=1, description="Last line to read (inclusive).")
+
+
+class GrepArgs(BaseModel):
+    pattern: str = Field(description="A regular expression (Python syntax) searched line by line.")
+    path_glob: str | None = Field(default=None, description="Only files matching this glob.")
+    ignore_case: bool = Field(default=False, description="Match without regard to case.")
+
+
+class OutlineArgs(BaseModel):
+    path: str = Field(description="A file or folder relative to the repository root ('.' for everything).")
+
+
+def search_code_tool(context: ToolContext) -> BaseTool:
+    """Hybrid search over the index, returning cited chunks."""
+    from retrievers.search_index import SearchFilter
+
+    def search_code(query: str, k: int = 5, path_glob: str | None = None, language: str | None = None) -> str:
+        hits = context.index.hybrid(query, k, SearchFilter.of(path_glob, language))
+        if not hits:
+            return "no results"
+        return "\n\n".join(f"[{h.chunk.citation}] {h.chunk.symbol or ''}\n{h.chunk.text}" for h in hits)
+
+    return StructuredTool.from_function(
+        search_code,
+        name="search_code",
+        description="Search the indexed repository (keywords and meaning); returns code with path:start-end.",
+        args_schema=SearchCodeArgs,
+        handle_tool_error=True,
+    )
+
+
+def read_file_tool(context: ToolContext) -> BaseTool:
+    """Lines of an indexed file, numbered, capped in size."""
+
+    def read_file(path: str, start_line: int = 1, end_line: int | None = None) -> str:
+        rel, target = confine(context, path)
+        try:
+            lines = target.read_text(encoding="utf-8", errors="replace").split("\n")
+        except OSError as exc:
+            raise ToolException(f"cannot read {rel}: {exc.strerror or exc}") from exc
+        last = min(end_line or len(lines), len(lines), start_line + MAX_READ_LINES - 1)
+        if start_line > len(lines):
+            raise ToolException(f"{rel} has only {len(lines)} lines")
+        out, size = [], 0
+        for number in range(start_line, last + 1):
+            line = f"{number:>5}  {lines[number - 1]}"
+            size += len(line) + 1
+            if size > MAX_READ_CHARS:
+                last = number - 1
+                break
+            out.append(line)
+        more = f"\n(truncated; the file has {len(lines)} lines)" if last < (end_line or len(lines)) else ""
+        return f"[{rel}:{start_line}-{last}]\n" + "\n".join(out) + more
+
+    return StructuredTool.from_function(
+        read_file,
+        name="read_file",
+        description=f"Read lines of an indexed file (at most {MAX_READ_LINES} lines per call).",
+        args_schema=ReadFileArgs,
+        handle_tool_error=True,
+    )
+
+
+def grep_tool(context: ToolContext) -> BaseTool:
+    """Regular-expression search over the indexed files, bounded in time and output."""
+    import pathspec
+
+    def grep(pattern: str, path_glob: str | None = None, ignore_case: bool = False) -> str:
+        try:
+            compiled = regex.compile(pattern, regex.IGNORECASE if ignore_case else 0)
+        except regex.error as exc:
+            raise ToolException(f"invalid pattern: {exc}") from exc
+        spec = pathspec.PathSpec.from_lines("gitwildmatch", [path_glob]) if path_glob else None
+        deadline = time.monotonic() + GREP_SECONDS
+        matches: list[str] = []
+        for rel in sorted(context.indexed_files):
+            if spec is not None and not spec.match_file(rel):
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                matches.append(f"(stopped after {GREP_SECONDS:.0f}s; narrow the pattern or the path_glob)")
+                break
+            try:
+                _, target = confine(context, rel)
+                text = target.read_text(encoding="utf-8", errors="replace")
+            except (ToolException, OSError):
+                continue
+            try:
+                for number, line in enumerate(text.split("\n"), start=1):
+                    if compiled.search(line[:2000], timeout=max(remaining, 0.01)):
+                        matches.append(f"{rel}:{number}: {line.strip()[:200]}")
+                        if len(matches) >= MAX_GREP_MATCHES:
+                            return "\n".join(matches) + f"\n(first {MAX_GREP_MATCHES} matches)"
+            except TimeoutError:
+                matches.append(f"(pattern took longer than {GREP_SECONDS:.0f}s; simplify it)")
+                break
+        return "\n".join(matches) if matches else "no matches"
+
+    return StructuredTool.from_function(
+        grep,
+        name="grep",
+        description="Find lines matching a regular expression in the indexed files; returns path:line: text.",
+        args_schema=GrepArgs,
+        handle_tool_error=True,
+    )
+
+
+def outline_tool(context: ToolContext) -> BaseTool:
+    """Symbols (classes, functions, methods, headings) of a file or folder."""
+
+    def outline(path: str) -> str:
+        rel, _ = confine(context, path, allow_folder=True)
+        files = (
+            [rel]
+            if rel in context.indexed_files
+            else sorted(f for f in context.indexed_files if rel == "" or f.startswith(rel.rstrip("/") + "/"))
+        )
+        lines: list[str] = []
+        for name in files[:MAX_OUTLINE_FILES]:
+            _, target = confine(context, name)
+            try:
+                symbols = outline_symbols(name, target.read_text(encoding="utf-8", errors="replace"))
+            except OSError:
+                continue
+            if symbols:
+                lines.append(name)
+                lines.extend(f"  {s.kind} {s.name} [{name}:{s.start_line}-{s.end_line}]" for s in symbols)
+        if len(files) > MAX_OUTLINE_FILES:
+            lines.append(f"({len(files) - MAX_OUTLINE_FILES} more files; outline a narrower folder)")
+        return "\n".join(lines) if lines else "no symbols found"
+
+    return StructuredTool.from_function(
+        outline,
+        name="outline",
+        description="List the classes, functions and methods of a file or folder with their line ranges.",
+        args_schema=OutlineArgs,
+        handle_tool_error=True,
+    )
+
+
+register_tool("search_code", search_code_tool)
+register_tool("read_file", read_file_tool)
+register_tool("grep", grep_tool)
+register_tool("outline", outline_tool)

@@ -1,0 +1,59 @@
+"""The tool registry: built-in and plugin tools are registered and loaded the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from langchain_core.tools import BaseTool
+
+from cairn.errors import CairnError
+
+ENTRY_POINT_GROUP = "cairn.tools"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a tool may use: the loaded index and the repository it was built from."""
+
+    index: Any  # retrievers.SearchIndex (typed loosely: tools sit beside, not above, retrievers)
+    repo_root: Path
+    indexed_files: frozenset[str]
+
+
+ToolFactory = Callable[[ToolContext], BaseTool]
+_FACTORIES: dict[str, ToolFactory] = {}
+_plugins_loaded = False
+
+
+def register_tool(name: str, factory: ToolFactory) -> None:
+    """Make a tool available under ``name``; ``factory(context)`` builds it for one index."""
+    _FACTORIES[name] = factory
+
+
+def available_tools() -> list[str]:
+    """Return the names of every registered tool, plugins included."""
+    global _plugins_loaded
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        for entry in entry_points(group=ENTRY_POINT_GROUP):
+            register_tool(entry.name, entry.load())
+    return sorted(_FACTORIES)
+
+
+def load_tools(context: ToolContext, enabled: list[str] | None = None) -> list[BaseTool]:
+    """Build the enabled tools (all registered ones when ``enabled`` is None)."""
+    names = available_tools() if enabled is None else enabled
+    unknown = [name for name in names if name not in _FACTORIES]
+    if unknown:
+        raise CairnError(f"Unknown tool(s): {', '.join(unknown)}", f"choose from: {', '.join(available_tools())}")
+    return [_FACTORIES[name](context) for name in names]
+
+
+def tool_context_for(index: Any) -> ToolContext:
+    """Return the ToolContext of a loaded SearchIndex."""
+    files = frozenset(index.generation.manifest.get("files", {}))
+    return ToolContext(index=index, repo_root=Path(index.repo_root), indexed_files=files)
