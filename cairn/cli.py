@@ -285,12 +285,20 @@ def ask(
     import asyncio
 
     from graphs.agent.context import Context
+    from models import parse_model_spec
     from models.embedded import embedded_model
     from retrievers import load_search_index
 
+    if not question.strip():
+        raise CairnError("The question is empty", 'ask something, e.g. cairn ask "where is the config parsed?"')
+    if retriever is not None and retriever not in {"hybrid", "dense", "keyword"}:
+        raise CairnError(f"Unknown --retriever {retriever!r}", "choose one of: dense, hybrid, keyword")
     settings = _settings(index)
     if model:
         settings = settings.model_copy(update={"model": model})
+    for spec in {settings.node_model(n) for n in ("plan", "analyze", "refine", "answer")} | {settings.model_fallback}:
+        if spec:
+            parse_model_spec(spec)  # a malformed setting is reported before anything starts
     load_search_index(settings)  # fail fast (no index, wrong model) before starting anything
     context = Context(
         model=model, retriever=retriever, max_rounds=max_rounds, index_dir=str(settings.resolved_index_dir)

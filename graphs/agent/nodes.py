@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from langchain_core.messages import (
@@ -70,8 +71,11 @@ def parse_json_object(text: str) -> dict[str, Any]:
         for index in range(start, len(text)):
             char = text[index]
             if in_string:
-                escaped = not escaped and char == "\\"
-                if char == '"' and not escaped:
+                if escaped:
+                    escaped = False
+                elif char == "\\":
+                    escaped = True
+                elif char == '"':
                     in_string = False
                 continue
             if char == '"':
@@ -109,7 +113,7 @@ def _question_of(messages: list[AnyMessage]) -> str:
     raise ValueError("the conversation has no user message")
 
 
-def _dedupe(items: list[str], exclude: list[str] = ()) -> list[str]:  # type: ignore[assignment]
+def _dedupe(items: list[str], exclude: Sequence[str] = ()) -> list[str]:
     out: list[str] = []
     lowered = {e.strip().lower() for e in exclude}
     for item in items:

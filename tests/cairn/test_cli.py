@@ -71,6 +71,10 @@ def test_reingest_reports_up_to_date(cli_index: Path) -> None:
         (("ingest", "/no/such/repo"), 2, "No such repository"),
         (("search", "x", "--index", "/tmp/cairn-no-index-here"), 3, "No index at"),
         (("search", "x", "--mode", "fuzzy"), 1, "Unknown --mode 'fuzzy'"),
+        (("ask", "  "), 1, "The question is empty"),
+        (("ask", "x", "--retriever", "fuzzy"), 1, "Unknown --retriever 'fuzzy'"),
+        (("ask", "x", "--index", "/tmp/cairn-no-index-here"), 3, "No index at"),
+        (("ask", "x", "--model", "gpt-4"), 8, "is not of the form provider/model"),
     ],
 )
 def test_errors_are_one_line_with_a_hint_and_an_exit_code(args, code, message) -> None:

@@ -248,5 +248,7 @@ async def test_conversation_history_feeds_the_next_turn(index_dir) -> None:
 
 def test_json_is_found_inside_chatter_and_fences() -> None:
     assert parse_json_object('Sure!\n```json\n{"a": [1, 2], "b": "x}y"}\n```') == {"a": [1, 2], "b": "x}y"}
+    assert parse_json_object(r'{"q": "say \"hi}\" now", "n": 1} trailing') == {"q": 'say "hi}" now', "n": 1}
+    assert parse_json_object('{oops} then {"ok": true}') == {"ok": True}
     with pytest.raises(ValueError):
         parse_json_object("no json here {broken")

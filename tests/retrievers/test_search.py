@@ -113,3 +113,26 @@ def test_load_search_index_is_cached_until_a_new_generation(sample_repo, tmp_pat
 
     with pytest.raises(EmbeddingModelMismatch):
         load_search_index(settings.model_copy(update={"embedding_model": "/models/other"}))
+
+
+def test_hnsw_index_searches_and_filters_like_flat(sample_repo, tmp_path) -> None:
+    import faiss
+
+    from ingest.store import open_generation
+    from retrievers import SearchIndex
+    from tests.conftest import FakeEmbedder
+
+    embedder = FakeEmbedder()
+    flat = Settings(index_dir=tmp_path / "index")
+    ingest_repository(sample_repo, flat, embedder_factory=lambda: embedder)
+    exact = SearchIndex(open_generation(flat.resolved_index_dir), embedder)
+    expected = [h.row for h in exact.dense("write-ahead log", 5)]
+
+    hnsw = flat.model_copy(update={"faiss_index": "hnsw"})
+    assert ingest_repository(sample_repo, hnsw, embedder_factory=lambda: embedder).chunks_embedded == 0
+    generation = open_generation(hnsw.resolved_index_dir)
+    assert isinstance(generation.faiss_index, faiss.IndexHNSWFlat)
+    approx = SearchIndex(generation, embedder)
+    assert [h.row for h in approx.dense("write-ahead log", 5)] == expected  # tiny corpus: HNSW is exact
+    only_js = approx.dense("write-ahead log", 5, SearchFilter.of(language="javascript"))
+    assert only_js and {h.chunk.path for h in only_js} == {"web/client.js"}
