@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import du, machine, transformers_source, write_result
+from benchmarks.common import RESULTS, du, machine, transformers_source, write_result
 from config import Settings
 from ingest.embedder import Embedder, embedding_input
 from ingest.pipeline import ingest_repository
@@ -55,6 +55,52 @@ print(json.dumps({"rss_before_mb": before / 2**20, "rss_index_mb": (loaded - bef
 """
 
 
+def overhead_pairs(
+    source: Path, work: Path, every: int, pairs: int, embedder: Embedder, settings: Settings
+) -> dict[str, object]:
+    """Ingest overhead vs raw encode, measured as interleaved pairs so both see the same machine noise."""
+    subset = work / f"subset-{every}"
+    if not subset.exists():
+        for i, file in enumerate(sorted(source.rglob("*.py"))):
+            if i % every == 0 and "__pycache__" not in file.parts:
+                target = subset / file.relative_to(source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(file, target)
+    sub_settings = settings.model_copy(update={"index_dir": work / f"subset-{every}-index"})
+    ingest_s: list[float] = []
+    raw_s: list[float] = []
+    chunks = 0
+    for pair in range(pairs):
+        order = ("ingest", "raw") if pair % 2 == 0 else ("raw", "ingest")
+        for step in order:
+            if step == "ingest":
+                started = time.perf_counter()
+                done = ingest_repository(subset, sub_settings, rebuild=True, embedder_factory=lambda: embedder)
+                ingest_s.append(time.perf_counter() - started)
+                chunks = done.chunks_total
+                continue
+            if not (sub_settings.resolved_index_dir / "CURRENT").exists():  # chunk exactly as ingest does
+                ingest_repository(subset, sub_settings, rebuild=True, embedder_factory=lambda: embedder)
+            texts = [
+                embedding_input(c.path, c.symbol, c.text)
+                for c in open_generation(sub_settings.resolved_index_dir).chunks
+            ]
+            started = time.perf_counter()
+            embedder._model.encode(texts, batch_size=settings.embedding_batch_size, normalize_embeddings=True)
+            raw_s.append(time.perf_counter() - started)
+        print(f"pair {pair}: ingest {ingest_s[-1]:.1f}s raw {raw_s[-1]:.1f}s", flush=True)
+    return {
+        "subset_every_nth_file": every,
+        "chunks": chunks,
+        "ingest_median_s": round(statistics.median(ingest_s), 2),
+        "raw_encode_median_s": round(statistics.median(raw_s), 2),
+        "overhead_median_ratio": round(statistics.median(ingest_s) / statistics.median(raw_s) - 1, 4),
+        "per_pair_overhead": [round(i / r - 1, 4) for i, r in zip(ingest_s, raw_s, strict=True)],
+        "ingest_all_s": [round(x, 2) for x in ingest_s],
+        "raw_all_s": [round(x, 2) for x in raw_s],
+    }
+
+
 def _target(corpus: Path, i: int) -> Path:
     path = corpus / EDIT_TARGETS[i % len(EDIT_TARGETS)]
     if path.exists():
@@ -69,6 +115,10 @@ def main() -> None:
     parser.add_argument("--raw-baseline", action="store_true", help="also time raw encode on all chunks")
     parser.add_argument("--edits", type=int, default=5, help="incremental re-ingests to time")
     parser.add_argument("--corpus", type=Path, default=None, help="another corpus (smoke tests)")
+    parser.add_argument(
+        "--pairs", type=int, default=0, help="interleaved (ingest, raw encode) pairs on a subset of the corpus"
+    )
+    parser.add_argument("--subset", type=int, default=10, help="with --pairs: every Nth file of the corpus")
     parser.add_argument("--reuse", action="store_true", help="keep an existing index (skip the full build)")
     args = parser.parse_args()
 
@@ -166,6 +216,12 @@ def main() -> None:
         check=True, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1],
     )  # fmt: skip
     result["memory"] = {k: round(v, 1) for k, v in json.loads(probe.stdout.strip().splitlines()[-1]).items()}
+    if args.pairs:
+        result["pairs"] = overhead_pairs(source, args.work, args.subset, args.pairs, embedder, settings)
+    if args.reuse:  # keep the numbers of the full build made by an earlier run
+        previous = RESULTS / "ingest.json"
+        if previous.exists():
+            result = {**json.loads(previous.read_text()), **result}
     path = write_result("ingest", result)
     print(json.dumps({k: v for k, v in result.items() if k != "disk"}, indent=1))
     print(f"written to {path}")

@@ -16,6 +16,7 @@ import numpy as np
 from cairn import __version__
 from cairn.errors import EmbeddingModelMismatch, IndexCorrupted, IndexMissing
 from config import Settings
+from ingest.chunk_table import ChunkTable, ChunkTableBuilder
 from ingest.chunking import Chunk, ChunkingOptions, chunk_file
 from ingest.embedder import Embedder, TextEmbedder, embedding_input
 from ingest.store import FORMAT, FORMAT_VERSION, Generation, check_writable, open_generation, writer_lock
@@ -68,12 +69,51 @@ class IngestResult:
         return self.generation is not None
 
 
-@dataclass(slots=True)
-class _Row:
-    """A chunk of the new generation and where its vector and tokens come from."""
+class _Rows:
+    """The rows of the new generation: runs copied from the previous one, and new chunks."""
 
-    chunk: Chunk
-    old_row: int  # row in the previous generation, or -1 when it must be embedded and tokenized
+    def __init__(self, previous: Generation | None) -> None:
+        self.previous = previous
+        self.builder = ChunkTableBuilder()
+        self.old_rows: list[int] = []  # row in the previous generation, or -1: embed and tokenize
+        self.fresh: list[tuple[int, Chunk]] = []
+        self._by_hash: dict[bytes, int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.old_rows)
+
+    def reuse_file(self, old: dict[str, Any], source: SourceFile, digest: str | None = None) -> dict[str, Any]:
+        """Copy an unchanged file's rows; return its manifest entry."""
+        assert self.previous is not None
+        first, begin, count = len(self), old["first_chunk"], old["chunks"]
+        self.builder.add_rows(self.previous.chunks, begin, begin + count)
+        self.old_rows.extend(range(begin, begin + count))
+        return {
+            "sha256": digest or old["sha256"], "size": source.size, "mtime_ns": source.mtime_ns,
+            "first_chunk": first, "chunks": count,
+        }  # fmt: skip
+
+    def add(self, chunk: Chunk) -> None:
+        """Add a chunk of a changed file, reusing the previous vector when its content is unchanged."""
+        old_row = self._hash_index().get(bytes.fromhex(chunk.content_hash), -1)
+        if old_row < 0:
+            self.fresh.append((len(self), chunk))
+        self.old_rows.append(old_row)
+        self.builder.add(chunk)
+
+    def _hash_index(self) -> dict[bytes, int]:
+        if self._by_hash is None:
+            hashes = self.previous.chunks.hashes if self.previous is not None else None
+            self._by_hash = (
+                {}
+                if hashes is None
+                else dict(zip(hashes.view("S16").ravel().tolist(), range(len(hashes)), strict=True))
+            )
+        return self._by_hash
+
+    def table(self) -> ChunkTable:
+        """Return the new generation's chunk table."""
+        return self.builder.build()
 
 
 def _file_digest(data: bytes) -> str:
@@ -117,9 +157,8 @@ def ingest_repository(
         # could have changed again with the same size and mtime, so its content is hashed regardless.
         racy_before = (previous.manifest.get("scanned_at_ns", 0) - RACY_WINDOW_NS) if previous else 0
         scanned_at_ns = time.time_ns()
-        rows: list[_Row] = []
+        rows = _Rows(previous)
         files_meta: dict[str, Any] = {}
-        hash_to_row: dict[str, int] | None = None
         progress.files(len(report.files))
         for source in report.files:
             old = old_files.get(source.path)
@@ -130,7 +169,7 @@ def ingest_repository(
                 and old["mtime_ns"] == source.mtime_ns
                 and source.mtime_ns < racy_before
             ):
-                _reuse_file(previous, old, source, rows, files_meta)
+                files_meta[source.path] = rows.reuse_file(old, source)
                 result.files_unchanged += 1
                 progress.file_done()
                 continue
@@ -143,16 +182,13 @@ def ingest_repository(
                 continue
             digest = _file_digest(data)
             if same_chunking and old and old["sha256"] == digest:
-                _reuse_file(previous, old, source, rows, files_meta, digest=digest)
+                files_meta[source.path] = rows.reuse_file(old, source, digest=digest)
                 result.files_unchanged += 1
                 progress.file_done()
                 continue
-            if previous is not None and hash_to_row is None:
-                hash_to_row = {chunk.content_hash: i for i, chunk in enumerate(previous.chunks)}
             first = len(rows)
             for chunk in chunk_file(source.path, data.decode("utf-8", "replace"), options):
-                old_row = hash_to_row.get(chunk.content_hash, -1) if hash_to_row else -1
-                rows.append(_Row(chunk, old_row))
+                rows.add(chunk)
             files_meta[source.path] = {
                 "sha256": digest, "size": source.size, "mtime_ns": source.mtime_ns,
                 "first_chunk": first, "chunks": len(rows) - first,
@@ -172,15 +208,15 @@ def ingest_repository(
             and result.files_added == result.files_changed == result.files_deleted == 0
             and previous.manifest["counts"]["chunks"] == len(rows)
             and previous.manifest.get("faiss_index") == settings.faiss_index
+            and previous.manifest.get("format_version") == FORMAT_VERSION
             and _same_stats(old_files, files_meta)
         ):
             result.chunks_reused = len(rows)
             result.timings = timings | {"total": time.perf_counter() - clock}
             return result  # nothing to do: leave the live generation as it is
 
-        vectors, tokens, offsets, vocab, embedded, embed_seconds = _assemble(
-            rows, previous, settings, progress, embedder_factory
-        )
+        vectors, tokens, offsets, vocab, embed_seconds = _assemble(rows, previous, settings, progress, embedder_factory)
+        embedded = len(rows.fresh)
         timings["embed"] = embed_seconds
         result.chunks_embedded = embedded
         result.chunks_reused = len(rows) - embedded
@@ -210,7 +246,7 @@ def ingest_repository(
         result.generation = _write_generation(
             index_dir,
             manifest=manifest,
-            chunks=[row.chunk for row in rows],
+            chunks=rows.table(),
             vectors=vectors,
             tokens=tokens,
             token_offsets=offsets,
@@ -246,43 +282,21 @@ def _same_stats(old: dict[str, Any], new: dict[str, Any]) -> bool:
     )
 
 
-def _reuse_file(
-    previous: Generation | None,
-    old: dict[str, Any],
-    source: SourceFile,
-    rows: list[_Row],
-    files_meta: dict[str, Any],
-    digest: str | None = None,
-) -> None:
-    assert previous is not None
-    first = len(rows)
-    begin = old["first_chunk"]
-    for offset in range(old["chunks"]):
-        rows.append(_Row(previous.chunks[begin + offset], begin + offset))
-    files_meta[source.path] = {
-        "sha256": digest or old["sha256"], "size": source.size, "mtime_ns": source.mtime_ns,
-        "first_chunk": first, "chunks": old["chunks"],
-    }  # fmt: skip
-
-
 def _assemble(
-    rows: list[_Row],
+    rows: _Rows,
     previous: Generation | None,
     settings: Settings,
     progress: IngestProgress,
     embedder_factory: Callable[[], TextEmbedder] | None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int], int, float]:
-    """Return vectors, token ids, offsets and vocabulary for ``rows``, computing only what is new."""
-    fresh = [i for i, row in enumerate(rows) if row.old_row < 0]
-    old_rows = np.array([row.old_row for row in rows], dtype=np.int64)
-    reused = np.flatnonzero(old_rows >= 0)
-
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, int], float]:
+    """Return vectors, token ids, offsets and vocabulary for the rows, computing only what is new."""
+    old_rows = np.asarray(rows.old_rows, dtype=np.int64)
     embed_seconds = 0.0
     new_vectors: np.ndarray | None = None
-    if fresh:
+    if rows.fresh:
         embed_start = time.perf_counter()
         embedder = embedder_factory() if embedder_factory else _default_embedder(settings)
-        texts = [embedding_input(rows[i].chunk.path, rows[i].chunk.symbol, rows[i].chunk.text) for i in fresh]
+        texts = [embedding_input(chunk.path, chunk.symbol, chunk.text) for _, chunk in rows.fresh]
         progress.embedding(len(texts))
         new_vectors = embedder.embed_documents(
             texts, batch_size=settings.embedding_batch_size, on_batch=progress.embedded
@@ -299,30 +313,47 @@ def _assemble(
         assert previous is not None
         dim = previous.faiss_index.d
 
-    vectors = np.empty((len(rows), dim), dtype=np.float32)
+    vectors = np.empty((len(old_rows), dim), dtype=np.float32)
+    reused = np.flatnonzero(old_rows >= 0)
     if len(reused):
         assert previous is not None
         vectors[reused] = previous.vectors()[old_rows[reused]]
     if new_vectors is not None:
-        vectors[fresh] = new_vectors
+        vectors[[row for row, _ in rows.fresh]] = new_vectors
 
-    # Keyword tokens: slices of the previous generation's arrays where possible, tokenized otherwise.
+    # Keyword tokens: whole runs of the previous generation's arrays where rows were carried over
+    # (one slice per unchanged file), the tokenizer only for new chunks.
     vocab: dict[str, int] = previous.vocabulary() if previous is not None else {}
+    fresh_tokens: dict[int, np.ndarray] = {}
+    for row, chunk in rows.fresh:
+        # The defined name counts as a boosted field, so a definition outranks mere mentions.
+        words = tokenize(chunk.symbol or "") * SYMBOL_BOOST + tokenize(chunk.text)
+        fresh_tokens[row] = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.int32)
     pieces: list[np.ndarray] = []
-    if previous is not None:
-        old_tokens, old_offsets = previous.tokens()
-    for row in rows:
-        if row.old_row >= 0:
-            pieces.append(old_tokens[old_offsets[row.old_row] : old_offsets[row.old_row + 1]])
-        else:
-            # The defined name counts as a boosted field, so a definition outranks mere mentions.
-            words = tokenize(row.chunk.symbol or "") * SYMBOL_BOOST + tokenize(row.chunk.text)
-            pieces.append(np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.int32))
-    lengths = np.fromiter((len(p) for p in pieces), dtype=np.int64, count=len(pieces))
-    offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    tokens = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.int32)
-    return vectors, tokens, offsets, vocab, len(fresh), embed_seconds
+    lengths: list[np.ndarray] = []
+    if len(old_rows):
+        breaks = np.ones(len(old_rows), dtype=bool)
+        # A run continues while rows are consecutive in the previous generation; a new chunk
+        # (-1) stands alone, and so does whatever follows it.
+        breaks[1:] = (old_rows[1:] != old_rows[:-1] + 1) | (old_rows[1:] < 0) | (old_rows[:-1] < 0)
+        starts = np.flatnonzero(breaks)
+        ends = np.append(starts[1:], len(old_rows))
+        old_tokens, old_offsets = previous.tokens() if previous is not None else (None, None)
+        for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+            first = int(old_rows[start])
+            if first < 0:
+                pieces.append(fresh_tokens[start])
+                lengths.append(np.array([len(fresh_tokens[start])], dtype=np.int64))
+                continue
+            last = first + (end - start)
+            assert old_offsets is not None and old_tokens is not None
+            pieces.append(old_tokens[old_offsets[first] : old_offsets[last]])
+            lengths.append(np.diff(old_offsets[first : last + 1]))
+    offsets = np.zeros(len(old_rows) + 1, dtype=np.int64)
+    if lengths:
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+    tokens = np.concatenate(pieces).astype(np.int32, copy=False) if pieces else np.zeros(0, dtype=np.int32)
+    return vectors, tokens, offsets, vocab, embed_seconds
 
 
 def _default_embedder(settings: Settings) -> Embedder:

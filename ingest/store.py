@@ -6,7 +6,9 @@ Layout of an index folder::
     .lock                held (flock) by the one ingest allowed to write at a time
     gen-<ns>/            a complete generation, never modified after it is swapped in
         manifest.json    format, embedding model, chunking, per-file hashes, counts
-        chunks.jsonl     one chunk per line, in row order
+        chunks.json      chunk metadata as columns (path, lines, language, symbol, kind), row order
+        texts.bin        the chunks' UTF-8 texts back to back; text_offsets.npy says where each starts
+        hashes.npy       each chunk's content hash, to reuse its vector when a file changes
         faiss.index      normalised vectors, inner product; row i is chunk i
         tokens.npy       keyword token ids of all chunks back to back
         token_offsets.npy  chunk i's tokens are tokens[offsets[i]:offsets[i+1]]
@@ -34,10 +36,11 @@ from typing import Any
 import numpy as np
 
 from cairn.errors import IndexCorrupted, IndexLocked, IndexMissing
-from ingest.chunking import Chunk
+from ingest.chunk_table import ChunkTable, legacy_rows_to_table
 
 FORMAT = "cairn-index"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # format 1 (chunks.jsonl) is read, and rewritten as 2 by the next ingest
 CURRENT = "CURRENT"
 KEEP_GENERATIONS = 2  # the live one and its predecessor, which a reader may still be opening
 
@@ -48,7 +51,7 @@ class Generation:
 
     path: Path
     manifest: dict[str, Any]
-    chunks: list[Chunk]
+    chunks: ChunkTable
     faiss_index: Any
     bm25: Any
     _tokens: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
@@ -74,10 +77,16 @@ class Generation:
         return vocab
 
     def vectors(self) -> np.ndarray:
-        """Return all chunk vectors as an (n, dim) float32 array, row i for chunk i."""
-        total = self.faiss_index.ntotal
+        """Return all chunk vectors as an (n, dim) float32 array, row i for chunk i (no copy for flat)."""
+        import faiss
+
+        total, dim = self.faiss_index.ntotal, self.faiss_index.d
         if total == 0:
-            return np.zeros((0, self.faiss_index.d), dtype=np.float32)
+            return np.zeros((0, dim), dtype=np.float32)
+        storage = faiss.downcast_index(getattr(self.faiss_index, "storage", None) or self.faiss_index)
+        if hasattr(storage, "get_xb"):
+            raw = faiss.rev_swig_ptr(storage.get_xb(), total * dim)
+            return np.asarray(raw, dtype=np.float32).reshape(total, dim)
         return self.faiss_index.reconstruct_n(0, total)
 
 
@@ -127,7 +136,6 @@ def open_generation(index_dir: Path) -> Generation:
 
 def _load_generation(path: Path) -> Generation:
     import bm25s
-    import faiss
 
     try:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
@@ -138,14 +146,17 @@ def _load_generation(path: Path) -> Generation:
         ) from exc
     if manifest.get("format") != FORMAT:
         raise IndexCorrupted(f"{path} is not a Cairn index", "point --index at a folder 'cairn ingest' wrote")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise IndexCorrupted(
             f"Index format {manifest.get('format_version')} is not supported (this Cairn reads {FORMAT_VERSION})",
             "re-run 'cairn ingest PATH --rebuild'",
         )
     try:
-        chunks = [_chunk_from_row(json.loads(line)) for line in _read_lines(path / "chunks.jsonl")]
-        faiss_index = faiss.read_index(str(path / "faiss.index"))
+        if manifest["format_version"] == 1:
+            chunks = legacy_rows_to_table([json.loads(line) for line in _read_lines(path / "chunks.jsonl")])
+        else:
+            chunks = ChunkTable.load(path)
+        faiss_index = _read_faiss(path / "faiss.index")
         bm25 = bm25s.BM25.load(str(path / "bm25"), mmap=True, show_progress=False, verbosity=0)
     except FileNotFoundError:
         raise
@@ -162,16 +173,22 @@ def _load_generation(path: Path) -> Generation:
     return Generation(path=path, manifest=manifest, chunks=chunks, faiss_index=faiss_index, bm25=bm25)
 
 
+def _read_faiss(path: Path) -> Any:
+    import faiss
+
+    if not path.exists():
+        raise FileNotFoundError(path)
+    try:  # memory-mapped: the vectors are paged in as searched, not read up front
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+    except RuntimeError:
+        return faiss.read_index(str(path))
+
+
 def _read_lines(path: Path) -> Iterator[str]:
     with path.open(encoding="utf-8") as handle:
         for line in handle:
             if line.strip():
                 yield line
-
-
-def _chunk_from_row(row: list[Any]) -> Chunk:
-    path, start, end, language, symbol, kind, text = row
-    return Chunk(path, int(start), int(end), language, symbol, kind, text)
 
 
 # ---------------------------------------------------------------- writing
@@ -210,7 +227,7 @@ def write_generation(
     index_dir: Path,
     *,
     manifest: dict[str, Any],
-    chunks: list[Chunk],
+    chunks: ChunkTable,
     vectors: np.ndarray,
     tokens: np.ndarray,
     token_offsets: np.ndarray,
@@ -226,12 +243,7 @@ def write_generation(
     tmp = index_dir / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir(parents=True)
     try:
-        with (tmp / "chunks.jsonl").open("w", encoding="utf-8") as handle:
-            for chunk in chunks:
-                row = [chunk.path, chunk.start_line, chunk.end_line, chunk.language, chunk.symbol,
-                       chunk.kind, chunk.text]  # fmt: skip
-                handle.write(json.dumps(row, ensure_ascii=False))
-                handle.write("\n")
+        chunks.save(tmp)
         dim = int(manifest["embedding"]["dimension"])
         if faiss_kind == "hnsw":
             index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)

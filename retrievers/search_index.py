@@ -68,13 +68,7 @@ class SearchIndex:
         self._faiss = generation.faiss_index
         self._bm25 = generation.bm25
         self._ef_search = ef_search
-        self._paths = np.array([c.path for c in self.chunks], dtype=object)
-        self._unique_paths, self._path_ids = (
-            np.unique(self._paths, return_inverse=True)
-            if len(self._paths)
-            else (np.array([], dtype=object), np.array([], dtype=np.int64))
-        )
-        self._languages = np.array([c.language for c in self.chunks], dtype=object)
+        self._languages = self.chunks.language_column()
         self._masks: OrderedDict[SearchFilter, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -107,10 +101,9 @@ class SearchIndex:
         mask = np.ones(len(self.chunks), dtype=bool)
         if flt.path_globs:
             spec = pathspec.PathSpec.from_lines("gitwildmatch", flt.path_globs)
-            matching = np.fromiter(
-                (spec.match_file(p) for p in self._unique_paths), dtype=bool, count=len(self._unique_paths)
-            )
-            mask &= matching[self._path_ids]
+            paths = self.chunks.paths  # each file once; chunks point at them by id
+            matching = np.fromiter((spec.match_file(p) for p in paths), dtype=bool, count=len(paths))
+            mask &= matching[self.chunks.path_ids]
         if flt.languages:
             mask &= np.isin(self._languages, list(flt.languages))
         with self._lock:

@@ -33,7 +33,7 @@ def test_full_ingest_writes_a_complete_manifest(sample_repo, settings, fake_embe
     manifest = generation.manifest
 
     assert result.files_added == result.files_total == 9
-    assert manifest["format"] == "cairn-index" and manifest["format_version"] == 1
+    assert manifest["format"] == "cairn-index" and manifest["format_version"] == 2
     assert manifest["embedding"] == {"model": "all-MiniLM-L6-v2", "dimension": 16, "max_tokens": 128}
     assert manifest["counts"]["chunks"] == len(generation.chunks) == result.chunks_total == result.chunks_embedded
     assert set(manifest["files"]) >= {"tinykv/store.py", "README.md", "notebooks/benchmark.ipynb"}
@@ -285,3 +285,54 @@ def test_readers_never_see_a_half_written_index(sample_repo, settings, fake_embe
         json.loads((open_generation(settings.resolved_index_dir).path / "manifest.json").read_text())["counts"]["files"]
         == 17
     )
+
+
+def _expected_tokens(chunk) -> list[str]:
+    from ingest.pipeline import SYMBOL_BOOST
+    from ingest.tokens import tokenize
+
+    return tokenize(chunk.symbol or "") * SYMBOL_BOOST + tokenize(chunk.text)
+
+
+def test_carried_over_tokens_and_vectors_match_a_fresh_build(sample_repo, settings, fake_embedder, tmp_path) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    # A new file sorting first puts a new chunk right before the previous generation's row 0.
+    (sample_repo / "!first.txt").write_text("brand new text about zebras\n")
+    (sample_repo / "tinykv" / "cache.py").write_text(
+        (sample_repo / "tinykv" / "cache.py").read_text().replace("capacity must be positive", "capacity > 0")
+    )
+    (sample_repo / "docs" / "architecture.md").unlink()
+    _ingest(sample_repo, settings, fake_embedder)
+
+    generation = open_generation(settings.resolved_index_dir)
+    tokens, offsets = generation.tokens()
+    words = {i: w for w, i in generation.vocabulary().items()}
+    for row, chunk in enumerate(generation.chunks):
+        assert [words[i] for i in tokens[offsets[row] : offsets[row + 1]]] == _expected_tokens(chunk), chunk.citation
+    vectors = generation.vectors()
+    for row, chunk in enumerate(generation.chunks):
+        from ingest.embedder import embedding_input
+
+        expected = fake_embedder._vector(embedding_input(chunk.path, chunk.symbol, chunk.text))
+        assert (vectors[row] == expected).all(), chunk.citation
+    assert generation.chunks[0].path == "!first.txt"
+
+
+def test_a_format_1_index_is_read_and_upgraded_without_re_embedding(sample_repo, settings, fake_embedder) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    generation = open_generation(settings.resolved_index_dir)
+    folder = generation.path
+    rows = [[c.path, c.start_line, c.end_line, c.language, c.symbol, c.kind, c.text] for c in generation.chunks]
+    del generation
+    (folder / "chunks.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("chunks.json", "texts.bin", "text_offsets.npy", "hashes.npy"):
+        (folder / name).unlink()
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
+
+    old = open_generation(settings.resolved_index_dir)
+    assert old.manifest["format_version"] == 1 and len(old.chunks) == len(rows)
+    fake_embedder.embedded.clear()
+    result = _ingest(sample_repo, settings, fake_embedder)
+    assert result.changed_anything and fake_embedder.embedded == []
+    assert open_generation(settings.resolved_index_dir).manifest["format_version"] == 2
