@@ -107,7 +107,10 @@ def _openai_compatible(spec: ModelSpec, settings: Settings) -> BaseChatModel:
         timeout=settings.model_timeout,
         max_retries=settings.model_max_retries,
         temperature=settings.model_temperature,
-        max_tokens=settings.model_max_tokens,
+        # langchain-openai sends max_tokens as `max_completion_tokens`, which llama.cpp's server ignores
+        # (seen: replies running on to the context limit); `max_tokens` is what OpenAI-compatible
+        # servers (llama.cpp, vLLM, Ollama, LM Studio) all accept.
+        extra_body={"max_tokens": settings.model_max_tokens},
         stream_usage=True,
     )
 

@@ -46,6 +46,14 @@ def real_index(tmp_path_factory, real_embedder) -> str:
     return str(path)
 
 
+def test_the_reply_length_limit_reaches_the_server(llama) -> None:
+    from models import build_chat_model
+
+    settings = llama.settings.model_copy(update={"model_max_tokens": 12})
+    reply = build_chat_model("embedded", settings).invoke("Write a long story about a dragon.")
+    assert reply.usage_metadata["output_tokens"] <= 12
+
+
 async def test_bundled_model_answers_through_the_full_graph_with_a_valid_citation(llama, real_index) -> None:
     context = Context(model=f"openai-compatible/smollm2-135m@{llama.base_url}", index_dir=real_index, max_rounds=1)
     state = await graph.ainvoke(

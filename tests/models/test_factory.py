@@ -31,6 +31,8 @@ def test_factory_builds_clients_with_timeouts_and_retries() -> None:
     assert isinstance(openai, ChatOpenAI)
     assert openai.request_timeout == 7 and openai.max_retries == 3
     assert openai.openai_api_base == "http://127.0.0.1:9/v1"
+    payload = openai._get_request_payload([HumanMessage("hi")])
+    assert payload["extra_body"] == {"max_tokens": 512} and "max_completion_tokens" not in payload
     embedded = build_chat_model("embedded", Settings(embedded_port=9999))
     assert embedded.openai_api_base == "http://127.0.0.1:9999/v1"
     ollama = build_chat_model("ollama/qwen2.5-coder:7b", settings)
