@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
@@ -24,6 +23,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 
 from cairn.errors import CairnError
+from cairn.registry import Registry
 from config import Settings
 
 log = logging.getLogger("cairn.models")
@@ -67,23 +67,17 @@ def parse_model_spec(text: str) -> ModelSpec:
 
 
 Provider = Callable[[ModelSpec, Settings], BaseChatModel]
-_PROVIDERS: dict[str, Provider] = {}
-_plugins_loaded = False
+_PROVIDERS: Registry[Provider] = Registry("cairn.models")
 
 
 def register_provider(name: str, provider: Provider) -> None:
     """Make ``name/...`` model settings build chat models with ``provider``."""
-    _PROVIDERS[name] = provider
+    _PROVIDERS.register(name, provider)
 
 
 def available_providers() -> list[str]:
     """Return the provider names a model setting may start with."""
-    global _plugins_loaded
-    if not _plugins_loaded:
-        _plugins_loaded = True
-        for entry in entry_points(group="cairn.models"):
-            register_provider(entry.name, entry.load())
-    return sorted(_PROVIDERS)
+    return _PROVIDERS.names()
 
 
 def embedded_base_url(settings: Settings) -> str:
@@ -151,13 +145,13 @@ def build_chat_model(
 
 def _build_one(spec_text: str, settings: Settings) -> BaseChatModel:
     spec = parse_model_spec(spec_text)
-    providers = available_providers()
-    if spec.provider not in _PROVIDERS:
+    provider = _PROVIDERS.get(spec.provider)
+    if provider is None:
         raise ModelConfigError(
             f"Unknown model provider {spec.provider!r} in {spec_text!r}",
-            f"choose one of: {', '.join(providers)}",
+            f"choose one of: {', '.join(available_providers())}",
         )
-    return _PROVIDERS[spec.provider](spec, settings)
+    return provider(spec, settings)
 
 
 class FailoverChatModel(BaseChatModel):

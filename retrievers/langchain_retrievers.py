@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
@@ -11,6 +10,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
+from cairn.registry import Registry
 from retrievers.search_index import Hit, SearchFilter, SearchIndex
 
 
@@ -92,38 +92,24 @@ class HybridRetriever(CodeRetriever):
 
 RetrieverFactory = Callable[..., BaseRetriever]
 
-_REGISTRY: dict[str, RetrieverFactory] = {}
-_ENTRY_POINT_GROUP = "cairn.retrievers"
-_plugins_loaded = False
+_RETRIEVERS: Registry[RetrieverFactory] = Registry("cairn.retrievers")
 
 
 def register_retriever(name: str, factory: RetrieverFactory) -> None:
     """Make a retriever available by name; built-ins and plugins both come in through here."""
-    _REGISTRY[name] = factory
-
-
-def _load_plugins() -> None:
-    global _plugins_loaded
-    if _plugins_loaded:
-        return
-    _plugins_loaded = True
-    for entry in entry_points(group=_ENTRY_POINT_GROUP):
-        register_retriever(entry.name, entry.load())
+    _RETRIEVERS.register(name, factory)
 
 
 def available_retrievers() -> list[str]:
     """Return the names ``make_retriever`` accepts."""
-    _load_plugins()
-    return sorted(_REGISTRY)
+    return _RETRIEVERS.names()
 
 
 def make_retriever(mode: str, index: SearchIndex, **options: Any) -> BaseRetriever:
     """Build the retriever registered as ``mode`` over ``index``."""
-    _load_plugins()
-    try:
-        factory = _REGISTRY[mode]
-    except KeyError:
-        raise ValueError(f"Unknown retriever {mode!r}; choose one of: {', '.join(available_retrievers())}") from None
+    factory = _RETRIEVERS.get(mode)
+    if factory is None:
+        raise ValueError(f"Unknown retriever {mode!r}; choose one of: {', '.join(available_retrievers())}")
     return factory(index=index, **options)
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
 from langchain_core.tools import BaseTool
 
 from cairn.errors import CairnError
+from cairn.registry import Registry
 
 ENTRY_POINT_GROUP = "cairn.tools"
 
@@ -25,32 +25,27 @@ class ToolContext:
 
 
 ToolFactory = Callable[[ToolContext], BaseTool]
-_FACTORIES: dict[str, ToolFactory] = {}
-_plugins_loaded = False
+_TOOLS: Registry[ToolFactory] = Registry(ENTRY_POINT_GROUP)
 
 
 def register_tool(name: str, factory: ToolFactory) -> None:
     """Make a tool available under ``name``; ``factory(context)`` builds it for one index."""
-    _FACTORIES[name] = factory
+    _TOOLS.register(name, factory)
 
 
 def available_tools() -> list[str]:
     """Return the names of every registered tool, plugins included."""
-    global _plugins_loaded
-    if not _plugins_loaded:
-        _plugins_loaded = True
-        for entry in entry_points(group=ENTRY_POINT_GROUP):
-            register_tool(entry.name, entry.load())
-    return sorted(_FACTORIES)
+    return _TOOLS.names()
 
 
 def load_tools(context: ToolContext, enabled: list[str] | None = None) -> list[BaseTool]:
     """Build the enabled tools (all registered ones when ``enabled`` is None)."""
     names = available_tools() if enabled is None else enabled
-    unknown = [name for name in names if name not in _FACTORIES]
+    factories = {name: _TOOLS.get(name) for name in names}
+    unknown = [name for name, factory in factories.items() if factory is None]
     if unknown:
         raise CairnError(f"Unknown tool(s): {', '.join(unknown)}", f"choose from: {', '.join(available_tools())}")
-    return [_FACTORIES[name](context) for name in names]
+    return [factory(context) for factory in factories.values() if factory is not None]
 
 
 def tool_context_for(index: Any) -> ToolContext:
