@@ -164,6 +164,8 @@ def search(
     if mode == "hybrid":
         options |= {"depth": settings.fusion_depth, "rrf_k": settings.rrf_k}
     retriever = make_retriever(mode, search_index, **options)
+    if mode != "keyword":
+        search_index.embedder  # noqa: B018  (load the model now, so the time printed is the search's)
     started = time.perf_counter()
     docs = retriever.invoke(query, path_glob=path, language=language)
     elapsed_ms = (time.perf_counter() - started) * 1000

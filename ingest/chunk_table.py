@@ -89,10 +89,6 @@ class ChunkTable(Sequence[Chunk]):
         """Return chunk ``index``'s content hash as hex (see ``Chunk.content_hash``)."""
         return bytes(self.hashes[index]).hex()
 
-    def path_column(self) -> np.ndarray:
-        """Return each chunk's path id (into ``paths``)."""
-        return self.path_ids
-
     def language_column(self) -> np.ndarray:
         """Return each chunk's language name."""
         return np.asarray(self.languages, dtype=object)[self.language_ids]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -33,10 +33,6 @@ class Chunk:
     def content_hash(self) -> str:
         """Return a digest of everything that goes into this chunk's embedding."""
         return content_hash(self.path, self.symbol, self.text)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the chunk as plain JSON-able data."""
-        return asdict(self)
 
 
 def content_hash(path: str, symbol: str | None, text: str) -> str:
