@@ -29,6 +29,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def greedy_decoding():
+    """Temperature 0: the tiny model's replies (and so these tests) are the same on every run."""
+    from config import get_settings
+    from graphs.agent.deps import clear_model_cache
+
+    previous = os.environ.get("CAIRN_MODEL_TEMPERATURE")
+    os.environ["CAIRN_MODEL_TEMPERATURE"] = "0"
+    get_settings.cache_clear()
+    clear_model_cache()
+    yield
+    if previous is None:
+        os.environ.pop("CAIRN_MODEL_TEMPERATURE", None)
+    else:
+        os.environ["CAIRN_MODEL_TEMPERATURE"] = previous
+    get_settings.cache_clear()
+    clear_model_cache()
+
+
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory):
     settings = Settings(data_dir=tmp_path_factory.mktemp("llama"), embedded_port=free_port())
