@@ -85,10 +85,6 @@ class ChunkTable(Sequence[Chunk]):
         """Return chunk ``index``'s text."""
         return bytes(self.texts[self.text_offsets[index] : self.text_offsets[index + 1]]).decode("utf-8")
 
-    def hash_hex(self, index: int) -> str:
-        """Return chunk ``index``'s content hash as hex (see ``Chunk.content_hash``)."""
-        return bytes(self.hashes[index]).hex()
-
     def language_column(self) -> np.ndarray:
         """Return each chunk's language name."""
         return np.asarray(self.languages, dtype=object)[self.language_ids]

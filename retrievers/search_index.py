@@ -172,8 +172,11 @@ class SearchIndex:
         rrf_k: int = 60,
     ) -> list[Hit]:
         """Fuse dense and keyword rankings by reciprocal rank fusion and return the top k."""
-        depth = max(depth, k)
-        return fuse([self.dense(query, depth, flt), self.keyword(query, depth, flt)], k, rrf_k=rrf_k)
+        return self._hybrid(query, self.embedder.embed_query(query), k, flt, depth, rrf_k)
+
+    def _hybrid(self, query: str, vector: np.ndarray, k: int, flt: SearchFilter, depth: int, rrf_k: int) -> list[Hit]:
+        wide = max(depth, k)
+        return fuse([self.dense_by_vector(vector, wide, flt), self.keyword(query, wide, flt)], k, rrf_k=rrf_k)
 
     def search_many(
         self,
@@ -195,10 +198,8 @@ class SearchIndex:
         vectors = self.embedder.embed_documents(list(queries), batch_size=len(queries))
         if mode == "dense":
             return [self.dense_by_vector(vector, k, flt) for vector in vectors]
-        wide = max(depth, k)
         return [
-            fuse([self.dense_by_vector(vector, wide, flt), self.keyword(query, wide, flt)], k, rrf_k=rrf_k)
-            for query, vector in zip(queries, vectors, strict=True)
+            self._hybrid(query, vector, k, flt, depth, rrf_k) for query, vector in zip(queries, vectors, strict=True)
         ]
 
 

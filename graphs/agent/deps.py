@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from dataclasses import dataclass
-from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.tools import BaseTool
@@ -62,6 +62,21 @@ def clear_model_cache() -> None:
         _models.clear()
 
 
+_tools: weakref.WeakKeyDictionary[SearchIndex, dict[tuple[str, ...] | None, tuple[BaseTool, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _tools_for(index: SearchIndex, enabled: list[str] | None) -> tuple[BaseTool, ...]:
+    """Return the enabled tools over ``index``, built once per loaded index (not per node call)."""
+    key = tuple(enabled) if enabled is not None else None
+    with _lock:
+        per_index = _tools.setdefault(index, {})
+        if key not in per_index:
+            per_index[key] = tuple(load_tools(tool_context_for(index), enabled))
+        return per_index[key]
+
+
 def resolve(context: Context | None, settings: Settings | None = None) -> Dependencies:
     """Return the dependencies of a run: Context values where set, CAIRN_* settings otherwise."""
     context = context or Context()
@@ -78,7 +93,7 @@ def resolve(context: Context | None, settings: Settings | None = None) -> Depend
     }
     index = load_search_index(settings)
     use_tools = settings.agent_use_tools if context.use_tools is None else context.use_tools
-    tools: tuple[Any, ...] = tuple(load_tools(tool_context_for(index), settings.tools)) if use_tools else ()
+    tools = _tools_for(index, settings.tools) if use_tools else ()
     return Dependencies(
         settings=settings,
         models=models,
