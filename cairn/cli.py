@@ -186,32 +186,6 @@ def search(
     err.print(f"{len(docs)} results in {elapsed_ms:.1f} ms ({mode})", style="dim")
 
 
-class ModelUnreachable(CairnError):
-    """The model endpoint did not answer."""
-
-    exit_code = 10
-
-
-def _model_error(exc: BaseException, settings: Settings) -> CairnError | None:
-    """Translate a model client's connection or timeout error into one a user can act on."""
-    import httpx
-    import openai
-
-    if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException | TimeoutError):
-        return ModelUnreachable(
-            f"The model endpoint did not answer within {settings.model_timeout:.0f}s",
-            "raise CAIRN_MODEL_TIMEOUT, use a smaller model, or set CAIRN_MODEL_FALLBACK",
-        )
-    if isinstance(exc, openai.APIConnectionError | httpx.ConnectError | ConnectionError):
-        return ModelUnreachable(
-            f"The model endpoint is unreachable ({settings.model}): {exc}",
-            "start the model server (cairn model serve, ollama serve, vllm serve) or set CAIRN_MODEL_FALLBACK",
-        )
-    if isinstance(exc, openai.NotFoundError):
-        return ModelUnreachable(f"The model endpoint does not know the model: {exc}", "check CAIRN_MODEL")
-    return None
-
-
 def _state_summary(state: dict[str, Any]) -> dict[str, Any]:
     keys = ("question", "queries", "searched", "rounds", "relevant", "answer", "citations",
             "dropped_citations", "fallbacks", "tool_calls")  # fmt: skip
@@ -289,6 +263,7 @@ def ask(
     from graphs.agent.context import Context
     from models import parse_model_spec
     from models.embedded import embedded_model
+    from models.errors import translate_model_error
     from retrievers import load_search_index
 
     if not question.strip():
@@ -309,7 +284,7 @@ def ask(
         try:
             asyncio.run(_ask(question, settings, session, as_json, context))
         except Exception as exc:
-            translated = _model_error(exc, settings)
+            translated = translate_model_error(exc, settings)
             if translated is None:
                 raise
             raise translated from exc

@@ -168,7 +168,41 @@ class Settings(BaseSettings):
         "outline, and any plugin tools).",
     )
 
-    @field_validator("exclude", "tools", mode="before")
+
+    serve_host: str = Field(
+        default="127.0.0.1",
+        description="Address `cairn serve` binds; a non-loopback address requires API_KEYS.",
+    )
+    serve_port: int = Field(default=8000, ge=1, le=65535, description="Port `cairn serve` listens on.")
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="API keys accepted as `Authorization: Bearer KEY` on every route but /health "
+        "(comma-separated; empty: no authentication, loopback only).",
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0",
+        description="Redis (>= 6.2, or Valkey) that keeps conversation sessions; core commands only, no modules.",
+    )
+    redis_prefix: str = Field(default="cairn", description="Prefix of every Redis key Cairn writes.")
+    session_ttl: int = Field(
+        default=0,
+        ge=0,
+        description="Seconds a session is kept after its last turn (0: forever).",
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest request body the service accepts (413 above it)."
+    )
+    rate_limit: int = Field(
+        default=0,
+        ge=0,
+        description="Requests per minute allowed per API key (or per client address without keys); 0: no limit.",
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed to call the API from a browser (comma-separated; `*` for any; empty: none).",
+    )
+
+    @field_validator("exclude", "tools", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         # CAIRN_EXCLUDE="a/,*.gen.py" reads more naturally than a JSON list in a shell; both work.

@@ -7,6 +7,7 @@ from models.factory import (
     available_providers,
     build_chat_model,
     parse_model_spec,
+    probe_url,
     register_provider,
 )
 
@@ -17,5 +18,6 @@ __all__ = [
     "available_providers",
     "build_chat_model",
     "parse_model_spec",
+    "probe_url",
     "register_provider",
 ]

@@ -272,3 +272,15 @@ async def _achunks(model: BaseChatModel, messages: list[BaseMessage], stop: list
     result = await model._agenerate(messages, stop=stop, **kwargs)
     message = result.generations[0].message
     yield ChatGenerationChunk(message=AIMessageChunk(content=message.content))
+
+
+def probe_url(spec_text: str, settings: Settings) -> str | None:
+    """Return a URL that answers when the model's endpoint is up, or None when Cairn cannot tell."""
+    spec = parse_model_spec(spec_text)
+    if spec.provider == "embedded":
+        return embedded_base_url(settings) + "/models"
+    if spec.provider == "openai-compatible" and spec.base_url:
+        return spec.base_url.rstrip("/") + "/models"
+    if spec.provider == "ollama":
+        return (spec.base_url or "http://127.0.0.1:11434").rstrip("/") + "/api/tags"
+    return None

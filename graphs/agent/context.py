@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Literal
 
 
@@ -25,3 +25,17 @@ class Context:
     max_rounds: int | None = field(default=None, metadata={"description": "Refine rounds allowed per question."})
     use_tools: bool | None = field(default=None, metadata={"description": "Let analyze call tools."})
     index_dir: str | None = field(default=None, metadata={"description": "Index folder to search."})
+    temperature: float | None = field(
+        default=None, metadata={"description": "Sampling temperature of the answer (default: CAIRN_MODEL_TEMPERATURE)."}
+    )
+    max_tokens: int | None = field(
+        default=None, metadata={"description": "Longest answer, in tokens (default: CAIRN_MODEL_MAX_TOKENS)."}
+    )
+    stop: list[str] | None = field(default=None, metadata={"description": "Sequences that end the answer."})
+
+
+def context_from_config(config: dict | None) -> Context:
+    """Build a Context from a run config's ``configurable`` (how LangServe and Studio pass settings)."""
+    configurable = (config or {}).get("configurable") or {}
+    names = {f.name for f in fields(Context)}
+    return Context(**{k: v for k, v in configurable.items() if k in names and v is not None})

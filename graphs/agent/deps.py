@@ -30,6 +30,7 @@ class Dependencies:
     max_rounds: int
     use_tools: bool
     tools: tuple[BaseTool, ...]
+    stop: tuple[str, ...] = ()
 
     @property
     def context_tokens(self) -> int:
@@ -43,16 +44,21 @@ class Dependencies:
         return self.settings.model_context_tokens // 8
 
 
-_models: dict[tuple[str, str | None, int], BaseChatModel] = {}
+_models: dict[tuple[str, str | None, int, float], BaseChatModel] = {}
 _lock = threading.Lock()
+MAX_CACHED_MODELS = 64  # per-request temperature / max_tokens make variants; keep the cache bounded
 
 
-def chat_model(spec: str, settings: Settings, max_tokens: int) -> BaseChatModel:
+def chat_model(spec: str, settings: Settings, max_tokens: int, temperature: float | None = None) -> BaseChatModel:
     """Return the (cached) chat model for a spec with the configured fallback."""
-    key = (spec, settings.model_fallback, max_tokens)
+    temperature = settings.model_temperature if temperature is None else temperature
+    key = (spec, settings.model_fallback, max_tokens, temperature)
     with _lock:
         if key not in _models:
-            _models[key] = build_chat_model(spec, settings, fallback=settings.model_fallback, max_tokens=max_tokens)
+            if len(_models) >= MAX_CACHED_MODELS:
+                del _models[next(iter(_models))]
+            tuned = settings.model_copy(update={"model_temperature": temperature})
+            _models[key] = build_chat_model(spec, tuned, fallback=settings.model_fallback, max_tokens=max_tokens)
         return _models[key]
 
 
@@ -87,7 +93,8 @@ def resolve(context: Context | None, settings: Settings | None = None) -> Depend
         node: chat_model(
             getattr(context, f"{node}_model") or context.model or settings.node_model(node),
             settings,
-            settings.model_max_tokens if node == "answer" else settings.model_judge_max_tokens,
+            (context.max_tokens or settings.model_max_tokens) if node == "answer" else settings.model_judge_max_tokens,
+            context.temperature if node == "answer" else None,
         )
         for node in NODES
     }
@@ -103,4 +110,5 @@ def resolve(context: Context | None, settings: Settings | None = None) -> Depend
         max_rounds=settings.agent_max_rounds if context.max_rounds is None else context.max_rounds,
         use_tools=use_tools,
         tools=tools,
+        stop=tuple(context.stop or ()),
     )

@@ -20,10 +20,11 @@ from langchain_core.messages import (
     ToolMessage,
     trim_messages,
 )
+from langgraph.config import get_config
 from langgraph.runtime import Runtime
 
 from graphs.agent.citations import check_citations, find_citations
-from graphs.agent.context import Context
+from graphs.agent.context import Context, context_from_config
 from graphs.agent.deps import Dependencies, resolve
 from graphs.agent.state import AgentState
 from prompts.agent import ANALYZE, ANALYZE_WITH_TOOLS, ANSWER, NOTHING_FOUND, PLAN, REFINE
@@ -124,7 +125,14 @@ def _dedupe(items: list[str], exclude: Sequence[str] = ()) -> list[str]:
 
 
 def _deps(runtime: Runtime[Context] | None) -> Dependencies:
-    return resolve(runtime.context if runtime is not None else None)
+    if runtime is not None and runtime.context is not None:
+        return resolve(runtime.context)
+    # No context= given (LangServe, Studio): the run's `configurable` carries the same fields.
+    try:
+        config = get_config()
+    except RuntimeError:
+        config = None
+    return resolve(context_from_config(config))
 
 
 # ---------------------------------------------------------------- plan
@@ -380,15 +388,17 @@ async def answer(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]
     )
     history = trim_history(state["messages"][:-1], deps.history_tokens)
     reply = await deps.models["answer"].ainvoke(
-        ANSWER.format_messages(history=history, context=context, question=state["question"])
+        ANSWER.format_messages(history=history, context=context, question=state["question"]),
+        stop=list(deps.stop) or None,
     )
     text, valid, dropped = check_citations(str(reply.content), documents)
     sources = [d["citation"] for d in relevant]
     listing = "\n".join(f"- {d['citation']}{' (' + d['symbol'] + ')' if d.get('symbol') else ''}" for d in relevant)
     final = f"{text}\n\nSources:\n{listing}" if text else f"Sources:\n{listing}"
     usage = getattr(reply, "usage_metadata", None) or {}
+    finish = (reply.response_metadata or {}).get("finish_reason") or (reply.response_metadata or {}).get("done_reason")
     return {
-        "messages": [AIMessage(final, response_metadata={"usage": dict(usage)})],
+        "messages": [AIMessage(final, response_metadata={"usage": dict(usage), "finish_reason": finish or "stop"})],
         "answer": final,
         "citations": valid + [c for c in sources if c not in valid],
         "dropped_citations": dropped,

@@ -1,0 +1,152 @@
+"""Access control for the service: API keys, a request-body limit and a per-key rate limit (pure ASGI)."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import math
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Paths that never need a key (liveness probes run without credentials).
+OPEN_PATHS = frozenset({"/health"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the service on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _reply(send: Send, status: int, message: str, code: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body.encode()})
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def presented_key(scope: Scope) -> str | None:
+    """Return the key a request carries: ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``."""
+    auth = _header(scope, b"authorization")
+    if auth and auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return _header(scope, b"x-api-key")
+
+
+class AccessMiddleware:
+    """Check the API key (when keys are configured), rate-limit per key, and cap the request body."""
+
+    def __init__(self, app: ASGIApp, *, keys: list[str], max_body_bytes: int, rate_limit: int) -> None:
+        self.app = app
+        self.keys = [k.encode() for k in keys]
+        self.max_body_bytes = max_body_bytes
+        self.rate_limit = rate_limit
+        self._windows: dict[str, tuple[float, float]] = {}  # who -> (tokens, last refill)
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if scope.get("method") == "OPTIONS":  # CORS preflight carries no credentials
+            await self.app(scope, receive, send)
+            return
+        key = presented_key(scope)
+        if self.keys and path not in OPEN_PATHS:
+            if key is None:
+                await _reply(
+                    send,
+                    401,
+                    "Missing API key: send 'Authorization: Bearer <key>'",
+                    "missing_api_key",
+                    [(b"www-authenticate", b"Bearer")],
+                )
+                return
+            if not any(hmac.compare_digest(key.encode(), k) for k in self.keys):
+                await _reply(send, 401, "Invalid API key", "invalid_api_key", [(b"www-authenticate", b"Bearer")])
+                return
+        if self.rate_limit and path not in OPEN_PATHS:
+            client = scope.get("client") or ("?", 0)
+            wait = self._take(f"key:{key}" if self.keys else f"ip:{client[0]}")
+            if wait > 0:
+                await _reply(
+                    send,
+                    429,
+                    f"Rate limit of {self.rate_limit} requests per minute exceeded; retry in {math.ceil(wait)} s",
+                    "rate_limit_exceeded",
+                    [(b"retry-after", str(math.ceil(wait)).encode())],
+                )
+                return
+        length = _header(scope, b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            await _reply(
+                send,
+                413,
+                f"Request body of {length} bytes is over the limit of {self.max_body_bytes}",
+                "body_too_large",
+            )
+            return
+        await self.app(scope, self._capped(receive, send), send)
+
+    def _take(self, who: str) -> float:
+        """Take one token from ``who``'s bucket; return 0, or the seconds until a token is free."""
+        per_second = self.rate_limit / 60.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._windows.get(who, (float(self.rate_limit), now))
+            tokens = min(float(self.rate_limit), tokens + (now - last) * per_second)
+            if tokens < 1:
+                self._windows[who] = (tokens, now)
+                return (1 - tokens) / per_second
+            self._windows[who] = (tokens - 1, now)
+            return 0.0
+
+    def _capped(self, receive: Receive, send: Send) -> Receive:
+        """Count the body as it arrives (chunked uploads have no Content-Length) and stop it at the cap."""
+        seen = 0
+        limit = self.max_body_bytes
+
+        async def wrapped() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        return wrapped
+
+
+class BodyTooLarge(Exception):
+    """A chunked request body went over the limit (reported as 413 by the app's handler)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"Request body is over the limit of {limit} bytes")
+        self.limit = limit
