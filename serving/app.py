@@ -43,7 +43,7 @@ from serving.openai_api import (
     stream_chunks,
     to_langchain,
 )
-from serving.security import AccessMiddleware, BodyTooLarge
+from serving.security import AccessMiddleware
 
 log = logging.getLogger("cairn.serving")
 
@@ -186,10 +186,6 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(exc.status_code, str(exc.detail), f"http_{exc.status_code}")
-
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
-        return error_response(413, str(exc), "body_too_large")
 
     @app.exception_handler(ModelUnreachable)
     async def _model(request: Request, exc: ModelUnreachable) -> JSONResponse:

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import ormsgpack
+import redis.exceptions
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -40,6 +41,8 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 # Refresh the TTL of every key of one thread (KEYS[1] = its namespace set; ARGV = thread base, ttl).
 _TOUCH = """
@@ -80,7 +83,14 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "cairn", ttl: int = 0, timeout: float = 5.0) -> RedisCheckpointSaver:
         """Return a saver on a new connection pool for ``url`` (socket timeouts of ``timeout`` seconds)."""
-        client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        # A restarted Redis leaves pooled connections dead; retry once on a fresh one instead of failing.
+        client = Redis.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+        )
         return cls(client, prefix=prefix, ttl=ttl)
 
     async def aclose(self) -> None:

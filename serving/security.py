@@ -112,7 +112,7 @@ class AccessMiddleware:
                 "body_too_large",
             )
             return
-        await self.app(scope, self._capped(receive, send), send)
+        await self._capped(scope, receive, send)
 
     def _take(self, who: str) -> float:
         """Take one token from ``who``'s bucket; return 0, or the seconds until a token is free."""
@@ -127,26 +127,32 @@ class AccessMiddleware:
             self._windows[who] = (tokens - 1, now)
             return 0.0
 
-    def _capped(self, receive: Receive, send: Send) -> Receive:
-        """Count the body as it arrives (chunked uploads have no Content-Length) and stop it at the cap."""
+    async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Count the body as it arrives (chunked uploads have no Content-Length); past the cap, answer 413
+        ourselves and tell the app the client went away."""
         seen = 0
-        limit = self.max_body_bytes
+        refused = False
 
-        async def wrapped() -> Message:
-            nonlocal seen
+        async def capped_receive() -> Message:
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge(limit)
+                if seen > self.max_body_bytes:
+                    refused = True
+                    await _reply(send, 413, f"Request body is over the limit of {self.max_body_bytes} bytes",
+                                 "body_too_large")  # fmt: skip
+                    return {"type": "http.disconnect"}
             return message
 
-        return wrapped
+        async def guarded_send(message: Message) -> None:
+            if not refused:
+                await send(message)
 
-
-class BodyTooLarge(Exception):
-    """A chunked request body went over the limit (reported as 413 by the app's handler)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"Request body is over the limit of {limit} bytes")
-        self.limit = limit
+        try:
+            await self.app(scope, capped_receive, guarded_send)
+        except Exception:
+            if not refused:
+                raise

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import uvicorn
+
+from config import get_settings
+from models import register_provider
+from tests.conftest import SAMPLE_REPO
+from tests.fakes import InstantChatModel
+
+FAKE = InstantChatModel()
+register_provider("instant", lambda spec, settings: FAKE)
 
 
 def free_port() -> int:
@@ -69,3 +81,66 @@ def redis_url(redis_server: RedisProcess) -> str:
     if redis_server.process is None:
         redis_server.start()
     return redis_server.url
+
+
+class Server:
+    """A Cairn app served by uvicorn in a thread on a free loopback port."""
+
+    def __init__(self, app) -> None:
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the service did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def service_index(tmp_path_factory: pytest.TempPathFactory, real_embedder) -> Path:
+    """The sample repository ingested with the real embedding model; returns the index folder."""
+    from config import Settings
+    from ingest.pipeline import ingest_repository
+
+    base = tmp_path_factory.mktemp("service")
+    settings = Settings(data_dir=base, index_dir=base / "index")
+    ingest_repository(SAMPLE_REPO, settings, embedder_factory=lambda: real_embedder)
+    return base / "index"
+
+
+@contextlib.contextmanager
+def cairn_env(index_dir: Path, redis_url: str, **extra: str) -> Iterator[dict[str, str]]:
+    """Set CAIRN_* for a service (instant fake model, its own Redis key prefix) while the block runs."""
+    env = {
+        "CAIRN_DATA_DIR": str(index_dir.parent),
+        "CAIRN_INDEX_DIR": str(index_dir),
+        "CAIRN_MODEL": "instant/fake",
+        "CAIRN_REDIS_URL": redis_url,
+        "CAIRN_REDIS_PREFIX": f"test-{uuid.uuid4().hex[:8]}",
+        **extra,
+    }
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in env.items():
+            mp.setenv(key, value)
+        get_settings.cache_clear()
+        from graphs.agent.deps import clear_model_cache
+
+        clear_model_cache()
+        try:
+            yield env
+        finally:
+            get_settings.cache_clear()
+            clear_model_cache()

@@ -3,74 +3,21 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from config import get_settings
-from models import register_provider
-from tests.conftest import SAMPLE_REPO
-from tests.fakes import InstantChatModel
-from tests.serving.conftest import RedisProcess, free_port
+from tests.serving.conftest import RedisProcess, Server, cairn_env
 
 pytestmark = pytest.mark.integration
 
-FAKE = InstantChatModel()
-register_provider("instant", lambda spec, settings: FAKE)
-
-
-class Server:
-    """The Cairn app served by uvicorn in a thread on a free loopback port."""
-
-    def __init__(self, app) -> None:
-        self.port = free_port()
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> Server:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the service did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-
-
 @pytest.fixture(scope="module")
-def service_env(tmp_path_factory: pytest.TempPathFactory, real_embedder, redis_server: RedisProcess) -> Iterator[dict]:
+def service_env(service_index: Path, redis_server: RedisProcess) -> Iterator[dict]:
     """CAIRN_* for a service on the ingested sample repository, the instant model and the test Redis."""
-    from config import Settings
-    from ingest.pipeline import ingest_repository
-
-    base = tmp_path_factory.mktemp("service")
-    ingest_repository(SAMPLE_REPO, Settings(data_dir=base, index_dir=base / "index"),
-                      embedder_factory=lambda: real_embedder)  # fmt: skip
-    env = {
-        "CAIRN_DATA_DIR": str(base),
-        "CAIRN_INDEX_DIR": str(base / "index"),
-        "CAIRN_MODEL": "instant/fake",
-        "CAIRN_REDIS_URL": redis_server.url,
-        "CAIRN_REDIS_PREFIX": f"test-{free_port()}",
-    }
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        get_settings.cache_clear()
+    with cairn_env(service_index, redis_server.url) as env:
         yield env
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +118,76 @@ def test_malformed_requests_are_4xx_with_a_message(service: Server, body: bytes,
                        headers={"content-type": "application/json"}, timeout=30)  # fmt: skip
     assert reply.status_code == status, reply.text
     assert needle in reply.json()["error"]["message"]
+
+
+def test_official_openai_client_sync(service: Server) -> None:
+    import openai
+
+    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused")
+    assert [m.id for m in client.models.list()] == ["cairn-agent"]
+    completion = client.chat.completions.create(
+        model="cairn-agent", messages=[{"role": "user", "content": "How does the LRU cache evict?"}], max_tokens=64
+    )
+    assert completion.choices[0].finish_reason == "stop"
+    assert "Sources:" in completion.choices[0].message.content
+    assert completion.model_extra["cairn"]["citations"]
+    assert completion.usage.total_tokens > 0
+
+    stream = client.chat.completions.create(
+        model="cairn-agent",
+        messages=[{"role": "user", "content": "How does the LRU cache evict?"}],
+        stream=True,
+        stream_options={"include_usage": True},
+        temperature=0.0,
+        stop=["\n\n\n"],
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert "Sources:" in text and chunks[-1].usage.total_tokens > 0
+    assert any(c.choices and c.choices[0].finish_reason == "stop" for c in chunks)
+
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="cairn-agent", messages=[])
+
+
+async def test_official_openai_client_async_with_session(service: Server) -> None:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=f"{service.url}/v1", api_key="unused")
+    first = await client.chat.completions.create(
+        model="cairn-agent", user="async-session", messages=[{"role": "user", "content": "What does put do?"}]
+    )
+    stream = await client.chat.completions.create(
+        model="cairn-agent",
+        user="async-session",
+        stream=True,
+        messages=[
+            {"role": "user", "content": "What does put do?"},
+            {"role": "assistant", "content": first.choices[0].message.content},
+            {"role": "user", "content": "And get?"},
+        ],
+    )
+    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+    assert "Sources:" in text
+    await client.close()
+    session = httpx.get(f"{service.url}/sessions/async-session").json()
+    # the session already had turn one, so only the new user turn was taken from the request
+    assert [m["content"] for m in session["messages"] if m["role"] == "user"] == ["What does put do?", "And get?"]
+
+
+async def test_langserve_client_invoke_and_stream(service: Server) -> None:
+    from langchain_core.messages import HumanMessage
+    from langserve import RemoteRunnable
+
+    agent = RemoteRunnable(f"{service.url}/agent")
+    state = await agent.ainvoke({"messages": [HumanMessage("How does the LRU cache evict?")]})
+    assert "Sources:" in state["answer"] and state["citations"]
+    updates = [chunk async for chunk in agent.astream({"messages": [HumanMessage("What is the WAL?")]})]
+    assert updates and any("answer" in str(u) for u in updates)
+    batch = await agent.abatch([{"messages": [HumanMessage("put")]}, {"messages": [HumanMessage("get")]}])
+    assert len(batch) == 2 and all(b["citations"] for b in batch)
+    events = [e async for e in agent.astream_events({"messages": [HumanMessage("evict")]}, version="v2")]
+    assert any(e["event"] == "on_chain_end" for e in events)
+    assert httpx.get(f"{service.url}/agent/playground/").status_code == 200
