@@ -144,3 +144,12 @@ def cairn_env(index_dir: Path, redis_url: str, **extra: str) -> Iterator[dict[st
         finally:
             get_settings.cache_clear()
             clear_model_cache()
+
+
+@contextlib.contextmanager
+def served(index_dir: Path, redis_url: str, **extra: str) -> Iterator[Server]:
+    """Serve a fresh Cairn app with CAIRN_* set as cairn_env does."""
+    from serving.app import create_app
+
+    with cairn_env(index_dir, redis_url, **extra), Server(create_app()) as server:
+        yield server

@@ -13,6 +13,7 @@ from tests.serving.conftest import RedisProcess, Server, cairn_env
 
 pytestmark = pytest.mark.integration
 
+
 @pytest.fixture(scope="module")
 def service_env(service_index: Path, redis_server: RedisProcess) -> Iterator[dict]:
     """CAIRN_* for a service on the ingested sample repository, the instant model and the test Redis."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.conftest import RedisProcess, Server, cairn_env, free_port
+from tests.serving.conftest import RedisProcess, Server, cairn_env, free_port, served
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +34,15 @@ def _app():
 
 def test_model_down_is_503_with_the_reason(service_index: Path, redis_server: RedisProcess) -> None:
     dead = f"openai-compatible/m@http://127.0.0.1:{free_port()}/v1"
-    with cairn_env(service_index, redis_server.url, CAIRN_MODEL=dead, CAIRN_MODEL_MAX_RETRIES="0"):
-        with Server(_app()) as server:
-            for stream in (False, True):
-                started = time.monotonic()
-                reply = _chat(server.url, stream=stream)
-                assert reply.status_code == 503, reply.text
-                assert "unreachable" in reply.json()["error"]["message"]
-                assert time.monotonic() - started < 10
-            ready = httpx.get(f"{server.url}/ready")
-            assert ready.status_code == 503 and not ready.json()["checks"]["model"]["ok"]
+    with served(service_index, redis_server.url, CAIRN_MODEL=dead, CAIRN_MODEL_MAX_RETRIES="0") as server:
+        for stream in (False, True):
+            started = time.monotonic()
+            reply = _chat(server.url, stream=stream)
+            assert reply.status_code == 503, reply.text
+            assert "unreachable" in reply.json()["error"]["message"]
+            assert time.monotonic() - started < 10
+        ready = httpx.get(f"{server.url}/ready")
+        assert ready.status_code == 503 and not ready.json()["checks"]["model"]["ok"]
 
 
 def test_model_timeout_is_504_within_the_timeout(service_index: Path, redis_server: RedisProcess) -> None:
@@ -51,12 +50,12 @@ def test_model_timeout_is_504_within_the_timeout(service_index: Path, redis_serv
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         slow = f"openai-compatible/m@http://127.0.0.1:{silent.getsockname()[1]}/v1"
-        with cairn_env(service_index, redis_server.url, CAIRN_MODEL=slow, CAIRN_MODEL_TIMEOUT="1",
-                       CAIRN_MODEL_MAX_RETRIES="0"):  # fmt: skip
-            with Server(_app()) as server:
-                started = time.monotonic()
-                reply = _chat(server.url)
-                elapsed = time.monotonic() - started
+        with served(
+            service_index, redis_server.url, CAIRN_MODEL=slow, CAIRN_MODEL_TIMEOUT="1", CAIRN_MODEL_MAX_RETRIES="0"
+        ) as server:
+            started = time.monotonic()
+            reply = _chat(server.url)
+            elapsed = time.monotonic() - started
     assert reply.status_code == 504, reply.text
     assert "did not answer within 1s" in reply.json()["error"]["message"]
     assert elapsed < 5
@@ -64,10 +63,14 @@ def test_model_timeout_is_504_within_the_timeout(service_index: Path, redis_serv
 
 def test_failover_endpoint_is_used(service_index: Path, redis_server: RedisProcess) -> None:
     dead = f"openai-compatible/m@http://127.0.0.1:{free_port()}/v1"
-    with cairn_env(service_index, redis_server.url, CAIRN_MODEL=dead, CAIRN_MODEL_FALLBACK="instant/fake",
-                   CAIRN_MODEL_MAX_RETRIES="0"):  # fmt: skip
-        with Server(_app()) as server:
-            reply = _chat(server.url)
+    with served(
+        service_index,
+        redis_server.url,
+        CAIRN_MODEL=dead,
+        CAIRN_MODEL_FALLBACK="instant/fake",
+        CAIRN_MODEL_MAX_RETRIES="0",
+    ) as server:
+        reply = _chat(server.url)
     assert reply.status_code == 200, reply.text
     assert reply.json()["cairn"]["citations"]
 
@@ -132,32 +135,36 @@ def test_killed_service_keeps_every_committed_turn(service_index: Path, redis_se
 
 
 def test_api_keys_rate_limit_and_cors(service_index: Path, redis_server: RedisProcess) -> None:
-    with cairn_env(service_index, redis_server.url, CAIRN_API_KEYS="k1,k2", CAIRN_RATE_LIMIT="3",
-                   CAIRN_CORS_ORIGINS="http://localhost:3000"):  # fmt: skip
-        with Server(_app()) as server:
-            assert httpx.get(f"{server.url}/health").status_code == 200  # open
-            missing = httpx.get(f"{server.url}/v1/models")
-            assert missing.status_code == 401 and "Bearer" in missing.json()["error"]["message"]
-            wrong = httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer nope"})
-            assert wrong.status_code == 401
-            assert httpx.get(f"{server.url}/agent/playground/").status_code == 401
-            ok = {"Authorization": "Bearer k1"}
-            statuses = [httpx.get(f"{server.url}/v1/models", headers=ok).status_code for _ in range(5)]
-            assert statuses[:3] == [200, 200, 200] and statuses[3] == 429
-            limited = httpx.get(f"{server.url}/v1/models", headers=ok)
-            assert int(limited.headers["retry-after"]) >= 1
-            # the limit is per key: the other key still has its budget
-            assert httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer k2"}).status_code == 200
-            preflight = httpx.options(
-                f"{server.url}/v1/chat/completions",
-                headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
-            )
-            assert preflight.headers["access-control-allow-origin"] == "http://localhost:3000"
-            other = httpx.options(
-                f"{server.url}/v1/chat/completions",
-                headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
-            )
-            assert "access-control-allow-origin" not in other.headers
+    with served(
+        service_index,
+        redis_server.url,
+        CAIRN_API_KEYS="k1,k2",
+        CAIRN_RATE_LIMIT="3",
+        CAIRN_CORS_ORIGINS="http://localhost:3000",
+    ) as server:
+        assert httpx.get(f"{server.url}/health").status_code == 200  # open
+        missing = httpx.get(f"{server.url}/v1/models")
+        assert missing.status_code == 401 and "Bearer" in missing.json()["error"]["message"]
+        wrong = httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 401
+        assert httpx.get(f"{server.url}/agent/playground/").status_code == 401
+        ok = {"Authorization": "Bearer k1"}
+        statuses = [httpx.get(f"{server.url}/v1/models", headers=ok).status_code for _ in range(5)]
+        assert statuses[:3] == [200, 200, 200] and statuses[3] == 429
+        limited = httpx.get(f"{server.url}/v1/models", headers=ok)
+        assert int(limited.headers["retry-after"]) >= 1
+        # the limit is per key: the other key still has its budget
+        assert httpx.get(f"{server.url}/v1/models", headers={"Authorization": "Bearer k2"}).status_code == 200
+        preflight = httpx.options(
+            f"{server.url}/v1/chat/completions",
+            headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"},
+        )
+        assert preflight.headers["access-control-allow-origin"] == "http://localhost:3000"
+        other = httpx.options(
+            f"{server.url}/v1/chat/completions",
+            headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "POST"},
+        )
+        assert "access-control-allow-origin" not in other.headers
 
 
 def test_chunked_body_over_the_limit_is_413(service_index: Path, redis_server: RedisProcess) -> None:
