@@ -290,6 +290,64 @@ def ask(
             raise translated from exc
 
 
+class UnsafeBind(CairnError):
+    """Serving beyond this machine without an API key."""
+
+    exit_code = 11
+
+
+@app.command()
+@_reports_errors
+def serve(
+    index: IndexOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: CAIRN_SERVE_HOST, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: CAIRN_SERVE_PORT, 8000).")] = None,
+    start_redis: Annotated[
+        bool, typer.Option(help="Start a local redis-server when none answers at CAIRN_REDIS_URL.")
+    ] = True,
+) -> None:
+    """Serve the agent: OpenAI-compatible API, LangServe routes and playground, sessions in Redis."""
+    import uvicorn
+
+    from models import parse_model_spec
+    from models.embedded import embedded_model
+    from serving.app import create_app
+    from serving.redis_server import local_redis
+    from serving.security import is_loopback
+
+    settings = _settings(index)
+    settings = settings.model_copy(
+        update={"serve_host": host or settings.serve_host, "serve_port": port or settings.serve_port}
+    )
+    if not is_loopback(settings.serve_host) and not settings.api_keys:
+        raise UnsafeBind(
+            f"Refusing to serve on {settings.serve_host} without an API key: anyone who can reach it could "
+            "read your code through the agent",
+            "set CAIRN_API_KEYS=<a long random key> (clients send 'Authorization: Bearer <key>'), or bind 127.0.0.1",
+        )
+    for spec in {settings.node_model(n) for n in ("plan", "analyze", "refine", "answer")} | {settings.model_fallback}:
+        if spec:
+            parse_model_spec(spec)
+    base = f"http://{settings.serve_host}:{settings.serve_port}"
+    with local_redis(settings, autostart=start_redis), embedded_model(settings):
+        auth = ' -H "Authorization: Bearer $CAIRN_KEY"' if settings.api_keys else ""
+        err.print(
+            f"\n[bold]Cairn is serving[/] {settings.resolved_index_dir}\n"
+            f"  playground      {base}/agent/playground/\n"
+            f"  OpenAI base URL {base}/v1   (model: cairn-agent)\n"
+            f"  API docs        {base}/docs\n"
+            f"  readiness       {base}/ready\n"
+            f"  try:  curl -s {base}/v1/chat/completions{auth} -H 'Content-Type: application/json' "
+            "-d '{\"model\": \"cairn-agent\", \"messages\": [{\"role\": \"user\", \"content\": "
+            "\"How does the LRU cache evict entries?\"}]}'\n"
+            "  Ctrl-C stops the service and what it started.\n",
+            highlight=False,
+            soft_wrap=True,
+        )
+        uvicorn.run(create_app(settings), host=settings.serve_host, port=settings.serve_port, log_level="info",
+                    access_log=False)  # fmt: skip
+
+
 model_app = typer.Typer(help="The embedded model server (llama.cpp on the bundled SmolLM2-135M).")
 app.add_typer(model_app, name="model")
 

@@ -33,6 +33,7 @@ from models import probe_url
 from models.errors import ModelUnreachable, translate_model_error
 from serving.checkpoint import RedisCheckpointSaver
 from serving.openai_api import (
+    DONE,
     MODEL_ID,
     ChatCompletionRequest,
     TokenUsage,
@@ -384,10 +385,9 @@ async def _chat(service: Service, body: ChatCompletionRequest, request: Request)
             state = await graph.ainvoke({"messages": messages}, config, context=context)
         except Exception as exc:
             raise _translate(service, exc) from exc
-        usage = handler.as_openai()
         if session:
-            await _record_usage(service, session, usage)
-        return JSONResponse(completion_body(completion_id(), created, state, usage, session))
+            await _record_usage(service, session, handler.as_openai())
+        return JSONResponse(completion_body(completion_id(), created, state, handler, session))
 
     events = graph.astream({"messages": messages}, config, context=context, stream_mode=["messages", "values"])
     chunks = stream_chunks(events, handler, session, bool(body.stream_options and body.stream_options.include_usage))
@@ -409,6 +409,8 @@ async def _chat(service: Service, body: ChatCompletionRequest, request: Request)
         yield second
         try:
             async for line in chunks:
+                if line == DONE and session:  # count the turn's tokens before the client sees the end
+                    await _record_usage(service, session, handler.as_openai())
                 yield line
         except Exception as exc:  # after the first token: report inside the stream, then end it
             error = _translate(service, exc)
@@ -417,9 +419,6 @@ async def _chat(service: Service, body: ChatCompletionRequest, request: Request)
 
             payload = {"error": {"message": error.message, "type": error.kind, "code": error.code}}
             yield f"data: {json.dumps(payload)}\n\n"
-            return
-        if session:
-            await _record_usage(service, session, handler.as_openai())
 
     return StreamingResponse(
         relay(),

@@ -14,6 +14,7 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 MODEL_ID = "cairn-agent"
+DONE = "data: [DONE]\n\n"
 
 
 class ChatMessage(BaseModel):
@@ -94,26 +95,48 @@ def completion_id() -> str:
 
 
 class TokenUsage(BaseCallbackHandler):
-    """Sum the tokens every model call of a run reports (plan, analyze, refine, answer), any provider."""
+    """Sum the tokens every model call of a run uses (plan, analyze, refine, answer), any provider.
+
+    Endpoints report usage on non-streamed replies; some (llama.cpp's server) send none when streaming.
+    Such calls are counted with Cairn's estimate (about 3.5 characters a token) and ``estimated`` is set.
+    """
 
     def __init__(self) -> None:
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.estimated = False
+        self._prompts: dict[Any, int] = {}
 
-    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
+    def on_chat_model_start(self, serialized: Any, messages: list[list[BaseMessage]], *, run_id: Any,
+                            **kwargs: Any) -> None:  # fmt: skip
+        self._prompts[run_id] = sum(_approx_tokens(str(m.content)) for batch in messages for m in batch)
+
+    def on_llm_end(self, response: LLMResult, *, run_id: Any = None, **kwargs: Any) -> None:
+        prompt_estimate = self._prompts.pop(run_id, 0)
         for generations in response.generations:
             for generation in generations:
                 message = generation.message if isinstance(generation, ChatGeneration) else None
                 usage = getattr(message, "usage_metadata", None) or {}
-                self.prompt_tokens += int(usage.get("input_tokens", 0))
-                self.completion_tokens += int(usage.get("output_tokens", 0))
+                if usage.get("total_tokens") or usage.get("input_tokens"):
+                    self.prompt_tokens += int(usage.get("input_tokens", 0))
+                    self.completion_tokens += int(usage.get("output_tokens", 0))
+                else:
+                    self.estimated = True
+                    self.prompt_tokens += prompt_estimate
+                    self.completion_tokens += _approx_tokens(generation.text)
 
     def as_openai(self) -> dict[str, int]:
         total = self.prompt_tokens + self.completion_tokens
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": total}
 
 
-def cairn_extra(state: dict[str, Any], session: str | None) -> dict[str, Any]:
+def _approx_tokens(text: str) -> int:
+    from graphs.agent.nodes import approx_tokens
+
+    return approx_tokens(text) if text else 0
+
+
+def cairn_extra(state: dict[str, Any], session: str | None, usage_estimated: bool = False) -> dict[str, Any]:
     """The structured extra field: checked citations, removed ones, and what the agent did."""
     return {
         "citations": state.get("citations", []),
@@ -122,6 +145,7 @@ def cairn_extra(state: dict[str, Any], session: str | None) -> dict[str, Any]:
         "rounds": state.get("rounds", 0),
         "fallbacks": state.get("fallbacks", []),
         "session_id": session,
+        "usage_estimated": usage_estimated,
     }
 
 
@@ -132,7 +156,7 @@ def finish_reason_of(state: dict[str, Any]) -> str:
 
 
 def completion_body(
-    cid: str, created: int, state: dict[str, Any], usage: dict[str, int], session: str | None
+    cid: str, created: int, state: dict[str, Any], usage: TokenUsage, session: str | None
 ) -> dict[str, Any]:
     """A non-streaming ``chat.completion`` object."""
     return {
@@ -148,8 +172,8 @@ def completion_body(
                 "logprobs": None,
             }
         ],
-        "usage": usage,
-        "cairn": cairn_extra(state, session),
+        "usage": usage.as_openai(),
+        "cairn": cairn_extra(state, session, usage.estimated),
     }
 
 
@@ -191,7 +215,7 @@ async def stream_chunks(
             yield chunk_body(cid, created, {"content": text})
     if rest := _unsent(final.get("answer", ""), "".join(streamed)):
         yield chunk_body(cid, created, {"content": rest})
-    yield chunk_body(cid, created, {}, finish_reason_of(final), cairn=cairn_extra(final, session))
+    yield chunk_body(cid, created, {}, finish_reason_of(final), cairn=cairn_extra(final, session, handler.estimated))
     if include_usage:
         body = {
             "id": cid,
@@ -202,7 +226,7 @@ async def stream_chunks(
             "usage": handler.as_openai(),
         }
         yield f"data: {json.dumps(body)}\n\n"
-    yield "data: [DONE]\n\n"
+    yield DONE
 
 
 def _unsent(answer: str, sent: str) -> str:

@@ -78,3 +78,21 @@ def sample_index(tmp_path_factory: pytest.TempPathFactory, real_embedder):
     settings = Settings(data_dir=base / "data", index_dir=base / "index")
     ingest_repository(SAMPLE_REPO, settings, embedder_factory=lambda: real_embedder)
     return SearchIndex(open_generation(settings.resolved_index_dir), real_embedder)
+
+
+@pytest.fixture(scope="session")
+def llama(tmp_path_factory: pytest.TempPathFactory):
+    """The real llama.cpp server on the bundled SmolLM2-135M, on a free loopback port, for the session."""
+    import socket
+
+    from models.embedded import EmbeddedServer, is_serving
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    settings = Settings(data_dir=tmp_path_factory.mktemp("llama"), embedded_port=port)
+    server = EmbeddedServer(settings)
+    server.start(timeout=120)
+    yield server
+    server.stop()
+    assert not is_serving(settings)

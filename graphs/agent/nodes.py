@@ -6,6 +6,7 @@ degrades the answer but never breaks the graph.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -135,12 +136,17 @@ def _deps(runtime: Runtime[Context] | None) -> Dependencies:
     return resolve(context_from_config(config))
 
 
+async def _adeps(runtime: Runtime[Context] | None) -> Dependencies:
+    """Resolve off the event loop: the first call loads the index, later ones stat its CURRENT file."""
+    return await asyncio.to_thread(_deps, runtime)
+
+
 # ---------------------------------------------------------------- plan
 
 
 async def plan(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Rewrite the latest question to stand alone and choose search queries; reset per-turn fields."""
-    deps = _deps(runtime)
+    deps = await _adeps(runtime)
     messages = state["messages"]
     question = _question_of(messages)
     history = trim_history(messages[:-1], deps.history_tokens)
@@ -209,9 +215,10 @@ def fit_budget(documents: list[dict[str, Any]], budget: int) -> list[dict[str, A
 
 async def retrieve(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Search each query, merge results round-robin by rank, de-duplicate, trim to the token budget."""
-    deps = _deps(runtime)
+    deps = await _adeps(runtime)
     queries = state.get("queries", [])
-    rankings = deps.index.search_many(queries, deps.k, mode=deps.retriever)
+    # Embedding the queries and searching are CPU work: off the event loop, so a service stays responsive.
+    rankings = await asyncio.to_thread(deps.index.search_many, queries, deps.k, mode=deps.retriever)
     previous = state.get("documents", [])
     relevant = set(state.get("relevant", []))
     ordered = [d for i, d in enumerate(previous) if i in relevant] + [
@@ -304,7 +311,7 @@ def _documents_from_tool(name: str, text: str) -> list[dict[str, Any]]:
 
 async def analyze(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Judge which documents are relevant and whether they suffice (model first, scores as fallback)."""
-    deps = _deps(runtime)
+    deps = await _adeps(runtime)
     documents = state.get("documents", [])
     question = state["question"]
     fallbacks = list(state.get("fallbacks", []))
@@ -339,9 +346,9 @@ async def analyze(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any
     }
 
 
-def route_after_analyze(state: AgentState, runtime: Runtime[Context]) -> Literal["refine", "answer"]:
+async def route_after_analyze(state: AgentState, runtime: Runtime[Context]) -> Literal["refine", "answer"]:
     """Refine while context is insufficient and rounds remain; otherwise answer."""
-    deps = _deps(runtime)
+    deps = await _adeps(runtime)
     if state.get("sufficient") or state.get("rounds", 0) >= deps.max_rounds:
         return "answer"
     return "refine"
@@ -352,7 +359,7 @@ def route_after_analyze(state: AgentState, runtime: Runtime[Context]) -> Literal
 
 async def refine(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Write new queries for what is missing, then search again."""
-    deps = _deps(runtime)
+    deps = await _adeps(runtime)
     question, missing = state["question"], state.get("missing") or state["question"]
     searched = state.get("searched", [])
     fallbacks = list(state.get("fallbacks", []))
@@ -377,7 +384,7 @@ async def refine(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]
 
 async def answer(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Answer from the relevant documents with checked citations, or say plainly that nothing was found."""
-    deps = _deps(runtime)
+    deps = await _adeps(runtime)
     documents = state.get("documents", [])
     relevant = [documents[i] for i in state.get("relevant", []) if i < len(documents)]
     if not relevant:

@@ -17,7 +17,7 @@ from graphs.agent.citations import find_citations, supported
 from graphs.agent.context import Context
 from graphs.agent.graph import graph
 from ingest.pipeline import ingest_repository
-from models.embedded import EmbeddedServer, is_serving
+from models.embedded import is_serving
 from tests.conftest import ROOT, SAMPLE_REPO
 
 pytestmark = pytest.mark.integration
@@ -46,16 +46,6 @@ def greedy_decoding():
         os.environ["CAIRN_MODEL_TEMPERATURE"] = previous
     get_settings.cache_clear()
     clear_model_cache()
-
-
-@pytest.fixture(scope="module")
-def llama(tmp_path_factory):
-    settings = Settings(data_dir=tmp_path_factory.mktemp("llama"), embedded_port=free_port())
-    server = EmbeddedServer(settings)
-    server.start(timeout=120)
-    yield server
-    server.stop()
-    assert not is_serving(settings)
 
 
 @pytest.fixture(scope="module")
