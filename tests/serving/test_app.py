@@ -65,10 +65,14 @@ def test_streaming_sends_chunks_then_done(service: Server) -> None:
     with httpx.stream(
         "POST",
         f"{service.url}/v1/chat/completions",
-        json={"model": "cairn-agent", "stream": True, "stream_options": {"include_usage": True},
-              "messages": [{"role": "user", "content": "How is a torn write detected?"}]},
+        json={
+            "model": "cairn-agent",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "How is a torn write detected?"}],
+        },
         timeout=60,
-    ) as response:  # fmt: skip
+    ) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         lines = [line for line in response.iter_lines() if line]
@@ -106,17 +110,26 @@ def test_session_keeps_the_conversation(service: Server) -> None:
         (b"{not json", 400, "JSON"),
         (json.dumps({"model": "gpt-4", "messages": [{"role": "user", "content": "hi"}]}).encode(), 404, "gpt-4"),
         (json.dumps({"model": "cairn-agent", "messages": []}).encode(), 400, "messages"),
-        (json.dumps({"model": "cairn-agent", "messages": [{"role": "assistant", "content": "x"}]}).encode(), 400,
-         "user message"),
+        (
+            json.dumps({"model": "cairn-agent", "messages": [{"role": "assistant", "content": "x"}]}).encode(),
+            400,
+            "user message",
+        ),
         (json.dumps({"model": "cairn-agent"}).encode(), 400, "messages"),
-        (json.dumps({"model": "cairn-agent", "messages": [{"role": "user", "content": "x"}],
-                     "temperature": 9}).encode(), 400, "temperature"),
+        (
+            json.dumps(
+                {"model": "cairn-agent", "messages": [{"role": "user", "content": "x"}], "temperature": 9}
+            ).encode(),
+            400,
+            "temperature",
+        ),
         (b"x" * 2_000_000, 413, "limit"),
     ],
-)  # fmt: skip
+)
 def test_malformed_requests_are_4xx_with_a_message(service: Server, body: bytes, status: int, needle: str) -> None:
-    reply = httpx.post(f"{service.url}/v1/chat/completions", content=body,
-                       headers={"content-type": "application/json"}, timeout=30)  # fmt: skip
+    reply = httpx.post(
+        f"{service.url}/v1/chat/completions", content=body, headers={"content-type": "application/json"}, timeout=30
+    )
     assert reply.status_code == status, reply.text
     assert needle in reply.json()["error"]["message"]
 

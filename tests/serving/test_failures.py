@@ -22,8 +22,9 @@ QUESTION = {"model": "cairn-agent", "messages": [{"role": "user", "content": "Ho
 
 def _chat(url: str, session: str | None = None, stream: bool = False, timeout: float = 30) -> httpx.Response:
     headers = {"X-Session-Id": session} if session else {}
-    return httpx.post(f"{url}/v1/chat/completions", json={**QUESTION, "stream": stream}, headers=headers,
-                      timeout=timeout)  # fmt: skip
+    return httpx.post(
+        f"{url}/v1/chat/completions", json={**QUESTION, "stream": stream}, headers=headers, timeout=timeout
+    )
 
 
 def _app():
@@ -107,8 +108,11 @@ def test_killed_service_keeps_every_committed_turn(service_index: Path, redis_se
         def start() -> subprocess.Popen:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tests.serving.fake_service", "--port", str(port)],
-                cwd=root, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )  # fmt: skip
+                cwd=root,
+                env={**os.environ, **env},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
                 try:
@@ -174,6 +178,7 @@ def test_chunked_body_over_the_limit_is_413(service_index: Path, redis_server: R
             for _ in range(10):
                 yield b" " * 1000
 
-        reply = httpx.post(f"{server.url}/v1/chat/completions", content=body(),
-                           headers={"content-type": "application/json"})  # fmt: skip
+        reply = httpx.post(
+            f"{server.url}/v1/chat/completions", content=body(), headers={"content-type": "application/json"}
+        )
     assert reply.status_code == 413, reply.text

@@ -41,11 +41,23 @@ def test_cairn_serve_with_the_embedded_model(service_index: Path, redis_server: 
     import openai
 
     port, model_port = free_port(), free_port()
-    env = {**os.environ, "CAIRN_INDEX_DIR": str(service_index), "CAIRN_DATA_DIR": str(tmp_path),
-           "CAIRN_REDIS_URL": redis_server.url, "CAIRN_EMBEDDED_PORT": str(model_port), "CAIRN_MODEL": "embedded",
-           "CAIRN_MODEL_TEMPERATURE": "0", "CAIRN_REDIS_PREFIX": "serve-llama"}  # fmt: skip
-    process = subprocess.Popen([CAIRN, "serve", "--port", str(port)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, start_new_session=True)  # fmt: skip
+    env = {
+        **os.environ,
+        "CAIRN_INDEX_DIR": str(service_index),
+        "CAIRN_DATA_DIR": str(tmp_path),
+        "CAIRN_REDIS_URL": redis_server.url,
+        "CAIRN_EMBEDDED_PORT": str(model_port),
+        "CAIRN_MODEL": "embedded",
+        "CAIRN_MODEL_TEMPERATURE": "0",
+        "CAIRN_REDIS_PREFIX": "serve-llama",
+    }
+    process = subprocess.Popen(
+        [CAIRN, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         ready = _wait(f"http://127.0.0.1:{port}/ready", process).json()
         assert ready["checks"]["model"]["endpoint"].startswith(f"http://127.0.0.1:{model_port}")
@@ -82,8 +94,7 @@ def test_cairn_serve_with_the_embedded_model(service_index: Path, redis_server: 
 def test_serve_refuses_a_public_address_without_a_key(tmp_path: Path) -> None:
     env = {**os.environ, "CAIRN_DATA_DIR": str(tmp_path)}
     env.pop("CAIRN_API_KEYS", None)
-    result = subprocess.run([CAIRN, "serve", "--host", "0.0.0.0"], env=env, capture_output=True, text=True,
-                            timeout=60)  # fmt: skip
+    result = subprocess.run([CAIRN, "serve", "--host", "0.0.0.0"], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 11
     assert "without an API key" in result.stderr and "CAIRN_API_KEYS" in result.stderr
 
@@ -92,25 +103,50 @@ def test_langgraph_dev_loads_the_graph_and_runs_a_thread(service_index: Path, ll
     from langgraph_sdk import get_sync_client
 
     port = free_port()
-    env = {**os.environ, "CAIRN_INDEX_DIR": str(service_index), "CAIRN_MODEL_TEMPERATURE": "0",
-           "CAIRN_MODEL": f"openai-compatible/smollm2-135m@{llama.base_url}", "CAIRN_AGENT_MAX_ROUNDS": "0",
-           "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGSMITH_TRACING": "false"}  # fmt: skip
+    env = {
+        **os.environ,
+        "CAIRN_INDEX_DIR": str(service_index),
+        "CAIRN_MODEL_TEMPERATURE": "0",
+        "CAIRN_MODEL": f"openai-compatible/smollm2-135m@{llama.base_url}",
+        "CAIRN_AGENT_MAX_ROUNDS": "0",
+        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+        "LANGSMITH_TRACING": "false",
+    }
     langgraph = str(Path(sys.executable).with_name("langgraph"))
     process = subprocess.Popen(
-        [langgraph, "dev", "--no-browser", "--no-reload", "--port", str(port), "--config", str(ROOT / "langgraph.json")],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
-    )  # fmt: skip
+        [
+            langgraph,
+            "dev",
+            "--no-browser",
+            "--no-reload",
+            "--port",
+            str(port),
+            "--config",
+            str(ROOT / "langgraph.json"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         _wait(f"http://127.0.0.1:{port}/ok", process, seconds=120)
         client = get_sync_client(url=f"http://127.0.0.1:{port}")
         assistants = client.assistants.search(graph_id="agent")
         assert assistants and assistants[0]["name"] == "cairn-agent"
         thread = client.threads.create()
-        state = client.runs.wait(thread["thread_id"], "agent",
-                                 input={"messages": [{"role": "human", "content": "How does the LRU cache evict?"}]})  # fmt: skip
+        state = client.runs.wait(
+            thread["thread_id"],
+            "agent",
+            input={"messages": [{"role": "human", "content": "How does the LRU cache evict?"}]},
+        )
         assert "Sources:" in state["answer"] and state["citations"]
-        state = client.runs.wait(thread["thread_id"], "agent",
-                                 input={"messages": [{"role": "human", "content": "And what does get return?"}]})  # fmt: skip
+        state = client.runs.wait(
+            thread["thread_id"],
+            "agent",
+            input={"messages": [{"role": "human", "content": "And what does get return?"}]},
+        )
         assert len(state["messages"]) == 4  # the thread kept the first turn
     finally:
         os.killpg(process.pid, signal.SIGTERM)
