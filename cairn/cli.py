@@ -290,6 +290,80 @@ def ask(
             raise translated from exc
 
 
+@app.command("eval")
+@_reports_errors
+def eval_(
+    dataset: Annotated[
+        str, typer.Argument(help="A JSONL dataset, or the name of one in evals/datasets (sample, httpx).")
+    ] = "sample",
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="Report folder (default: DATA_DIR/evals/<dataset>).")
+    ] = None,
+    compare: Annotated[Path | None, typer.Option(help="An older report.json to print deltas against.")] = None,
+    judge: Annotated[
+        str | None, typer.Option(help="Model for RAGAS' LLM-judged metrics (default: CAIRN_EVAL_JUDGE).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of every node (0: repeatable).")] = 0.0,
+) -> None:
+    """Run the agent over an eval dataset, score it (RAGAS + retrieval + citations), gate on thresholds."""
+    import asyncio
+    import os
+
+    from config import get_settings
+    from evals.report import compare as compare_reports
+    from evals.runner import GateFailed, resolve_dataset, run_eval, write_report
+    from graphs.agent.deps import clear_model_cache
+    from models import parse_model_spec
+    from models.embedded import embedded_model
+
+    path = resolve_dataset(dataset)
+    # Every node reads the process settings, so the eval's temperature is set there.
+    os.environ["CAIRN_MODEL_TEMPERATURE"] = str(temperature)
+    get_settings.cache_clear()
+    clear_model_cache()
+    settings = get_settings()
+    judge = judge or settings.eval_judge
+    for spec in {settings.node_model(n) for n in ("plan", "analyze", "refine", "answer")} | {judge}:
+        if spec:
+            parse_model_spec(spec)
+    target = out_dir or Path(settings.data_dir) / "evals" / path.stem
+
+    def progress(row: dict[str, Any]) -> None:
+        rank = row["rank"] if row["rank"] is not None else "-"
+        err.print(f"  {row['id']:<8} rank {rank!s:>2}  ctx-recall {row['context_recall']:.2f}  "
+                  f"rouge-L {row['rouge_l']:.2f}  {row['latency_s']:.1f}s", highlight=False)  # fmt: skip
+
+    judged = settings.model_copy(update={"model": judge}) if judge else settings
+    err.print(f"evaluating {path} with {settings.model} ...")
+    with embedded_model(settings), embedded_model(judged):
+        try:
+            report = asyncio.run(run_eval(path, settings, judge=judge, limit=limit, on_question=progress))
+        except Exception as exc:
+            from models.errors import translate_model_error
+
+            translated = translate_model_error(exc, settings)
+            if translated is None:
+                raise
+            raise translated from exc
+    paths = write_report(report, target)
+    out.print()
+    for name, value in report["summary"].items():
+        out.print(f"  {name:<26} {value if value is not None else '–'}", highlight=False)
+    out.print(f"\nreport: {paths['markdown']}  ({paths['json'].name}, {paths['plot'].name}); "
+              f"{report['duration_s']} s", highlight=False)  # fmt: skip
+    if compare is not None:
+        out.print("\n" + compare_reports(report, compare), highlight=False, markup=False)
+    gate = report["gate"]
+    if not gate["passed"]:
+        failed = ", ".join(f"{m} {v['value']} < {v['threshold']}" for m, v in gate["failed_metrics"].items())
+        raise GateFailed(
+            f"Eval gate failed: {failed}; questions: {', '.join(gate['failing_questions']) or '-'}",
+            f"see {paths['markdown']}; thresholds are CAIRN_EVAL_MIN_*",
+        )
+    out.print("[green]gate passed[/]")
+
+
 class UnsafeBind(CairnError):
     """Serving beyond this machine without an API key."""
 
@@ -338,8 +412,8 @@ def serve(
             f"  API docs        {base}/docs\n"
             f"  readiness       {base}/ready\n"
             f"  try:  curl -s {base}/v1/chat/completions{auth} -H 'Content-Type: application/json' "
-            "-d '{\"model\": \"cairn-agent\", \"messages\": [{\"role\": \"user\", \"content\": "
-            "\"How does the LRU cache evict entries?\"}]}'\n"
+            '-d \'{"model": "cairn-agent", "messages": [{"role": "user", "content": '
+            '"How does the LRU cache evict entries?"}]}\'\n'
             "  Ctrl-C stops the service and what it started.\n",
             highlight=False,
             soft_wrap=True,

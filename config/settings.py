@@ -168,7 +168,6 @@ class Settings(BaseSettings):
         "outline, and any plugin tools).",
     )
 
-
     serve_host: str = Field(
         default="127.0.0.1",
         description="Address `cairn serve` binds; a non-loopback address requires API_KEYS.",
@@ -200,6 +199,25 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Origins allowed to call the API from a browser (comma-separated; `*` for any; empty: none).",
+    )
+
+    eval_k: int = Field(default=5, ge=1, le=50, description="Rank cut-off for the eval's hit@k.")
+    eval_min_hit_rate: float = Field(
+        default=0.6, ge=0, le=1, description="Eval gate: lowest hit@k (a reference file among the first k results)."
+    )
+    eval_min_mrr: float = Field(default=0.4, ge=0, le=1, description="Eval gate: lowest mean reciprocal rank.")
+    eval_min_context_recall: float = Field(
+        default=0.3, ge=0, le=1, description="Eval gate: lowest RAGAS non-LLM context recall."
+    )
+    eval_min_citation_validity: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Eval gate: lowest share of answer citations that exist in the corpus and in the retrieved code.",
+    )
+    eval_judge: str | None = Field(
+        default=None,
+        description="Model (same syntax as MODEL) that judges RAGAS' LLM metrics; unset: those metrics are skipped.",
     )
 
     @field_validator("exclude", "tools", "api_keys", "cors_origins", mode="before")

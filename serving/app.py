@@ -379,17 +379,22 @@ async def _chat(service: Service, body: ChatCompletionRequest, request: Request)
         messages = to_langchain(body.messages)
     context = service.context(body)
     created = int(time.time())
+    durability: dict[str, Any] = {"durability": "exit"} if session else {}
 
     if not body.stream:
         try:
-            state = await graph.ainvoke({"messages": messages}, config, context=context)
+            state = await graph.ainvoke({"messages": messages}, config, context=context, **durability)
         except Exception as exc:
             raise _translate(service, exc) from exc
         if session:
             await _record_usage(service, session, handler.as_openai())
         return JSONResponse(completion_body(completion_id(), created, state, handler, session))
 
-    events = graph.astream({"messages": messages}, config, context=context, stream_mode=["messages", "values"])
+    # durability="exit": a session's turn is written once, when it completes (one Redis transaction per
+    # turn instead of one per step); a turn killed midway leaves the session as it was before it.
+    events = graph.astream(
+        {"messages": messages}, config, context=context, stream_mode=["messages", "values"], **durability
+    )
     chunks = stream_chunks(events, handler, session, bool(body.stream_options and body.stream_options.include_usage))
     # Hold the response until the answer starts (or the run fails), so a model or Redis failure before
     # the first token is a proper 503/504 rather than an error inside a 200 stream.
