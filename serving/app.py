@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -379,6 +380,8 @@ async def _chat(service: Service, body: ChatCompletionRequest, request: Request)
         messages = to_langchain(body.messages)
     context = service.context(body)
     created = int(time.time())
+    # durability="exit": a session's turn is written once, when it completes (one Redis transaction per
+    # turn instead of one per step); a turn killed midway leaves the session as it was before it.
     durability: dict[str, Any] = {"durability": "exit"} if session else {}
 
     if not body.stream:
@@ -390,8 +393,6 @@ async def _chat(service: Service, body: ChatCompletionRequest, request: Request)
             await _record_usage(service, session, handler.as_openai())
         return JSONResponse(completion_body(completion_id(), created, state, handler, session))
 
-    # durability="exit": a session's turn is written once, when it completes (one Redis transaction per
-    # turn instead of one per step); a turn killed midway leaves the session as it was before it.
     events = graph.astream(
         {"messages": messages}, config, context=context, stream_mode=["messages", "values"], **durability
     )
@@ -420,8 +421,6 @@ async def _chat(service: Service, body: ChatCompletionRequest, request: Request)
         except Exception as exc:  # after the first token: report inside the stream, then end it
             error = _translate(service, exc)
             log.warning("stream failed after the first token: %s", error.message)
-            import json
-
             payload = {"error": {"message": error.message, "type": error.kind, "code": error.code}}
             yield f"data: {json.dumps(payload)}\n\n"
 
