@@ -56,6 +56,16 @@ def _reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _check_models(settings: Settings, *extra: str | None) -> None:
+    """Report a malformed model setting (per node, fallback, extras) before anything starts."""
+    from models import parse_model_spec
+
+    nodes = {settings.node_model(n) for n in ("plan", "analyze", "refine", "answer")}
+    for spec in nodes | {settings.model_fallback, *extra}:
+        if spec:
+            parse_model_spec(spec)
+
+
 def _settings(index: Path | None) -> Settings:
     settings = Settings()
     if index is not None:
@@ -261,7 +271,6 @@ def ask(
     import asyncio
 
     from graphs.agent.context import Context
-    from models import parse_model_spec
     from models.embedded import embedded_model
     from models.errors import translate_model_error
     from retrievers import load_search_index
@@ -273,9 +282,7 @@ def ask(
     settings = _settings(index)
     if model:
         settings = settings.model_copy(update={"model": model})
-    for spec in {settings.node_model(n) for n in ("plan", "analyze", "refine", "answer")} | {settings.model_fallback}:
-        if spec:
-            parse_model_spec(spec)  # a malformed setting is reported before anything starts
+    _check_models(settings)
     load_search_index(settings)  # fail fast (no index, wrong model) before starting anything
     context = Context(
         model=model, retriever=retriever, max_rounds=max_rounds, index_dir=str(settings.resolved_index_dir)
@@ -314,7 +321,6 @@ def eval_(
     from evals.report import compare as compare_reports
     from evals.runner import GateFailed, resolve_dataset, run_eval, write_report
     from graphs.agent.deps import clear_model_cache
-    from models import parse_model_spec
     from models.embedded import embedded_model
 
     path = resolve_dataset(dataset)
@@ -324,9 +330,7 @@ def eval_(
     clear_model_cache()
     settings = get_settings()
     judge = judge or settings.eval_judge
-    for spec in {settings.node_model(n) for n in ("plan", "analyze", "refine", "answer")} | {judge}:
-        if spec:
-            parse_model_spec(spec)
+    _check_models(settings, judge)
     target = out_dir or Path(settings.data_dir) / "evals" / path.stem
 
     def progress(row: dict[str, Any]) -> None:
@@ -383,7 +387,6 @@ def serve(
     """Serve the agent: OpenAI-compatible API, LangServe routes and playground, sessions in Redis."""
     import uvicorn
 
-    from models import parse_model_spec
     from models.embedded import embedded_model
     from serving.app import create_app
     from serving.redis_server import local_redis
@@ -399,9 +402,7 @@ def serve(
             "read your code through the agent",
             "set CAIRN_API_KEYS=<a long random key> (clients send 'Authorization: Bearer <key>'), or bind 127.0.0.1",
         )
-    for spec in {settings.node_model(n) for n in ("plan", "analyze", "refine", "answer")} | {settings.model_fallback}:
-        if spec:
-            parse_model_spec(spec)
+    _check_models(settings)
     base = f"http://{settings.serve_host}:{settings.serve_port}"
     with local_redis(settings, autostart=start_redis), embedded_model(settings):
         auth = ' -H "Authorization: Bearer $CAIRN_KEY"' if settings.api_keys else ""
