@@ -139,8 +139,8 @@ async def ttft_service(url: str, n: int) -> list[float]:
     return out
 
 
-async def ttft_graph(index_dir: Path, n: int) -> tuple[list[float], list[list]]:
-    """First answer token through the graph in this process; also returns the answer prompts used."""
+async def ttft_graph(index_dir: Path, n: int) -> list[float]:
+    """First answer token through the graph in this process."""
     from langchain_core.messages import AIMessageChunk, HumanMessage
 
     from graphs.agent.context import Context
@@ -159,7 +159,7 @@ async def ttft_graph(index_dir: Path, n: int) -> tuple[list[float], list[list]]:
             if first is None and is_answer and chunk.content:
                 first = time.perf_counter() - started
         out.append(first if first is not None else float("nan"))
-    return out, []
+    return out
 
 
 def ttft_llama_direct(base_url: str, n: int) -> list[float]:
@@ -281,7 +281,7 @@ def bench_ttft(env: dict, index_dir: Path, work: Path, scale: float) -> dict:
         print("TTFT: direct to llama.cpp ...", flush=True)
         direct = ttft_llama_direct(llama.base_url, n)
         print("TTFT: graph in this process ...", flush=True)
-        graph, _ = asyncio.run(ttft_graph(index_dir, n))
+        graph = asyncio.run(ttft_graph(index_dir, n))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         service = subprocess.Popen(

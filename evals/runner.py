@@ -31,6 +31,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from langchain_core.embeddings import Embeddings
+
 from cairn.errors import CairnError
 from config import Settings
 
@@ -197,7 +199,7 @@ def _answer_body(state: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- RAGAS
 
 
-class _LocalEmbeddings:
+class LocalEmbeddings(Embeddings):
     """LangChain Embeddings over Cairn's offline sentence-transformers model (for RAGAS' judge metrics)."""
 
     def __init__(self, embedder: Any) -> None:
@@ -236,14 +238,10 @@ class Scorers:
             }
         )
         if judge:
-            from langchain_core.embeddings import Embeddings
             from ragas.embeddings import LangchainEmbeddingsWrapper
             from ragas.llms import LangchainLLMWrapper
 
             from models import build_chat_model
-
-            class LocalEmbeddings(_LocalEmbeddings, Embeddings):
-                pass
 
             llm = LangchainLLMWrapper(build_chat_model(judge, settings, max_tokens=settings.model_judge_max_tokens * 4))
             embeddings = LangchainEmbeddingsWrapper(LocalEmbeddings(embedder))

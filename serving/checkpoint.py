@@ -272,9 +272,9 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         if self.ttl > 0:
             await self._touch(keys=[self._ns_key(thread_id)], args=[self._thread_base(thread_id), self.ttl])
 
-    async def _thread_keys(self, thread_id: str, namespaces: Sequence[str] | None = None) -> list[str]:
+    async def _thread_keys(self, thread_id: str) -> list[str]:
         keys: list[str] = []
-        for ns in namespaces if namespaces is not None else await self._namespaces(thread_id):
+        for ns in await self._namespaces(thread_id):
             base = self._base(thread_id, ns)
             keys.append(f"{base}ids")
             for cid in await self._ids(thread_id, ns):
@@ -381,6 +381,10 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         """Return the session's token totals (prompt_tokens, completion_tokens, total_tokens, turns)."""
         raw = await self.client.hgetall(self._thread_base(thread_id) + "usage")
         return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def has_thread(self, thread_id: str) -> bool:
+        """Whether the thread has anything stored."""
+        return await self.client.zscore(self._threads_key(), thread_id) is not None
 
     async def ping(self) -> None:
         """Raise if Redis does not answer; remember the event loop for the sync methods."""

@@ -41,6 +41,15 @@ class FakeEmbedder:
         return self._vector(text)
 
 
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture
 def fake_embedder() -> FakeEmbedder:
     return FakeEmbedder()
@@ -83,14 +92,9 @@ def sample_index(tmp_path_factory: pytest.TempPathFactory, real_embedder):
 @pytest.fixture(scope="session")
 def llama(tmp_path_factory: pytest.TempPathFactory):
     """The real llama.cpp server on the bundled SmolLM2-135M, on a free loopback port, for the session."""
-    import socket
-
     from models.embedded import EmbeddedServer, is_serving
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    settings = Settings(data_dir=tmp_path_factory.mktemp("llama"), embedded_port=port)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("llama"), embedded_port=free_port())
     server = EmbeddedServer(settings)
     server.start(timeout=120)
     yield server

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,15 +17,9 @@ from graphs.agent.context import Context
 from graphs.agent.graph import graph
 from ingest.pipeline import ingest_repository
 from models.embedded import is_serving
-from tests.conftest import ROOT, SAMPLE_REPO
+from tests.conftest import ROOT, SAMPLE_REPO, free_port
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module", autouse=True)

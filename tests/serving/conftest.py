@@ -17,17 +17,11 @@ import uvicorn
 
 from config import get_settings
 from models import register_provider
-from tests.conftest import SAMPLE_REPO
+from tests.conftest import SAMPLE_REPO, free_port
 from tests.fakes import InstantChatModel
 
 FAKE = InstantChatModel()
 register_provider("instant", lambda spec, settings: FAKE)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RedisProcess:
