@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import socket
 import sys
 import time
@@ -33,8 +34,8 @@ from config import Settings
 from evals.retrieval import load_golden
 from graphs.agent.context import Context
 from graphs.agent.graph import graph
-from models import register_provider
-from retrievers import load_search_index
+from models import PROVIDERS
+from retrievers import load_search_index, make_retriever
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,8 +55,8 @@ class InstantModel(BaseChatModel):
         elif "judge which numbered" in prompt:
             text = '{"relevant": [1, 2, 3], "sufficient": true, "missing": ""}'
         else:
-            first = last.split("]", 1)[0].lstrip("Excerpts:\n[")
-            text = f"See [{first}]."
+            first = re.search(r"\[([^\[\]\s]+:\d+-\d+)\]", last)
+            text = f"See [{first.group(1)}]." if first else "Nothing relevant."
         return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
 
 
@@ -66,9 +67,10 @@ def free_port() -> int:
 
 
 async def overhead(index_dir: Path, rounds: int) -> dict[str, object]:
-    register_provider("instant", lambda spec, settings: InstantModel())
-    context = Context(model="instant/x", index_dir=str(index_dir), max_rounds=0)
+    PROVIDERS.register("bench-instant", lambda spec, config: InstantModel())
+    context = Context(model="bench-instant/x", index_dir=str(index_dir), max_rounds=0)
     index = load_search_index(Settings(index_dir=index_dir))
+    retriever = make_retriever("hybrid", index, k=6)
     questions = [g.question for g in load_golden()]
     await graph.ainvoke({"messages": [HumanMessage(questions[0])]}, context=context)  # warm-up
     graph_times, retrieval_times = [], []
@@ -78,7 +80,7 @@ async def overhead(index_dir: Path, rounds: int) -> dict[str, object]:
             state = await graph.ainvoke({"messages": [HumanMessage(question)]}, context=context)
             graph_times.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            index.search_many(state["queries"], 6, mode="hybrid")
+            retriever.batch(state["queries"])
             retrieval_times.append(time.perf_counter() - t0)
     return {
         "graph": summary_ms(graph_times),

@@ -102,15 +102,13 @@ async def load(url: str, n: int, concurrency: int, *, stream: bool = False, sess
     }
 
 
-async def direct_graph(index_dir: Path, n: int) -> dict:
+async def direct_graph(context, n: int) -> dict:
     """The same requests as the service gets, but graph.ainvoke in this process (the baseline)."""
     from langchain_core.messages import HumanMessage
 
-    from graphs.agent.context import Context
     from graphs.agent.graph import build_graph
 
     graph = build_graph().compile()
-    context = Context(index_dir=str(index_dir))
     await graph.ainvoke({"messages": [HumanMessage(QUESTIONS[0])]}, context=context)  # warm up
     latencies = []
     for i in range(n):
@@ -139,15 +137,13 @@ async def ttft_service(url: str, n: int) -> list[float]:
     return out
 
 
-async def ttft_graph(index_dir: Path, n: int) -> list[float]:
+async def ttft_graph(context, n: int) -> list[float]:
     """First answer token through the graph in this process."""
     from langchain_core.messages import AIMessageChunk, HumanMessage
 
-    from graphs.agent.context import Context
     from graphs.agent.graph import build_graph
 
     graph = build_graph().compile()
-    context = Context(index_dir=str(index_dir))
     out = []
     for i in range(n):
         started = time.perf_counter()
@@ -197,11 +193,10 @@ def main() -> None:
     args = parser.parse_args()
     scale = 0.2 if args.quick else 1.0
 
-    from config import Settings, get_settings
+    from config import Settings
+    from graphs.agent.context import Context
     from ingest.pipeline import ingest_repository
-    from models import register_provider
     from serving.redis_server import local_redis
-    from tests.fakes import InstantChatModel
 
     work = Path(tempfile.mkdtemp(prefix="cairn-bench-serving-"))
     index_dir = work / "index"
@@ -212,27 +207,25 @@ def main() -> None:
         **os.environ,
         "CAIRN_INDEX_DIR": str(index_dir),
         "CAIRN_DATA_DIR": str(work),
-        "CAIRN_MODEL": "instant/fake",
+        "CAIRN_MODEL": "instant",
         "CAIRN_REDIS_URL": redis_url,
         "CAIRN_REDIS_PREFIX": "bench",
     }
-    os.environ.update({k: v for k, v in env.items() if k.startswith("CAIRN_")})
-    get_settings.cache_clear()
-    register_provider("instant", lambda spec, settings: InstantChatModel())
+    # The service reads these at its start; the baseline gets the same settings as a Context.
+    settings = Settings(_env_file=None, data_dir=work, index_dir=index_dir, model="instant", redis_url=redis_url)
     results: dict = {"machine": machine(), "index": "examples/sample-repo (32 chunks)"}
 
     with local_redis(Settings(redis_url=redis_url, data_dir=work)):
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        service = subprocess.Popen(
-            [sys.executable, "-m", "tests.serving.fake_service", "--port", str(port)], cwd=ROOT, env=env
-        )
+        cairn = str(Path(sys.executable).with_name("cairn"))
+        service = subprocess.Popen([cairn, "serve", "--no-start-redis", "--port", str(port)], cwd=ROOT, env=env)
         try:
             wait_ready(f"{url}/ready", service)
             proc = psutil.Process(service.pid)
             asyncio.run(load(url, 50, 4))  # warm up: model clients, index pages, connection pools
             print("baseline: graph.ainvoke in this process ...", flush=True)
-            direct = asyncio.run(direct_graph(index_dir, int(200 * scale)))
+            direct = asyncio.run(direct_graph(Context.from_settings(settings), int(200 * scale)))
             results["direct_graph"] = direct
             overhead = {}
             for concurrency, n in ((1, 200), (8, 400), (32, 800)):
@@ -258,30 +251,28 @@ def main() -> None:
             service.wait(30)
 
         if not args.skip_llama:
-            results["ttft"] = bench_ttft(env, index_dir, work, scale)
+            results["ttft"] = bench_ttft(env, settings, work, scale)
     print_summary(results)
     path = write_result("serving-quick" if args.quick else "serving", results)
     print(f"wrote {path}")
 
 
-def bench_ttft(env: dict, index_dir: Path, work: Path, scale: float) -> dict:
-    from config import Settings, get_settings
-    from graphs.agent.deps import clear_model_cache
+def bench_ttft(env: dict, settings, work: Path, scale: float) -> dict:
+    from config import Settings
+    from graphs.agent.context import Context
     from models.embedded import EmbeddedServer
 
-    llama = EmbeddedServer(Settings(data_dir=work, embedded_port=free_port()))
+    llama = EmbeddedServer(Settings(_env_file=None, data_dir=work, embedded_port=free_port()))
     llama.start(timeout=120)
     try:
         spec = f"openai-compatible/smollm2-135m@{llama.base_url}"
         llama_env = {**env, "CAIRN_MODEL": spec, "CAIRN_MODEL_TEMPERATURE": "0"}
-        os.environ.update({"CAIRN_MODEL": spec, "CAIRN_MODEL_TEMPERATURE": "0"})
-        get_settings.cache_clear()
-        clear_model_cache()
+        context = Context.from_settings(settings.model_copy(update={"model": spec, "model_temperature": 0.0}))
         n = max(3, int(10 * scale))
         print("TTFT: direct to llama.cpp ...", flush=True)
         direct = ttft_llama_direct(llama.base_url, n)
         print("TTFT: graph in this process ...", flush=True)
-        graph = asyncio.run(ttft_graph(index_dir, n))
+        graph = asyncio.run(ttft_graph(context, n))
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         service = subprocess.Popen(

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from cairn import __version__
-from cairn.errors import CairnError
+from cairn.errors import CairnError, ExitCode, GateFailed, UnsafeBind
 from config import Settings
 
 app = typer.Typer(
@@ -51,19 +51,9 @@ def _reports_errors(func: F) -> F:
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
             err.print("interrupted; the index on disk is unchanged unless a new one was completed")
-            raise typer.Exit(130) from None
+            raise typer.Exit(ExitCode.INTERRUPTED) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _check_models(settings: Settings, *extra: str | None) -> None:
-    """Report a malformed model setting (per node, fallback, extras) before anything starts."""
-    from models import parse_model_spec
-
-    nodes = {settings.node_model(n) for n in ("plan", "analyze", "refine", "answer")}
-    for spec in nodes | {settings.model_fallback, *extra}:
-        if spec:
-            parse_model_spec(spec)
 
 
 def _settings(index: Path | None) -> Settings:
@@ -157,7 +147,7 @@ def ingest(
 def search(
     query: Annotated[str, typer.Argument(help="What to look for, in words or identifiers.")],
     index: IndexOption = None,
-    mode: Annotated[str, typer.Option(help="hybrid, dense or keyword.")] = "hybrid",
+    mode: Annotated[str, typer.Option(help="hybrid, dense, keyword, or a plugin retriever's name.")] = "hybrid",
     k: Annotated[int | None, typer.Option("-k", help="Number of results (default CAIRN_SEARCH_K).")] = None,
     path: Annotated[list[str] | None, typer.Option("--path", help="Only paths matching this glob.")] = None,
     language: Annotated[list[str] | None, typer.Option("--language", help="Only this language.")] = None,
@@ -170,10 +160,9 @@ def search(
     if mode not in available_retrievers():
         raise CairnError(f"Unknown --mode {mode!r}", f"choose one of: {', '.join(available_retrievers())}")
     search_index = load_search_index(settings)
-    options: dict[str, Any] = {"k": k or settings.search_k}
-    if mode == "hybrid":
-        options |= {"depth": settings.fusion_depth, "rrf_k": settings.rrf_k}
-    retriever = make_retriever(mode, search_index, **options)
+    retriever = make_retriever(
+        mode, search_index, k=k or settings.search_k, depth=settings.fusion_depth, rrf_k=settings.rrf_k
+    )
     if mode != "keyword":
         search_index.embedder  # noqa: B018  (load the model now, so the time printed is the search's)
     started = time.perf_counter()
@@ -197,10 +186,12 @@ def search(
 
 
 def _state_summary(state: dict[str, Any]) -> dict[str, Any]:
-    keys = ("question", "queries", "searched", "rounds", "relevant", "answer", "citations",
+    keys = ("question", "queries", "searched", "rounds", "relevant", "answer", "sources", "citations",
             "dropped_citations", "fallbacks", "tool_calls")  # fmt: skip
     summary = {key: state.get(key) for key in keys}
-    summary["documents"] = [{k: d[k] for k in ("citation", "symbol", "score")} for d in state.get("documents", [])]
+    summary["documents"] = [
+        {k: d.metadata.get(k) for k in ("citation", "symbol", "score", "retriever")} for d in state.get("documents", [])
+    ]
     summary["messages"] = [{"role": m.type, "content": m.content} for m in state.get("messages", [])]
     return summary
 
@@ -209,6 +200,8 @@ async def _ask(question: str, settings: Settings, session: str | None, as_json: 
     from langchain_core.messages import AIMessageChunk, HumanMessage
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+    from config import Node
+    from graphs.agent.citations import sources_block
     from graphs.agent.graph import build_graph
 
     async with contextlib.AsyncExitStack() as stack:
@@ -231,7 +224,7 @@ async def _ask(question: str, settings: Settings, session: str | None, as_json: 
                 final = payload
             elif not as_json:
                 chunk, meta = payload
-                if meta.get("langgraph_node") == "answer" and isinstance(chunk, AIMessageChunk) and chunk.content:
+                if meta.get("langgraph_node") == Node.ANSWER and isinstance(chunk, AIMessageChunk) and chunk.content:
                     if not streamed:
                         out.print()
                     streamed = True
@@ -243,9 +236,8 @@ async def _ask(question: str, settings: Settings, session: str | None, as_json: 
         out.print(final.get("answer", ""), markup=False, highlight=False)
     else:
         out.print()
-    out.print("\n[bold]Citations:[/]")
-    for citation in final.get("citations", []):
-        out.print(f"  {citation}", markup=False, highlight=False)
+    if final.get("sources"):
+        out.print("\n" + sources_block(final["sources"]), markup=False, highlight=False)
     if final.get("dropped_citations"):
         err.print(
             f"dropped {len(final['dropped_citations'])} citation(s) no retrieved code supports: "
@@ -263,7 +255,7 @@ def ask(
         str | None, typer.Option(help="Continue (or start) a named conversation, kept in DATA_DIR.")
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model for every node (default: CAIRN_MODEL).")] = None,
-    retriever: Annotated[str | None, typer.Option(help="hybrid, dense or keyword.")] = None,
+    retriever: Annotated[str | None, typer.Option(help="hybrid, dense, keyword, or a plugin retriever's name.")] = None,
     max_rounds: Annotated[int | None, typer.Option(help="Refine rounds allowed.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final state as JSON.")] = False,
 ) -> None:
@@ -273,25 +265,22 @@ def ask(
     from graphs.agent.context import Context
     from models.embedded import embedded_model
     from models.errors import translate_model_error
-    from retrievers import load_search_index
+    from retrievers import available_retrievers, load_search_index
 
     if not question.strip():
         raise CairnError("The question is empty", 'ask something, e.g. cairn ask "where is the config parsed?"')
-    if retriever is not None and retriever not in {"hybrid", "dense", "keyword"}:
-        raise CairnError(f"Unknown --retriever {retriever!r}", "choose one of: dense, hybrid, keyword")
+    if retriever is not None and retriever not in available_retrievers():
+        raise CairnError(f"Unknown --retriever {retriever!r}", f"choose one of: {', '.join(available_retrievers())}")
     settings = _settings(index)
     if model:
         settings = settings.model_copy(update={"model": model})
-    _check_models(settings)
-    load_search_index(settings)  # fail fast (no index, wrong model) before starting anything
-    context = Context(
-        model=model, retriever=retriever, max_rounds=max_rounds, index_dir=str(settings.resolved_index_dir)
-    )  # type: ignore[arg-type]
+    context = Context.from_settings(settings, retriever=retriever, max_rounds=max_rounds)
+    load_search_index(context.index_spec())  # fail fast (no index, wrong model) before starting anything
     with embedded_model(settings):
         try:
             asyncio.run(_ask(question, settings, session, as_json, context))
         except Exception as exc:
-            translated = translate_model_error(exc, settings)
+            translated = translate_model_error(exc, model=context.model, timeout=context.model_timeout)
             if translated is None:
                 raise
             raise translated from exc
@@ -312,25 +301,24 @@ def eval_(
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Only the first N questions.")] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature of every node (0: repeatable).")] = 0.0,
+    model: Annotated[str | None, typer.Option(help="Model for every node (default: CAIRN_MODEL).")] = None,
 ) -> None:
     """Run the agent over an eval dataset, score it (RAGAS + retrieval + citations), gate on thresholds."""
     import asyncio
-    import os
 
-    from config import get_settings
+    from evals.datasets import resolve_dataset
     from evals.report import compare as compare_reports
-    from evals.runner import GateFailed, resolve_dataset, run_eval, write_report
-    from graphs.agent.deps import clear_model_cache
+    from evals.runner import run_eval, write_report
+    from models import parse_model_spec
     from models.embedded import embedded_model
 
     path = resolve_dataset(dataset)
-    # Every node reads the process settings, so the eval's temperature is set there.
-    os.environ["CAIRN_MODEL_TEMPERATURE"] = str(temperature)
-    get_settings.cache_clear()
-    clear_model_cache()
-    settings = get_settings()
+    settings = Settings()
+    if model:
+        settings = settings.model_copy(update={"model": model})
     judge = judge or settings.eval_judge
-    _check_models(settings, judge)
+    for spec in [*settings.model_specs(), *([judge] if judge else [])]:
+        parse_model_spec(spec)  # a malformed setting is reported before anything starts
     target = out_dir or Path(settings.data_dir) / "evals" / path.stem
 
     def progress(row: dict[str, Any]) -> None:
@@ -342,11 +330,13 @@ def eval_(
     err.print(f"evaluating {path} with {settings.model} ...")
     with embedded_model(settings), embedded_model(judged):
         try:
-            report = asyncio.run(run_eval(path, settings, judge=judge, limit=limit, on_question=progress))
+            report = asyncio.run(
+                run_eval(path, settings, temperature=temperature, judge=judge, limit=limit, on_question=progress)
+            )
         except Exception as exc:
             from models.errors import translate_model_error
 
-            translated = translate_model_error(exc, settings)
+            translated = translate_model_error(exc, model=settings.model, timeout=settings.model_timeout)
             if translated is None:
                 raise
             raise translated from exc
@@ -366,12 +356,6 @@ def eval_(
             f"see {paths['markdown']}; thresholds are CAIRN_EVAL_MIN_*",
         )
     out.print("[green]gate passed[/]")
-
-
-class UnsafeBind(CairnError):
-    """Serving beyond this machine without an API key."""
-
-    exit_code = 11
 
 
 @app.command()
@@ -402,7 +386,9 @@ def serve(
             "read your code through the agent",
             "set CAIRN_API_KEYS=<a long random key> (clients send 'Authorization: Bearer <key>'), or bind 127.0.0.1",
         )
-    _check_models(settings)
+    from graphs.agent.context import Context
+
+    Context.from_settings(settings)  # a malformed model or retriever setting is reported before anything starts
     base = f"http://{settings.serve_host}:{settings.serve_port}"
     with local_redis(settings, autostart=start_redis), embedded_model(settings):
         auth = ' -H "Authorization: Bearer $CAIRN_KEY"' if settings.api_keys else ""
@@ -458,9 +444,7 @@ def info(index: IndexOption = None) -> None:
 
     settings = _settings(index)
     generation = open_generation(settings.resolved_index_dir)
-    manifest = {k: v for k, v in generation.manifest.items() if k != "files"}
-    manifest["generation"] = generation.path.name
-    out.print_json(json.dumps(manifest))
+    out.print_json(json.dumps({**generation.manifest.summary(), "generation": generation.path.name}))
 
 
 @app.command()

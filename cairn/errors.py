@@ -1,12 +1,55 @@
-"""Errors a user can act on: each says what happened and what to do next."""
+"""Errors a user can act on: each says what happened and what to do next, and maps to one exit code.
+
+``ExitCode`` is the one table of the CLI's exit codes (the README's table is checked against it);
+every error Cairn raises for a user is a ``CairnError`` subclass defined here, whichever layer
+raises it, so the table and the classes stay together.
+"""
 
 from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """What a ``cairn`` command's exit status means."""
+
+    OTHER = 1
+    """other error (e.g. unknown --mode)"""
+    REPOSITORY_NOT_FOUND = 2
+    """the repository path does not exist or is not a folder"""
+    INDEX_MISSING = 3
+    """no index where one was expected (run cairn ingest)"""
+    INDEX_CORRUPTED = 4
+    """the index folder is damaged or not a Cairn index (Cairn never overwrites a foreign folder)"""
+    EMBEDDING_MODEL_MISMATCH = 5
+    """the index was built with another embedding model than the configured one (--rebuild)"""
+    EMBEDDING_MODEL_UNAVAILABLE = 6
+    """the embedding model cannot be loaded offline"""
+    INDEX_LOCKED = 7
+    """another ingest is writing the same index"""
+    MODEL_CONFIG = 8
+    """a model setting cannot be understood (the message shows the accepted forms)"""
+    EMBEDDED_MODEL = 9
+    """the embedded model server cannot be started (llama-cpp-python or the model file missing, port taken)"""
+    MODEL_UNREACHABLE = 10
+    """the model endpoint is unreachable, timed out or does not know the model"""
+    UNSAFE_BIND = 11
+    """cairn serve asked to bind a non-loopback address without an API key"""
+    GATE_FAILED = 12
+    """cairn eval: a score fell below its gate threshold (the failing questions are listed)"""
+    DATASET_INVALID = 13
+    """cairn eval: the dataset is missing or a line of it is not a valid question"""
+    REDIS_UNAVAILABLE = 14
+    """cairn serve could not start the local redis-server it needed"""
+    INTERRUPTED = 130
+    """interrupted (Ctrl-C); the index on disk is unchanged unless a new one was completed"""
 
 
 class CairnError(Exception):
     """An error with a one-line explanation and a hint; the CLI prints both and exits non-zero."""
 
-    exit_code = 1
+    exit_code: ExitCode = ExitCode.OTHER
+    http_status: int = 500
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -17,37 +60,107 @@ class CairnError(Exception):
         return f"{self.message} ({self.hint})" if self.hint else self.message
 
 
+# ---------------------------------------------------------------- ingest and the index
+
+
 class RepositoryNotFound(CairnError):
     """The path given to ingest is missing or not a folder."""
 
-    exit_code = 2
+    exit_code = ExitCode.REPOSITORY_NOT_FOUND
+    http_status = 404
 
 
 class IndexMissing(CairnError):
     """No index exists where one was expected."""
 
-    exit_code = 3
+    exit_code = ExitCode.INDEX_MISSING
+    http_status = 503
 
 
 class IndexCorrupted(CairnError):
     """The index folder exists but is not a readable Cairn index."""
 
-    exit_code = 4
+    exit_code = ExitCode.INDEX_CORRUPTED
+    http_status = 503
 
 
 class EmbeddingModelMismatch(CairnError):
     """The index was built with another embedding model than the one configured."""
 
-    exit_code = 5
+    exit_code = ExitCode.EMBEDDING_MODEL_MISMATCH
+    http_status = 503
 
 
 class EmbeddingModelUnavailable(CairnError):
     """The configured embedding model cannot be loaded offline."""
 
-    exit_code = 6
+    exit_code = ExitCode.EMBEDDING_MODEL_UNAVAILABLE
+    http_status = 503
 
 
 class IndexLocked(CairnError):
     """Another ingest is writing the same index."""
 
-    exit_code = 7
+    exit_code = ExitCode.INDEX_LOCKED
+    http_status = 409
+
+
+# ---------------------------------------------------------------- models
+
+
+class ModelConfigError(CairnError):
+    """A model setting that cannot be understood."""
+
+    exit_code = ExitCode.MODEL_CONFIG
+    http_status = 400
+
+
+class EmbeddedModelError(CairnError):
+    """The embedded model server cannot be started."""
+
+    exit_code = ExitCode.EMBEDDED_MODEL
+    http_status = 503
+
+
+class ModelUnreachable(CairnError):
+    """The model endpoint did not answer (down, timing out, or not serving the model)."""
+
+    exit_code = ExitCode.MODEL_UNREACHABLE
+
+    def __init__(self, message: str, hint: str | None = None, *, timed_out: bool = False) -> None:
+        super().__init__(message, hint)
+        self.timed_out = timed_out
+
+    @property
+    def http_status(self) -> int:  # type: ignore[override]
+        """504 when the endpoint timed out, 503 when it is down or refused."""
+        return 504 if self.timed_out else 503
+
+
+# ---------------------------------------------------------------- service and eval
+
+
+class UnsafeBind(CairnError):
+    """Serving beyond this machine without an API key."""
+
+    exit_code = ExitCode.UNSAFE_BIND
+
+
+class RedisUnavailable(CairnError):
+    """The local redis-server that sessions need could not be started."""
+
+    exit_code = ExitCode.REDIS_UNAVAILABLE
+    http_status = 503
+
+
+class GateFailed(CairnError):
+    """Eval scores fell below the configured thresholds."""
+
+    exit_code = ExitCode.GATE_FAILED
+
+
+class DatasetError(CairnError):
+    """An eval dataset that cannot be found or read."""
+
+    exit_code = ExitCode.DATASET_INVALID
+    http_status = 400

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
 
@@ -19,6 +21,24 @@ class Registry(Generic[T]):
     def register(self, name: str, item: T) -> None:
         """Add or replace an item."""
         self._items[name] = item
+
+    def unregister(self, name: str) -> None:
+        """Remove an item (no error if it is not there)."""
+        self._items.pop(name, None)
+
+    @contextlib.contextmanager
+    def registered(self, name: str, item: T) -> Iterator[T]:
+        """Register ``item`` while the block runs, then restore what was there before."""
+        self.names()  # load plugins first, so restoring does not hide one
+        previous = self._items.get(name)
+        self.register(name, item)
+        try:
+            yield item
+        finally:
+            if previous is None:
+                self.unregister(name)
+            else:
+                self.register(name, previous)
 
     def names(self) -> list[str]:
         """Return every registered name, plugins included, sorted."""

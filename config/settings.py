@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -40,6 +39,24 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     "*_pb2.py",
     "*.pb.go",
 )
+
+
+class Node:
+    """The agent graph's node names, in the order a question flows through them.
+
+    Plain strings rather than an enum: they are dictionary keys in streamed updates and
+    checkpoints, which JSON and msgpack encoders take only as exact ``str``.
+    """
+
+    PLAN: Final = "plan"
+    RETRIEVE: Final = "retrieve"
+    ANALYZE: Final = "analyze"
+    REFINE: Final = "refine"
+    ANSWER: Final = "answer"
+
+
+#: The nodes that call a chat model; each has its own model setting (CAIRN_MODEL_<NODE>).
+MODEL_NODES: tuple[str, ...] = (Node.PLAN, Node.ANALYZE, Node.REFINE, Node.ANSWER)
 
 
 class Settings(BaseSettings):
@@ -151,8 +168,9 @@ class Settings(BaseSettings):
         default=None, ge=1, description="CPU threads for the embedded model (default: all cores)."
     )
 
-    agent_retriever: Literal["hybrid", "dense", "keyword"] = Field(
-        default="hybrid", description="Retriever the agent searches with."
+    agent_retriever: str = Field(
+        default="hybrid",
+        description="Retriever the agent searches with: hybrid, dense, keyword, or a plugin retriever's name.",
     )
     agent_k: int = Field(default=6, ge=1, le=50, description="Chunks the agent retrieves per query.")
     agent_max_rounds: int = Field(
@@ -234,13 +252,14 @@ class Settings(BaseSettings):
         """Return the model spec for an agent node: its own setting, else MODEL."""
         return getattr(self, f"model_{node}", None) or self.model
 
+    def model_specs(self) -> list[str]:
+        """Return every model setting in use: each model node's, then the fallback's (no repeats)."""
+        specs = [self.node_model(node) for node in MODEL_NODES]
+        if self.model_fallback:
+            specs.append(self.model_fallback)
+        return list(dict.fromkeys(specs))
+
     @property
     def resolved_index_dir(self) -> Path:
         """Return the index folder, defaulting to DATA_DIR/index."""
         return self.index_dir if self.index_dir is not None else self.data_dir / "index"
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """Return the process-wide settings, read once from the environment and .env."""
-    return Settings()

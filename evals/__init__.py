@@ -1,2 +1,3 @@
-"""Offline evaluation: ``cairn eval`` (``evals.runner``), reports (``evals.report``), the RAGAS import
-workaround (``evals.ragas_compat``), datasets in ``evals/datasets/``, the retrieval golden set."""
+"""Evaluate Cairn offline: ``cairn eval`` runs ``evals.runner`` over a dataset (``evals.datasets``, files in
+``evals/datasets/``) and scores it (``evals.metrics``); reports (``evals.report``), the RAGAS import
+workaround (``evals.ragas_compat``), retrieval quality on the golden set (``evals.retrieval``)."""

@@ -4,7 +4,7 @@
 
 A golden set is JSONL, one question per line: ``{"id": ..., "question": ..., "files": [paths]}``;
 a result answers the question when its path is one of ``files`` (paths relative to the indexed
-repository's root).
+repository's root). Ranks are chunk ranks, as in ``cairn eval`` (``evals.metrics.first_relevant_rank``).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from evals.metrics import first_relevant_rank, hit_at_k, reciprocal_rank
 
 GOLDEN_DIR = Path(__file__).parent / "golden"
 DEFAULT_GOLDEN = GOLDEN_DIR / "transformers.jsonl"
@@ -40,18 +42,10 @@ def load_golden(path: Path = DEFAULT_GOLDEN) -> list[GoldenQuestion]:
     return questions
 
 
-def first_relevant_rank(paths: Sequence[str], relevant: Sequence[str]) -> int | None:
-    """Return the 1-based rank of the first path among ``relevant``, or None."""
-    for rank, path in enumerate(paths, start=1):
-        if path in relevant:
-            return rank
-    return None
-
-
 def score_rankings(ranks: Sequence[int | None], *, hit_k: int = 5, mrr_k: int = 10) -> dict[str, float]:
     """Return hit@hit_k and MRR@mrr_k for first-relevant ranks (None: not found)."""
-    hits = [1.0 if r is not None and r <= hit_k else 0.0 for r in ranks]
-    reciprocal = [1.0 / r if r is not None and r <= mrr_k else 0.0 for r in ranks]
+    hits = [hit_at_k(r, hit_k) for r in ranks]
+    reciprocal = [reciprocal_rank(r, mrr_k) for r in ranks]
     return {
         f"hit@{hit_k}": round(statistics.fmean(hits), 4) if hits else 0.0,
         f"mrr@{mrr_k}": round(statistics.fmean(reciprocal), 4) if reciprocal else 0.0,
@@ -61,7 +55,7 @@ def score_rankings(ranks: Sequence[int | None], *, hit_k: int = 5, mrr_k: int = 
 def evaluate(
     search: Callable[[str, int], Sequence[str]], golden: Sequence[GoldenQuestion], *, depth: int = 10
 ) -> dict[str, Any]:
-    """Run ``search(question, depth) -> ranked paths`` over the golden set and score it."""
+    """Run ``search(question, depth) -> one path per ranked chunk`` over the golden set and score it."""
     ranks, rows = [], []
     for item in golden:
         paths = list(search(item.question, depth))

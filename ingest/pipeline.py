@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -19,7 +19,8 @@ from config import Settings
 from ingest.chunk_table import ChunkTable, ChunkTableBuilder
 from ingest.chunking import Chunk, ChunkingOptions, chunk_file
 from ingest.embedder import Embedder, TextEmbedder, embedding_input
-from ingest.store import FORMAT, FORMAT_VERSION, Generation, check_writable, open_generation, writer_lock
+from ingest.manifest import FORMAT, FORMAT_VERSION, ChunkingInfo, Counts, EmbeddingInfo, FileRecord, Manifest
+from ingest.store import Generation, check_writable, open_generation, writer_lock
 from ingest.store import write_generation as _write_generation
 from ingest.tokens import tokenize
 from ingest.walker import SourceFile, walk_repository
@@ -82,7 +83,7 @@ class _Rows:
     def __len__(self) -> int:
         return len(self.old_rows)
 
-    def reuse_file(self, old: dict[str, Any], source: SourceFile, digest: str | None = None) -> dict[str, Any]:
+    def reuse_file(self, old: FileRecord, source: SourceFile, digest: str | None = None) -> FileRecord:
         """Copy an unchanged file's rows; return its manifest entry."""
         assert self.previous is not None
         first, begin, count = len(self), old["first_chunk"], old["chunks"]
@@ -149,16 +150,16 @@ def ingest_repository(
     with writer_lock(index_dir):
         previous = None if rebuild else _previous_generation(index_dir, settings)
         options = ChunkingOptions(settings.chunk_max_chars, settings.chunk_overlap_lines)
-        chunking = {"max_chars": options.max_chars, "overlap_lines": options.overlap_lines}
-        same_chunking = previous is not None and previous.manifest.get("chunking") == chunking
-        old_files: dict[str, Any] = previous.manifest["files"] if previous else {}
+        chunking = ChunkingInfo(options.max_chars, options.overlap_lines)
+        same_chunking = previous is not None and previous.manifest.chunking == chunking
+        old_files: dict[str, FileRecord] = previous.manifest.files if previous else {}
 
         # Like git's "racy" check: a file modified within the clock granularity of the previous scan
         # could have changed again with the same size and mtime, so its content is hashed regardless.
-        racy_before = (previous.manifest.get("scanned_at_ns", 0) - RACY_WINDOW_NS) if previous else 0
+        racy_before = (previous.manifest.scanned_at_ns - RACY_WINDOW_NS) if previous else 0
         scanned_at_ns = time.time_ns()
         rows = _Rows(previous)
-        files_meta: dict[str, Any] = {}
+        files_meta: dict[str, FileRecord] = {}
         progress.files(len(report.files))
         for source in report.files:
             old = old_files.get(source.path)
@@ -206,9 +207,9 @@ def ingest_repository(
         if (
             previous is not None
             and result.files_added == result.files_changed == result.files_deleted == 0
-            and previous.manifest["counts"]["chunks"] == len(rows)
-            and previous.manifest.get("faiss_index") == settings.faiss_index
-            and previous.manifest.get("format_version") == FORMAT_VERSION
+            and previous.manifest.counts.chunks == len(rows)
+            and previous.manifest.faiss_index == settings.faiss_index
+            and previous.manifest.format_version == FORMAT_VERSION
             and _same_stats(old_files, files_meta)
         ):
             result.chunks_reused = len(rows)
@@ -222,27 +223,19 @@ def ingest_repository(
         result.chunks_reused = len(rows) - embedded
 
         write_start = time.perf_counter()
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "cairn_version": __version__,
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "scanned_at_ns": scanned_at_ns,
-            "repo_root": str(repo_root),
-            "embedding": {
-                "model": settings.embedding_model,
-                "dimension": int(vectors.shape[1]),
-                "max_tokens": settings.embedding_max_tokens,
-            },
-            "chunking": chunking,
-            "faiss_index": settings.faiss_index,
-            "counts": {
-                "files": len(files_meta),
-                "chunks": len(rows),
-                "skipped": dict(result.skipped),
-            },
-            "files": files_meta,
-        }
+        manifest = Manifest(
+            format=FORMAT,
+            format_version=FORMAT_VERSION,
+            cairn_version=__version__,
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            scanned_at_ns=scanned_at_ns,
+            repo_root=str(repo_root),
+            embedding=EmbeddingInfo(settings.embedding_model, int(vectors.shape[1]), settings.embedding_max_tokens),
+            chunking=chunking,
+            faiss_index=settings.faiss_index,
+            counts=Counts(files=len(files_meta), chunks=len(rows), skipped=dict(result.skipped)),
+            files=files_meta,
+        )
         result.generation = _write_generation(
             index_dir,
             manifest=manifest,
@@ -276,7 +269,7 @@ def _previous_generation(index_dir: Path, settings: Settings) -> Generation | No
     return previous
 
 
-def _same_stats(old: dict[str, Any], new: dict[str, Any]) -> bool:
+def _same_stats(old: dict[str, FileRecord], new: dict[str, FileRecord]) -> bool:
     return all(
         old[path]["size"] == meta["size"] and old[path]["mtime_ns"] == meta["mtime_ns"] for path, meta in new.items()
     )

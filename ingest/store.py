@@ -37,9 +37,8 @@ import numpy as np
 
 from cairn.errors import IndexCorrupted, IndexLocked, IndexMissing
 from ingest.chunk_table import ChunkTable, legacy_rows_to_table
+from ingest.manifest import FORMAT, FORMAT_VERSION, Manifest
 
-FORMAT = "cairn-index"
-FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # format 1 (chunks.jsonl) is read, and rewritten as 2 by the next ingest
 CURRENT = "CURRENT"
 KEEP_GENERATIONS = 2  # the live one and its predecessor, which a reader may still be opening
@@ -50,7 +49,7 @@ class Generation:
     """One complete, loaded index generation."""
 
     path: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     chunks: ChunkTable
     faiss_index: Any
     bm25: Any
@@ -59,7 +58,7 @@ class Generation:
     @property
     def embedding_model(self) -> str:
         """Return the name of the model the vectors were made with."""
-        return str(self.manifest["embedding"]["model"])
+        return self.manifest.embedding.model
 
     def tokens(self) -> tuple[np.ndarray, np.ndarray]:
         """Return (token ids back to back, per-chunk offsets), loaded on first use."""
@@ -138,21 +137,28 @@ def _load_generation(path: Path) -> Generation:
     import bm25s
 
     try:
-        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+        data = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise IndexCorrupted(
             f"Index manifest {path / 'manifest.json'} is not valid JSON",
             "re-run 'cairn ingest PATH --rebuild'",
         ) from exc
-    if manifest.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise IndexCorrupted(f"{path} is not a Cairn index", "point --index at a folder 'cairn ingest' wrote")
-    if manifest.get("format_version") not in READABLE_VERSIONS:
+    if data.get("format_version") not in READABLE_VERSIONS:
         raise IndexCorrupted(
-            f"Index format {manifest.get('format_version')} is not supported (this Cairn reads {FORMAT_VERSION})",
+            f"Index format {data.get('format_version')} is not supported (this Cairn reads {FORMAT_VERSION})",
             "re-run 'cairn ingest PATH --rebuild'",
         )
     try:
-        if manifest["format_version"] == 1:
+        manifest = Manifest.from_dict(data)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise IndexCorrupted(
+            f"Index manifest {path / 'manifest.json'} is missing or has a malformed field ({exc})",
+            "re-run 'cairn ingest PATH --rebuild'",
+        ) from exc
+    try:
+        if manifest.format_version == 1:
             chunks = legacy_rows_to_table([json.loads(line) for line in _read_lines(path / "chunks.jsonl")])
         else:
             chunks = ChunkTable.load(path)
@@ -164,7 +170,7 @@ def _load_generation(path: Path) -> Generation:
         raise IndexCorrupted(
             f"Index files in {path} are damaged: {exc}", "re-run 'cairn ingest PATH --rebuild'"
         ) from exc
-    expected = manifest["counts"]["chunks"]
+    expected = manifest.counts.chunks
     if not (len(chunks) == faiss_index.ntotal == bm25.scores["num_docs"] == expected):
         raise IndexCorrupted(
             f"Index files in {path} disagree on the number of chunks",
@@ -226,7 +232,7 @@ def check_writable(index_dir: Path) -> None:
 def write_generation(
     index_dir: Path,
     *,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     chunks: ChunkTable,
     vectors: np.ndarray,
     tokens: np.ndarray,
@@ -244,7 +250,7 @@ def write_generation(
     tmp.mkdir(parents=True)
     try:
         chunks.save(tmp)
-        dim = int(manifest["embedding"]["dimension"])
+        dim = manifest.embedding.dimension
         if faiss_kind == "hnsw":
             index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = 80
@@ -256,7 +262,7 @@ def write_generation(
         np.save(tmp / "tokens.npy", tokens.astype(np.int32, copy=False))
         np.save(tmp / "token_offsets.npy", token_offsets.astype(np.int64, copy=False))
         build_bm25(tokens, token_offsets, vocab).save(str(tmp / "bm25"), show_progress=False)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        manifest.write(tmp / "manifest.json")
         _fsync_tree(tmp)
         final = index_dir / f"gen-{time.time_ns()}"
         os.rename(tmp, final)

@@ -5,24 +5,14 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import signal
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from cairn.errors import CairnError
+from cairn.errors import EmbeddedModelError
+from cairn.processes import ChildProcess, http_ok
 from config import Settings
-from models.factory import EMBEDDED_MODEL_NAME, embedded_base_url
-
-
-class EmbeddedModelError(CairnError):
-    """The embedded model server cannot be started."""
-
-    exit_code = 9
+from models.factory import EMBEDDED_MODEL_NAME, embedded_base_url, parse_model_spec
 
 
 def bundled_gguf() -> Path:
@@ -44,11 +34,7 @@ def bundled_gguf() -> Path:
 
 def is_serving(settings: Settings, timeout: float = 0.5) -> bool:
     """Return True when an OpenAI-compatible server answers on the embedded address."""
-    try:
-        with urllib.request.urlopen(embedded_base_url(settings) + "/models", timeout=timeout) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
+    return http_ok(embedded_base_url(settings.embedded_host, settings.embedded_port) + "/models", timeout)
 
 
 class EmbeddedServer:
@@ -56,13 +42,13 @@ class EmbeddedServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.process: subprocess.Popen[bytes] | None = None
         self.log_path = Path(settings.data_dir) / "embedded-model.log"
+        self.process: ChildProcess | None = None
 
     @property
     def base_url(self) -> str:
         """Return the server's OpenAI-compatible base URL."""
-        return embedded_base_url(self.settings)
+        return embedded_base_url(self.settings.embedded_host, self.settings.embedded_port)
 
     def command(self) -> list[str]:
         """Return the command line that starts the server."""
@@ -91,50 +77,18 @@ class EmbeddedServer:
                 f"Something already answers on {self.base_url}",
                 "use it (it is reused automatically) or set CAIRN_EMBEDDED_PORT to a free port",
             )
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            self.command(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                tail = self.log_path.read_text(errors="replace")[-800:]
-                raise EmbeddedModelError(
-                    f"The embedded model server exited with code {self.process.returncode}: {tail.strip()}",
-                    f"see {self.log_path}",
-                )
-            if is_serving(self.settings, timeout=0.3):
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise EmbeddedModelError(
-            f"The embedded model server did not answer within {timeout:.0f}s", f"see {self.log_path}"
-        )
+        self.process = ChildProcess(self.command(), name="The embedded model server", log_path=self.log_path)
+        self.process.start(lambda: is_serving(self.settings, timeout=0.3), timeout=timeout, error=EmbeddedModelError)
 
     def stop(self) -> None:
         """Stop the server if this object started it."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process is not None:
+            self.process.stop()
 
 
 def uses_embedded(settings: Settings) -> bool:
     """Return True when any agent node (or the fallback) is set to the embedded model."""
-    specs = [settings.node_model(node) for node in ("plan", "analyze", "refine", "answer")]
-    return "embedded" in specs or settings.model_fallback == "embedded"
+    return any(parse_model_spec(spec).provider == "embedded" for spec in settings.model_specs())
 
 
 @contextlib.contextmanager

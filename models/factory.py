@@ -5,36 +5,35 @@ A model setting ("spec") is one of::
     embedded                                   the bundled SmolLM2-135M behind llama.cpp's server
     openai-compatible/<model>@<base_url>       any OpenAI-compatible server (llama.cpp, vLLM, Ollama /v1)
     ollama/<model>[@<base_url>]                Ollama's native API (default http://127.0.0.1:11434)
+    instant[/<seconds>]                        no model at all: answers at once (load tests, benchmarks)
 
 Providers live in a registry: built-ins and plugins (entry-point group ``cairn.models``) register the
-same way, and an unknown provider's error lists the valid ones.
+same way, and an unknown provider's error lists the valid ones. A ``ModelConfig`` is everything that
+shapes a client; ``chat_model`` keeps one client per distinct config.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
-from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
 
-from cairn.errors import CairnError
+from cairn.errors import ModelConfigError
 from cairn.registry import Registry
 from config import Settings
 
 log = logging.getLogger("cairn.models")
 
 EMBEDDED_MODEL_NAME = "smollm2-135m"
-
-
-class ModelConfigError(CairnError):
-    """A model setting that cannot be understood."""
-
-    exit_code = 8
+#: Providers whose setting may be the bare provider name (they need no model name or endpoint).
+BARE_PROVIDERS = {"embedded": EMBEDDED_MODEL_NAME, "instant": "0"}
+OLLAMA_URL = "http://127.0.0.1:11434"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +49,10 @@ class ModelSpec:
 
 
 def parse_model_spec(text: str) -> ModelSpec:
-    """Parse ``provider/model[@base_url]`` (or ``embedded``) into a ModelSpec."""
+    """Parse ``provider/model[@base_url]`` (or a bare ``embedded`` / ``instant``) into a ModelSpec."""
     text = text.strip()
-    if text == "embedded":
-        return ModelSpec("embedded", EMBEDDED_MODEL_NAME)
+    if text in BARE_PROVIDERS:
+        return ModelSpec(text, BARE_PROVIDERS[text])
     provider, sep, rest = text.partition("/")
     if not sep or not rest:
         raise ModelConfigError(
@@ -66,26 +65,62 @@ def parse_model_spec(text: str) -> ModelSpec:
     return ModelSpec(provider, model, base_url if at else None)
 
 
-Provider = Callable[[ModelSpec, Settings], BaseChatModel]
-_PROVIDERS: Registry[Provider] = Registry("cairn.models")
+def embedded_base_url(host: str, port: int) -> str:
+    """Return the OpenAI-compatible base URL of the embedded llama.cpp server."""
+    return f"http://{host}:{port}/v1"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Everything that shapes a chat-model client; equal configs share one client (``chat_model``)."""
+
+    spec: str
+    temperature: float
+    max_tokens: int
+    timeout: float
+    max_retries: int
+    context_tokens: int
+    embedded_url: str
+    fallback: str | None = None
+    api_key: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, spec: str | None = None, *, max_tokens: int | None = None
+    ) -> ModelConfig:
+        """Return the config of ``spec`` (default: CAIRN_MODEL) under the CAIRN_* model settings."""
+        return cls(
+            spec=spec or settings.model,
+            temperature=settings.model_temperature,
+            max_tokens=max_tokens or settings.model_max_tokens,
+            timeout=settings.model_timeout,
+            max_retries=settings.model_max_retries,
+            context_tokens=settings.model_context_tokens,
+            embedded_url=embedded_base_url(settings.embedded_host, settings.embedded_port),
+            fallback=settings.model_fallback,
+            api_key=settings.model_api_key.get_secret_value() if settings.model_api_key else None,
+        )
+
+    def with_spec(self, spec: str) -> ModelConfig:
+        """Return this config for another model (the fallback's client, say)."""
+        return replace(self, spec=spec, fallback=None)
+
+
+Provider = Callable[[ModelSpec, ModelConfig], BaseChatModel]
+PROVIDERS: Registry[Provider] = Registry("cairn.models")
 
 
 def register_provider(name: str, provider: Provider) -> None:
-    """Make ``name/...`` model settings build chat models with ``provider``."""
-    _PROVIDERS.register(name, provider)
+    """Make ``name/...`` model settings build chat models with ``provider(spec, config)``."""
+    PROVIDERS.register(name, provider)
 
 
 def available_providers() -> list[str]:
     """Return the provider names a model setting may start with."""
-    return _PROVIDERS.names()
+    return PROVIDERS.names()
 
 
-def embedded_base_url(settings: Settings) -> str:
-    """Return the OpenAI-compatible base URL of the embedded llama.cpp server."""
-    return f"http://{settings.embedded_host}:{settings.embedded_port}/v1"
-
-
-def _openai_compatible(spec: ModelSpec, settings: Settings) -> BaseChatModel:
+def _openai_compatible(spec: ModelSpec, config: ModelConfig) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
     if not spec.base_url:
@@ -93,194 +128,106 @@ def _openai_compatible(spec: ModelSpec, settings: Settings) -> BaseChatModel:
             f"Model setting {str(spec)!r} has no endpoint",
             "append @<base_url>, e.g. openai-compatible/qwen2.5-coder@http://127.0.0.1:8000/v1",
         )
-    key = settings.model_api_key.get_secret_value() if settings.model_api_key else "not-needed"
     return ChatOpenAI(
         model=spec.model,
         base_url=spec.base_url,
-        api_key=key,
-        timeout=settings.model_timeout,
-        max_retries=settings.model_max_retries,
-        temperature=settings.model_temperature,
+        api_key=config.api_key or "not-needed",
+        timeout=config.timeout,
+        max_retries=config.max_retries,
+        temperature=config.temperature,
         # langchain-openai sends max_tokens as `max_completion_tokens`, which llama.cpp's server ignores
         # (seen: replies running on to the context limit); `max_tokens` is what OpenAI-compatible
         # servers (llama.cpp, vLLM, Ollama, LM Studio) all accept.
-        extra_body={"max_tokens": settings.model_max_tokens},
+        extra_body={"max_tokens": config.max_tokens},
         stream_usage=True,
     )
 
 
-def _embedded(spec: ModelSpec, settings: Settings) -> BaseChatModel:
-    return _openai_compatible(ModelSpec("openai-compatible", spec.model, embedded_base_url(settings)), settings)
+def _embedded(spec: ModelSpec, config: ModelConfig) -> BaseChatModel:
+    return _openai_compatible(ModelSpec("openai-compatible", spec.model, config.embedded_url), config)
 
 
-def _ollama(spec: ModelSpec, settings: Settings) -> BaseChatModel:
+def _ollama(spec: ModelSpec, config: ModelConfig) -> BaseChatModel:
     from langchain_ollama import ChatOllama
 
     return ChatOllama(
         model=spec.model,
-        base_url=spec.base_url or "http://127.0.0.1:11434",
-        temperature=settings.model_temperature,
-        num_predict=settings.model_max_tokens,
-        num_ctx=settings.model_context_tokens,
-        client_kwargs={"timeout": settings.model_timeout},
+        base_url=spec.base_url or OLLAMA_URL,
+        temperature=config.temperature,
+        num_predict=config.max_tokens,
+        num_ctx=config.context_tokens,
+        client_kwargs={"timeout": config.timeout},
     )
+
+
+def _instant(spec: ModelSpec, config: ModelConfig) -> BaseChatModel:
+    from models.instant import InstantChatModel
+
+    try:
+        delay = float(spec.model)
+    except ValueError:
+        delay = 0.0
+    return InstantChatModel(delay=delay)
 
 
 register_provider("embedded", _embedded)
 register_provider("openai-compatible", _openai_compatible)
 register_provider("ollama", _ollama)
+register_provider("instant", _instant)
 
 
-def build_chat_model(
-    spec: str, settings: Settings, *, fallback: str | None = None, max_tokens: int | None = None
-) -> BaseChatModel:
-    """Return the chat model for a setting, wrapped with failover to ``fallback`` when given."""
-    if max_tokens is not None:
-        settings = settings.model_copy(update={"model_max_tokens": max_tokens})
-    primary = _build_one(spec, settings)
-    if not fallback or fallback == spec:
+class FailoverLog(BaseCallbackHandler):
+    """Log that a model failed and which one answers instead (the fallback itself runs unchanged)."""
+
+    def __init__(self, failed: str, next_model: str) -> None:
+        self.failed, self.next_model = failed, next_model
+
+    def on_llm_error(self, error: BaseException, **kwargs: Any) -> None:
+        if isinstance(error, Exception):  # a cancelled request is not a failover
+            log.warning("model %s failed (%s: %s); failing over to %s", self.failed, type(error).__name__, error,
+                        self.next_model)  # fmt: skip
+
+
+def build_chat_model(config: ModelConfig) -> Runnable:
+    """Return a new chat model for ``config``: the primary, with failover to ``config.fallback`` when set.
+
+    Failover is LangChain's ``with_fallbacks``: it switches only before the first streamed chunk
+    (text already sent is never garbled by a second model), and ``bind_tools`` /
+    ``with_structured_output`` apply to every model in the chain.
+    """
+    primary = _build_one(config.spec, config)
+    if not config.fallback or config.fallback == config.spec:
         return primary
-    return FailoverChatModel(models=[primary, _build_one(fallback, settings)], names=[spec, fallback])
+    fallback = _build_one(config.fallback, config.with_spec(config.fallback))
+    # On the model itself, not a with_config binding: bind_tools and with_structured_output keep it.
+    primary.callbacks = [*(primary.callbacks or []), FailoverLog(config.spec, config.fallback)]  # type: ignore[list-item]
+    return primary.with_fallbacks([fallback])
 
 
-def _build_one(spec_text: str, settings: Settings) -> BaseChatModel:
+@lru_cache(maxsize=64)  # per-request temperature / max_tokens make variants; keep the cache bounded
+def chat_model(config: ModelConfig) -> Runnable:
+    """Return the chat model for ``config``, built once per distinct config."""
+    return build_chat_model(config)
+
+
+def _build_one(spec_text: str, config: ModelConfig) -> BaseChatModel:
     spec = parse_model_spec(spec_text)
-    provider = _PROVIDERS.get(spec.provider)
+    provider = PROVIDERS.get(spec.provider)
     if provider is None:
         raise ModelConfigError(
             f"Unknown model provider {spec.provider!r} in {spec_text!r}",
             f"choose one of: {', '.join(available_providers())}",
         )
-    return provider(spec, settings)
+    return provider(spec, config)
 
 
-class FailoverChatModel(BaseChatModel):
-    """Try each model in turn; when one raises (down, timed out), log it and use the next.
-
-    Streaming fails over only before the first chunk: once text has reached the caller, switching
-    models mid-answer would garble it, so a later error propagates.
-    """
-
-    models: list[BaseChatModel]
-    names: list[str]
-
-    @property
-    def _llm_type(self) -> str:
-        return "cairn-failover"
-
-    def _failed(self, index: int, exc: BaseException) -> None:
-        nxt = self.names[index + 1] if index + 1 < len(self.names) else None
-        if nxt:
-            log.warning("model %s failed (%s: %s); failing over to %s", self.names[index], type(exc).__name__,
-                        exc, nxt)  # fmt: skip
-
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        for index, model in enumerate(self.models):
-            try:
-                return model._generate(messages, stop=stop, **kwargs)
-            except Exception as exc:
-                if index + 1 == len(self.models):
-                    raise
-                self._failed(index, exc)
-        raise AssertionError("unreachable")
-
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        for index, model in enumerate(self.models):
-            try:
-                return await model._agenerate(messages, stop=stop, **kwargs)
-            except Exception as exc:
-                if index + 1 == len(self.models):
-                    raise
-                self._failed(index, exc)
-        raise AssertionError("unreachable")
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        for index, model in enumerate(self.models):
-            started = False
-            try:
-                for chunk in _chunks(model, messages, stop, **kwargs):
-                    started = True
-                    if run_manager:
-                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
-                return
-            except Exception as exc:
-                if started or index + 1 == len(self.models):
-                    raise
-                self._failed(index, exc)
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        for index, model in enumerate(self.models):
-            started = False
-            try:
-                async for chunk in _achunks(model, messages, stop, **kwargs):
-                    started = True
-                    if run_manager:
-                        await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
-                    yield chunk
-                return
-            except Exception as exc:
-                if started or index + 1 == len(self.models):
-                    raise
-                self._failed(index, exc)
-
-    def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> Any:
-        """Bind tools to every model; fall back across the bound models."""
-        bound = [model.bind_tools(tools, **kwargs) for model in self.models]
-        return bound[0].with_fallbacks(bound[1:])
-
-
-def _chunks(model: BaseChatModel, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any):
-    """Stream from a model, or generate whole when the model cannot stream."""
-    if type(model)._stream is not BaseChatModel._stream:
-        yield from model._stream(messages, stop=stop, **kwargs)
-        return
-    result = model._generate(messages, stop=stop, **kwargs)
-    message = result.generations[0].message
-    yield ChatGenerationChunk(message=AIMessageChunk(content=message.content))
-
-
-async def _achunks(model: BaseChatModel, messages: list[BaseMessage], stop: list[str] | None, **kwargs: Any):
-    if type(model)._astream is not BaseChatModel._astream or type(model)._stream is not BaseChatModel._stream:
-        async for chunk in model._astream(messages, stop=stop, **kwargs):
-            yield chunk
-        return
-    result = await model._agenerate(messages, stop=stop, **kwargs)
-    message = result.generations[0].message
-    yield ChatGenerationChunk(message=AIMessageChunk(content=message.content))
-
-
-def probe_url(spec_text: str, settings: Settings) -> str | None:
+def probe_url(spec_text: str, embedded_url: str) -> str | None:
     """Return a URL that answers when the model's endpoint is up, or None when Cairn cannot tell."""
     spec = parse_model_spec(spec_text)
     if spec.provider == "embedded":
-        return embedded_base_url(settings) + "/models"
+        return embedded_url.rstrip("/") + "/models"
     if spec.provider == "openai-compatible" and spec.base_url:
         return spec.base_url.rstrip("/") + "/models"
     if spec.provider == "ollama":
-        return (spec.base_url or "http://127.0.0.1:11434").rstrip("/") + "/api/tags"
+        return (spec.base_url or OLLAMA_URL).rstrip("/") + "/api/tags"
     return None

@@ -2,6 +2,9 @@
 
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
+#: How the answer prompt's system message begins (a test model tells the answer prompt by it).
+ANSWER_MARKER = "You are Cairn"
+
 PLAN = ChatPromptTemplate.from_messages(
     [
         (
@@ -56,7 +59,7 @@ ANSWER = ChatPromptTemplate.from_messages(
     [
         (
             "system",
-            "You are Cairn, an assistant that answers questions about one code repository using only the "
+            ANSWER_MARKER + ", an assistant that answers questions about one code repository using only the "
             "numbered excerpts given. After each claim, cite the excerpt it comes from with its citation in "
             "square brackets exactly as written, e.g. [src/app.py:10-24]. Never cite anything else. If the "
             "excerpts do not answer the question, say so plainly.",

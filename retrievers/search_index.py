@@ -83,7 +83,7 @@ class SearchIndex:
     @property
     def repo_root(self) -> Path:
         """Return the repository folder the index was built from."""
-        return Path(self.generation.manifest["repo_root"])
+        return Path(self.generation.manifest.repo_root)
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -172,35 +172,25 @@ class SearchIndex:
         rrf_k: int = 60,
     ) -> list[Hit]:
         """Fuse dense and keyword rankings by reciprocal rank fusion and return the top k."""
-        return self._hybrid(query, self.embedder.embed_query(query), k, flt, depth, rrf_k)
+        return self.hybrid_by_vector(query, self.embedder.embed_query(query), k, flt, depth=depth, rrf_k=rrf_k)
 
-    def _hybrid(self, query: str, vector: np.ndarray, k: int, flt: SearchFilter, depth: int, rrf_k: int) -> list[Hit]:
-        wide = max(depth, k)
-        return fuse([self.dense_by_vector(vector, wide, flt), self.keyword(query, wide, flt)], k, rrf_k=rrf_k)
-
-    def search_many(
+    def hybrid_by_vector(
         self,
-        queries: Sequence[str],
+        query: str,
+        vector: np.ndarray,
         k: int,
         flt: SearchFilter = SearchFilter(),
         *,
-        mode: str = "hybrid",
         depth: int = 50,
         rrf_k: int = 60,
-    ) -> list[list[Hit]]:
-        """Run several queries at once, their embeddings computed in one batch; one ranking each."""
-        if mode not in {"hybrid", "dense", "keyword"}:
-            raise ValueError(f"Unknown search mode {mode!r}; choose one of: dense, hybrid, keyword")
-        if not queries:
-            return []
-        if mode == "keyword":
-            return [self.keyword(query, k, flt) for query in queries]
-        vectors = self.embedder.embed_documents(list(queries), batch_size=len(queries))
-        if mode == "dense":
-            return [self.dense_by_vector(vector, k, flt) for vector in vectors]
-        return [
-            self._hybrid(query, vector, k, flt, depth, rrf_k) for query, vector in zip(queries, vectors, strict=True)
-        ]
+    ) -> list[Hit]:
+        """Hybrid search for a query whose vector is already computed."""
+        wide = max(depth, k)
+        return fuse([self.dense_by_vector(vector, wide, flt), self.keyword(query, wide, flt)], k, rrf_k=rrf_k)
+
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Embed several queries in one batch (one forward pass instead of one per query)."""
+        return self.embedder.embed_documents(list(queries), batch_size=max(1, len(queries)))
 
 
 def _search_one_thread(index: Any, queries: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -235,44 +225,68 @@ def fuse(rankings: Sequence[Sequence[Hit]], k: int, *, rrf_k: int = 60) -> list[
 # ---------------------------------------------------------------- loading, once per process
 
 
+@dataclass(frozen=True, slots=True)
+class IndexSpec:
+    """Which index to open and how to embed queries for it."""
+
+    index_dir: Path
+    embedding_model: str
+    embedding_device: str = "cpu"
+    ef_search: int = 128
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> IndexSpec:
+        """Return the spec of the settings' index folder (CAIRN_INDEX_DIR) and embedding options."""
+        return cls(
+            Path(settings.resolved_index_dir),
+            settings.embedding_model,
+            settings.embedding_device,
+            settings.hnsw_ef_search,
+        )
+
+
 @lru_cache(maxsize=4)
 def _embedder(model: str, device: str, max_tokens: int) -> Embedder:
     return Embedder(model, device=device, max_tokens=max_tokens)
 
 
-_open_indexes: dict[Path, tuple[str, SearchIndex]] = {}
+_open_indexes: dict[tuple[Path, str, int], tuple[str, SearchIndex]] = {}
 _open_lock = threading.Lock()
 
 
-def load_search_index(settings: Settings) -> SearchIndex:
-    """Return the search index for the settings' index folder, loading it only when it changed.
+def load_search_index(source: Settings | IndexSpec) -> SearchIndex:
+    """Return the search index of a spec (or of the settings' index folder), loading it only when it changed.
 
     The loaded index is kept for the life of the process; a new generation written by a later
     ingest is picked up on the next call (one small file read), never half-way through a search.
     """
-    index_dir = Path(settings.resolved_index_dir).resolve()
+    spec = IndexSpec.from_settings(source) if isinstance(source, Settings) else source
+    index_dir = Path(spec.index_dir).resolve()
     pointer = index_dir / CURRENT
+    key = (index_dir, spec.embedding_device, spec.ef_search)
     with _open_lock:
         current = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else ""
-        cached = _open_indexes.get(index_dir)
+        cached = _open_indexes.get(key)
         if cached is not None and cached[0] == current:
             index = cached[1]
         else:
-            index = _open(index_dir, settings)
-            _open_indexes[index_dir] = (index.generation.path.name, index)
+            index = _open(index_dir, spec)
+            _open_indexes[key] = (index.generation.path.name, index)
     built_with = index.generation.embedding_model
-    if built_with != settings.embedding_model:
+    if built_with != spec.embedding_model:
         raise EmbeddingModelMismatch(
             f"The index at {index_dir} was built with embedding model {built_with!r}, "
-            f"but {settings.embedding_model!r} is configured",
+            f"but {spec.embedding_model!r} is configured",
             f"set CAIRN_EMBEDDING_MODEL={built_with} or re-ingest with --rebuild",
         )
     return index
 
 
-def _open(index_dir: Path, settings: Settings) -> SearchIndex:
+def _open(index_dir: Path, spec: IndexSpec) -> SearchIndex:
     generation = open_generation(index_dir)
     # The query must be embedded exactly as the chunks were: same model, same truncation.
-    max_tokens = int(generation.manifest["embedding"].get("max_tokens", settings.embedding_max_tokens))
-    model, device = generation.embedding_model, settings.embedding_device
-    return SearchIndex(generation, lambda: _embedder(model, device, max_tokens), ef_search=settings.hnsw_ef_search)
+    embedding = generation.manifest.embedding
+    # Indexes from before the manifest recorded it were embedded at the setting's default.
+    max_tokens = embedding.max_tokens or Settings.model_fields["embedding_max_tokens"].default
+    model, device = embedding.model, spec.embedding_device
+    return SearchIndex(generation, lambda: _embedder(model, device, max_tokens), ef_search=spec.ef_search)

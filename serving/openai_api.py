@@ -1,19 +1,25 @@
-"""The OpenAI-compatible chat API: request and response shapes, and the agent run behind them."""
+"""The OpenAI-compatible chat API's shapes: the request Cairn honours, and responses in openai's own types."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
+from openai.types import CompletionUsage, Model
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
+from openai.types.chat.chat_completion_chunk import Choice as ChunkChoice
+from openai.types.chat.chat_completion_chunk import ChoiceDelta
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from graphs.agent.budget import message_tokens, text_tokens
+
 MODEL_ID = "cairn-agent"
+MODEL_ALIASES = {MODEL_ID, "cairn"}
 DONE = "data: [DONE]\n\n"
 
 
@@ -33,6 +39,8 @@ class ChatMessage(BaseModel):
 
 
 class StreamOptions(BaseModel):
+    """OpenAI's ``stream_options``: ``include_usage`` adds a last chunk with the token usage."""
+
     include_usage: bool = False
 
 
@@ -66,6 +74,7 @@ class ChatCompletionRequest(BaseModel):
         return value
 
     def stop_list(self) -> list[str] | None:
+        """Return ``stop`` as a list (None when unset)."""
         if self.stop is None:
             return None
         return [self.stop] if isinstance(self.stop, str) else list(self.stop)
@@ -90,15 +99,11 @@ def new_turn(messages: list[ChatMessage]) -> list[BaseMessage]:
     return [m for m in to_langchain(messages[last_assistant + 1 :]) if isinstance(m, HumanMessage)]
 
 
-def completion_id() -> str:
-    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
-
-
 class TokenUsage(BaseCallbackHandler):
     """Sum the tokens every model call of a run uses (plan, analyze, refine, answer), any provider.
 
     Endpoints report usage on non-streamed replies; some (llama.cpp's server) send none when streaming.
-    Such calls are counted with Cairn's estimate (about 3.5 characters a token) and ``estimated`` is set.
+    Such calls are counted with LangChain's approximate counter and ``estimated`` is set.
     """
 
     def __init__(self) -> None:
@@ -109,7 +114,7 @@ class TokenUsage(BaseCallbackHandler):
 
     def on_chat_model_start(self, serialized: Any, messages: list[list[BaseMessage]], *, run_id: Any,
                             **kwargs: Any) -> None:  # fmt: skip
-        self._prompts[run_id] = sum(_approx_tokens(str(m.content)) for batch in messages for m in batch)
+        self._prompts[run_id] = sum(message_tokens(batch) for batch in messages)
 
     def on_llm_end(self, response: LLMResult, *, run_id: Any = None, **kwargs: Any) -> None:
         prompt_estimate = self._prompts.pop(run_id, 0)
@@ -123,23 +128,22 @@ class TokenUsage(BaseCallbackHandler):
                 else:
                     self.estimated = True
                     self.prompt_tokens += prompt_estimate
-                    self.completion_tokens += _approx_tokens(generation.text)
+                    self.completion_tokens += text_tokens(generation.text)
 
-    def as_openai(self) -> dict[str, int]:
-        total = self.prompt_tokens + self.completion_tokens
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens, "total_tokens": total}
-
-
-def _approx_tokens(text: str) -> int:
-    from graphs.agent.nodes import approx_tokens
-
-    return approx_tokens(text) if text else 0
+    def as_usage(self) -> CompletionUsage:
+        """Return the totals as OpenAI's usage object."""
+        return CompletionUsage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.prompt_tokens + self.completion_tokens,
+        )
 
 
 def cairn_extra(state: dict[str, Any], session: str | None, usage_estimated: bool = False) -> dict[str, Any]:
-    """The structured extra field: checked citations, removed ones, and what the agent did."""
+    """The structured extra field: checked citations, the sources, removed citations, what the agent did."""
     return {
         "citations": state.get("citations", []),
+        "sources": state.get("sources", []),
         "dropped_citations": state.get("dropped_citations", []),
         "queries": state.get("searched", []),
         "rounds": state.get("rounds", 0),
@@ -149,100 +153,90 @@ def cairn_extra(state: dict[str, Any], session: str | None, usage_estimated: boo
     }
 
 
-def finish_reason_of(state: dict[str, Any]) -> str:
+def finish_reason_of(state: dict[str, Any]) -> Literal["stop", "length"]:
+    """Return "length" when the answer hit its token limit, else "stop"."""
     messages = state.get("messages") or []
     reason = (messages[-1].response_metadata or {}).get("finish_reason") if messages else None
     return "length" if reason == "length" else "stop"
 
 
-def completion_body(
-    cid: str, created: int, state: dict[str, Any], usage: TokenUsage, session: str | None
-) -> dict[str, Any]:
-    """A non-streaming ``chat.completion`` object."""
-    return {
-        "id": cid,
-        "object": "chat.completion",
-        "created": created,
-        "model": MODEL_ID,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": state.get("answer", "")},
-                "finish_reason": finish_reason_of(state),
-                "logprobs": None,
-            }
+def completion_id() -> str:
+    """Return a new ``chatcmpl-…`` id."""
+    return f"chatcmpl-{uuid.uuid4().hex[:24]}"
+
+
+def completion(state: dict[str, Any], usage: TokenUsage, session: str | None) -> ChatCompletion:
+    """Return the non-streaming ``chat.completion`` for a finished run (its ``cairn`` extra included)."""
+    messages = state.get("messages") or []
+    content = str(messages[-1].content) if messages else state.get("answer", "")
+    return ChatCompletion(
+        id=completion_id(),
+        object="chat.completion",
+        created=int(time.time()),
+        model=MODEL_ID,
+        choices=[
+            Choice(
+                index=0,
+                message=ChatCompletionMessage(role="assistant", content=content),
+                finish_reason=finish_reason_of(state),
+                logprobs=None,
+            )
         ],
-        "usage": usage.as_openai(),
-        "cairn": cairn_extra(state, session, usage.estimated),
-    }
+        usage=usage.as_usage(),
+        cairn=cairn_extra(state, session, usage.estimated),  # type: ignore[call-arg]
+    )
 
 
-def chunk_body(cid: str, created: int, delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
-    body = {
-        "id": cid,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": MODEL_ID,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}],
-        **extra,
-    }
-    return f"data: {json.dumps(body)}\n\n"
+class ChunkWriter:
+    """Writes one streamed completion's ``chat.completion.chunk`` SSE lines (same id and time for each)."""
+
+    def __init__(self) -> None:
+        self.id, self.created = completion_id(), int(time.time())
+
+    def _line(self, chunk: ChatCompletionChunk) -> str:
+        return f"data: {chunk.model_dump_json(exclude_unset=True)}\n\n"
+
+    def delta(
+        self,
+        content: str | None = None,
+        *,
+        role: Literal["assistant"] | None = None,
+        finish: Literal["stop", "length"] | None = None,
+        **extra: Any,
+    ) -> str:
+        """Return a chunk carrying ``content`` (and a role, a finish reason, extra fields when given)."""
+        delta = (
+            ChoiceDelta(role=role, content=content)
+            if role
+            else ChoiceDelta(content=content)
+            if content
+            else ChoiceDelta()
+        )
+        chunk = ChatCompletionChunk(
+            id=self.id,
+            object="chat.completion.chunk",
+            created=self.created,
+            model=MODEL_ID,
+            choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=None)],
+            **extra,
+        )
+        return self._line(chunk)
+
+    def usage(self, usage: CompletionUsage) -> str:
+        """Return the last chunk of ``stream_options.include_usage``: no choices, the run's usage."""
+        chunk = ChatCompletionChunk(
+            id=self.id, object="chat.completion.chunk", created=self.created, model=MODEL_ID, choices=[], usage=usage
+        )
+        return self._line(chunk)
 
 
-async def stream_chunks(
-    events: AsyncIterator[tuple[str, Any]],
-    handler: TokenUsage,
-    session: str | None,
-    include_usage: bool,
-) -> AsyncIterator[str]:
-    """Turn the graph's (mode, payload) stream into ``chat.completion.chunk`` SSE lines ending in [DONE].
-
-    The answer model's tokens are sent as they come; after it, the "Sources" list the answer node
-    adds, then a last chunk with the finish reason and the ``cairn`` extra field (checked citations).
-    """
-    cid, created = completion_id(), int(time.time())
-    yield chunk_body(cid, created, {"role": "assistant", "content": ""})
-    streamed: list[str] = []
-    final: dict[str, Any] = {}
-    async for mode, payload in events:
-        if mode == "values":
-            final = payload
-            continue
-        chunk, meta = payload
-        if meta.get("langgraph_node") == "answer" and isinstance(chunk, AIMessageChunk) and chunk.content:
-            text = str(chunk.content)
-            streamed.append(text)
-            yield chunk_body(cid, created, {"content": text})
-    if rest := _unsent(final.get("answer", ""), "".join(streamed)):
-        yield chunk_body(cid, created, {"content": rest})
-    yield chunk_body(cid, created, {}, finish_reason_of(final), cairn=cairn_extra(final, session, handler.estimated))
-    if include_usage:
-        body = {
-            "id": cid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": MODEL_ID,
-            "choices": [],
-            "usage": handler.as_openai(),
-        }
-        yield f"data: {json.dumps(body)}\n\n"
-    yield DONE
+def model_card() -> Model:
+    """Return the agent as an OpenAI model object."""
+    return Model(id=MODEL_ID, object="model", created=0, owned_by="cairn")
 
 
-def _unsent(answer: str, sent: str) -> str:
-    """Return the part of the final answer the client has not seen (normally the Sources list).
+class ModelList(BaseModel):
+    """OpenAI's model list: ``{"object": "list", "data": [...]}``."""
 
-    When the answer node removed an invented citation, the streamed text differs from the final one;
-    the client keeps what it saw and gets the Sources list (the removed ones are in ``cairn``).
-    """
-    if answer.startswith(sent):
-        return answer[len(sent) :]
-    at = answer.rfind("\n\nSources:")
-    return answer[at:] if at >= 0 else ""
-
-
-def models_body() -> dict[str, Any]:
-    return {
-        "object": "list",
-        "data": [{"id": MODEL_ID, "object": "model", "created": 0, "owned_by": "cairn"}],
-    }
+    object: Literal["list"] = "list"
+    data: list[Model]

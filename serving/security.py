@@ -8,14 +8,9 @@ import json
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from collections.abc import Callable, Iterable
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Paths that never need a key (liveness probes run without credentials).
 OPEN_PATHS = frozenset({"/health"})
@@ -58,6 +53,45 @@ def presented_key(scope: Scope) -> str | None:
     return _header(scope, b"x-api-key")
 
 
+class TokenBuckets:
+    """Per-client token buckets of ``per_minute`` requests; idle clients are forgotten.
+
+    A bucket that has had time to refill completely holds nothing worth keeping (a new one starts
+    full), so once a minute the buckets of clients idle that long are dropped: memory follows the
+    clients active in the last minute, not every key or address ever seen.
+    """
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.capacity = float(per_minute)
+        self.per_second = per_minute / 60.0
+        self.clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # who -> (tokens, last refill)
+        self._lock = threading.Lock()
+        self._swept = clock()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, who: str) -> float:
+        """Take one token from ``who``'s bucket; return 0, or the seconds until a token is free."""
+        now = self.clock()
+        with self._lock:
+            if now - self._swept >= 60.0:
+                self._sweep(now)
+            tokens, last = self._buckets.get(who, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.per_second)
+            if tokens < 1:
+                self._buckets[who] = (tokens, now)
+                return (1 - tokens) / self.per_second
+            self._buckets[who] = (tokens - 1, now)
+            return 0.0
+
+    def _sweep(self, now: float) -> None:
+        self._swept = now
+        full_after = self.capacity / self.per_second  # seconds for an empty bucket to refill
+        self._buckets = {who: b for who, b in self._buckets.items() if now - b[1] < full_after}
+
+
 class AccessMiddleware:
     """Check the API key (when keys are configured), rate-limit per key, and cap the request body."""
 
@@ -66,8 +100,7 @@ class AccessMiddleware:
         self.keys = [k.encode() for k in keys]
         self.max_body_bytes = max_body_bytes
         self.rate_limit = rate_limit
-        self._windows: dict[str, tuple[float, float]] = {}  # who -> (tokens, last refill)
-        self._lock = threading.Lock()
+        self.buckets = TokenBuckets(rate_limit) if rate_limit else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,9 +124,9 @@ class AccessMiddleware:
             if not any(hmac.compare_digest(key.encode(), k) for k in self.keys):
                 await _reply(send, 401, "Invalid API key", "invalid_api_key", [(b"www-authenticate", b"Bearer")])
                 return
-        if self.rate_limit and path not in OPEN_PATHS:
+        if self.buckets is not None and path not in OPEN_PATHS:
             client = scope.get("client") or ("?", 0)
-            wait = self._take(f"key:{key}" if self.keys else f"ip:{client[0]}")
+            wait = self.buckets.take(f"key:{key}" if self.keys else f"ip:{client[0]}")
             if wait > 0:
                 await _reply(
                     send,
@@ -113,19 +146,6 @@ class AccessMiddleware:
             )
             return
         await self._capped(scope, receive, send)
-
-    def _take(self, who: str) -> float:
-        """Take one token from ``who``'s bucket; return 0, or the seconds until a token is free."""
-        per_second = self.rate_limit / 60.0
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._windows.get(who, (float(self.rate_limit), now))
-            tokens = min(float(self.rate_limit), tokens + (now - last) * per_second)
-            if tokens < 1:
-                self._windows[who] = (tokens, now)
-                return (1 - tokens) / per_second
-            self._windows[who] = (tokens - 1, now)
-            return 0.0
 
     async def _capped(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Count the body as it arrives (chunked uploads have no Content-Length); past the cap, answer 413

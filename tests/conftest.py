@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@pytest.fixture
+def fake_models() -> Iterator[Callable[..., None]]:
+    """Register chat-model providers for one test (``register(provider, name="fake")``); removed after it."""
+    from models import PROVIDERS, chat_model
+
+    with contextlib.ExitStack() as stack:
+
+        def register(provider: Callable, name: str = "fake") -> None:
+            stack.enter_context(PROVIDERS.registered(name, provider))
+            chat_model.cache_clear()
+
+        yield register
+    chat_model.cache_clear()
 
 
 @pytest.fixture

@@ -2,6 +2,6 @@
 
 from tools import builtin as _builtin  # noqa: F401  (registers the built-in tools)
 from tools.builtin import confine
-from tools.registry import ToolContext, available_tools, load_tools, register_tool, tool_context_for
+from tools.registry import TOOLS, ToolContext, available_tools, load_tools, register_tool, tool_context_for
 
-__all__ = ["ToolContext", "available_tools", "confine", "load_tools", "register_tool", "tool_context_for"]
+__all__ = ["TOOLS", "ToolContext", "available_tools", "confine", "load_tools", "register_tool", "tool_context_for"]

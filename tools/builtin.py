@@ -6,10 +6,13 @@ import time
 from pathlib import Path, PurePosixPath
 
 import regex
+from langchain_core.documents import Document
 from langchain_core.tools import BaseTool, StructuredTool, ToolException
 from pydantic import BaseModel, Field
 
 from ingest.chunking import outline_symbols
+from ingest.languages import detect_language
+from retrievers import SearchFilter, code_document, hit_to_document
 from tools.registry import ToolContext, register_tool
 
 MAX_READ_LINES = 400
@@ -72,29 +75,44 @@ class OutlineArgs(BaseModel):
     path: str = Field(description="A file or folder relative to the repository root ('.' for everything).")
 
 
+def _tool(function, *, name: str, description: str, args_schema: type[BaseModel]) -> BaseTool:
+    """A structured tool whose failures come back as ToolMessage(status="error") and whose cited code
+    comes back as Documents (the artifact), so the agent never parses the text to tell either."""
+    return StructuredTool.from_function(
+        function,
+        name=name,
+        description=description,
+        args_schema=args_schema,
+        response_format="content_and_artifact",
+        handle_tool_error=True,
+        handle_validation_error=True,
+    )
+
+
 def search_code_tool(context: ToolContext) -> BaseTool:
     """Hybrid search over the index, returning cited chunks."""
-    from retrievers.search_index import SearchFilter
 
-    def search_code(query: str, k: int = 5, path_glob: str | None = None, language: str | None = None) -> str:
+    def search_code(
+        query: str, k: int = 5, path_glob: str | None = None, language: str | None = None
+    ) -> tuple[str, list[Document]]:
         hits = context.index.hybrid(query, k, SearchFilter.of(path_glob, language))
         if not hits:
-            return "no results"
-        return "\n\n".join(f"[{h.chunk.citation}] {h.chunk.symbol or ''}\n{h.chunk.text}" for h in hits)
+            return "no results", []
+        text = "\n\n".join(f"[{h.chunk.citation}] {h.chunk.symbol or ''}\n{h.chunk.text}" for h in hits)
+        return text, [hit_to_document(h, "tool:search_code") for h in hits]
 
-    return StructuredTool.from_function(
+    return _tool(
         search_code,
         name="search_code",
         description="Search the indexed repository (keywords and meaning); returns code with path:start-end.",
         args_schema=SearchCodeArgs,
-        handle_tool_error=True,
     )
 
 
 def read_file_tool(context: ToolContext) -> BaseTool:
     """Lines of an indexed file, numbered, capped in size."""
 
-    def read_file(path: str, start_line: int = 1, end_line: int | None = None) -> str:
+    def read_file(path: str, start_line: int = 1, end_line: int | None = None) -> tuple[str, list[Document]]:
         rel, target = confine(context, path)
         try:
             lines = target.read_text(encoding="utf-8", errors="replace").split("\n")
@@ -112,14 +130,21 @@ def read_file_tool(context: ToolContext) -> BaseTool:
                 break
             out.append(line)
         more = f"\n(truncated; the file has {len(lines)} lines)" if last < (end_line or len(lines)) else ""
-        return f"[{rel}:{start_line}-{last}]\n" + "\n".join(out) + more
+        read = code_document(
+            "\n".join(lines[start_line - 1 : last]),
+            path=rel,
+            start_line=start_line,
+            end_line=last,
+            retriever="tool:read_file",
+            language=detect_language(rel),
+        )
+        return f"[{rel}:{start_line}-{last}]\n" + "\n".join(out) + more, [read]
 
-    return StructuredTool.from_function(
+    return _tool(
         read_file,
         name="read_file",
         description=f"Read lines of an indexed file (at most {MAX_READ_LINES} lines per call).",
         args_schema=ReadFileArgs,
-        handle_tool_error=True,
     )
 
 
@@ -127,7 +152,7 @@ def grep_tool(context: ToolContext) -> BaseTool:
     """Regular-expression search over the indexed files, bounded in time and output."""
     import pathspec
 
-    def grep(pattern: str, path_glob: str | None = None, ignore_case: bool = False) -> str:
+    def grep(pattern: str, path_glob: str | None = None, ignore_case: bool = False) -> tuple[str, list[Document]]:
         try:
             compiled = regex.compile(pattern, regex.IGNORECASE if ignore_case else 0)
         except regex.error as exc:
@@ -152,25 +177,24 @@ def grep_tool(context: ToolContext) -> BaseTool:
                     if compiled.search(line[:2000], timeout=max(remaining, 0.01)):
                         matches.append(f"{rel}:{number}: {line.strip()[:200]}")
                         if len(matches) >= MAX_GREP_MATCHES:
-                            return "\n".join(matches) + f"\n(first {MAX_GREP_MATCHES} matches)"
+                            return "\n".join(matches) + f"\n(first {MAX_GREP_MATCHES} matches)", []
             except TimeoutError:
                 matches.append(f"(pattern took longer than {GREP_SECONDS:.0f}s; simplify it)")
                 break
-        return "\n".join(matches) if matches else "no matches"
+        return ("\n".join(matches) if matches else "no matches"), []
 
-    return StructuredTool.from_function(
+    return _tool(
         grep,
         name="grep",
         description="Find lines matching a regular expression in the indexed files; returns path:line: text.",
         args_schema=GrepArgs,
-        handle_tool_error=True,
     )
 
 
 def outline_tool(context: ToolContext) -> BaseTool:
     """Symbols (classes, functions, methods, headings) of a file or folder."""
 
-    def outline(path: str) -> str:
+    def outline(path: str) -> tuple[str, list[Document]]:
         rel, _ = confine(context, path, allow_folder=True)
         files = (
             [rel]
@@ -189,14 +213,13 @@ def outline_tool(context: ToolContext) -> BaseTool:
                 lines.extend(f"  {s.kind} {s.name} [{name}:{s.start_line}-{s.end_line}]" for s in symbols)
         if len(files) > MAX_OUTLINE_FILES:
             lines.append(f"({len(files) - MAX_OUTLINE_FILES} more files; outline a narrower folder)")
-        return "\n".join(lines) if lines else "no symbols found"
+        return ("\n".join(lines) if lines else "no symbols found"), []
 
-    return StructuredTool.from_function(
+    return _tool(
         outline,
         name="outline",
         description="List the classes, functions and methods of a file or folder with their line ranges.",
         args_schema=OutlineArgs,
-        handle_tool_error=True,
     )
 
 

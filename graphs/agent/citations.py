@@ -1,17 +1,25 @@
-"""Find citations (path:start-end) in an answer and keep only those the retrieved chunks support."""
+"""Citations (path:start-end): find them in an answer, decide which retrieved code supports, list sources.
+
+``supported`` is the one definition of "a citation is backed by retrieved code" that the agent
+applies to its answers and the eval scores them by.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+
+from langchain_core.documents import Document
+
+from graphs.agent.state import Source
 
 # path:start-end, optionally in [brackets] or `backticks`; a path has a slash or a file extension.
 CITATION = re.compile(
     r"[\[`(]?(?P<path>(?:[\w.\-]+/)*[\w.\-]+\.[A-Za-z0-9_]+|(?:[\w.\-]+/)+[\w.\-]+)"
     r":(?P<start>\d+)(?:\s*[-–]\s*(?P<end>\d+))?[\]`)]?"
 )
+SOURCES_HEADING = "Sources:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,13 +42,20 @@ def find_citations(text: str) -> list[tuple[str, Citation]]:
         end = int(match.group("end") or start)
         if end < start:
             start, end = end, start
-        found.append((match.group(0), Citation(match.group("path").lstrip("./"), start, end)))
+        # removeprefix, not lstrip: ".github/ci.yml" must keep its dot
+        found.append((match.group(0), Citation(match.group("path").removeprefix("./"), start, end)))
     return found
 
 
-def supported(citation: Citation, documents: Iterable[dict[str, Any]]) -> bool:
-    """Return True when every cited line lies inside retrieved chunks of the same file."""
-    spans = sorted((d["start_line"], d["end_line"]) for d in documents if d["path"] == citation.path)
+def supported(citation: Citation, documents: Iterable[Document]) -> bool:
+    """Return True when every cited line lies inside retrieved code of the same file.
+
+    Adjacent or overlapping chunks count together: a citation of lines 10-30 is supported by
+    chunks 1-20 and 21-40, since every one of those lines was retrieved.
+    """
+    spans = sorted(
+        (d.metadata["start_line"], d.metadata["end_line"]) for d in documents if d.metadata["path"] == citation.path
+    )
     line = citation.start
     for first, last in spans:
         if first <= line <= last:
@@ -50,8 +65,8 @@ def supported(citation: Citation, documents: Iterable[dict[str, Any]]) -> bool:
     return False
 
 
-def check_citations(text: str, documents: list[dict[str, Any]]) -> tuple[str, list[str], list[str]]:
-    """Return the text without unsupported citations, the valid citations and the dropped ones."""
+def check_citations(text: str, documents: Sequence[Document]) -> tuple[str, list[str], list[str]]:
+    """Return the text without unsupported citations, the supported citations and the dropped ones."""
     valid: list[str] = []
     dropped: list[str] = []
     cleaned = text
@@ -65,3 +80,23 @@ def check_citations(text: str, documents: list[dict[str, Any]]) -> tuple[str, li
     cleaned = re.sub(r"[ \t]+([.,;:])", r"\1", cleaned)
     cleaned = re.sub(r"[ \t]{2,}", " ", cleaned)
     return cleaned.strip(), valid, dropped
+
+
+def source_of(document: Document) -> Source:
+    """Return the source entry of a document given to the answer model."""
+    meta = document.metadata
+    return Source(citation=meta["citation"], symbol=meta.get("symbol"), score=float(meta.get("score") or 0.0))
+
+
+def sources_block(sources: Sequence[Source]) -> str:
+    """Return the "Sources:" list that ends an answer (empty when there are no sources)."""
+    if not sources:
+        return ""
+    listing = "\n".join(f"- {s['citation']}{' (' + s['symbol'] + ')' if s.get('symbol') else ''}" for s in sources)
+    return f"{SOURCES_HEADING}\n{listing}"
+
+
+def render_answer(answer: str, sources: Sequence[Source]) -> str:
+    """Return the answer as a reader sees it: its text, then the list of its sources."""
+    block = sources_block(sources)
+    return f"{answer}\n\n{block}" if answer and block else (answer or block)

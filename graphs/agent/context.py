@@ -1,41 +1,179 @@
-"""Run-time configuration of the agent: what LangGraph Studio shows and a caller may set per run."""
+"""How one run of the agent is configured: the graph's runtime context.
+
+Settings reach the nodes by one route. Where a command or request starts, the ``CAIRN_*`` settings
+and that run's overrides are resolved into a ``Context`` once (``Context.from_settings``), and nodes
+read ``runtime.context``. Each field takes its type, bounds, default and description from the
+``Settings`` field it mirrors, so the two cannot drift apart, and LangGraph Studio shows the same
+descriptions. Callers that can only send ``configurable`` (LangServe's playground) have it read as
+the context by ``run_context``, the one place that does so.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
-from typing import Literal
+import copy
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+from langgraph.config import get_config
+from langgraph.runtime import Runtime
+from pydantic import Field, SecretStr
+from pydantic.dataclasses import dataclass
+from pydantic.fields import FieldInfo
+
+from config import MODEL_NODES, Settings
+from models import ModelConfig, embedded_base_url, parse_model_spec
+from retrievers import IndexSpec, check_retriever
+
+#: Tokens of the context window kept back for the prompt's own text (instructions, question, markup).
+PROMPT_OVERHEAD_TOKENS = 600
+
+
+def _setting(name: str) -> Any:
+    """A field with the type bounds, default and description of the setting CAIRN_<NAME>."""
+    info: FieldInfo = copy.copy(Settings.model_fields[name])
+    info.json_schema_extra = {"setting": f"CAIRN_{name.upper()}"}
+    return info
+
+
+def _default(name: str) -> Any:
+    return Settings.model_fields[name].default
 
 
 @dataclass(kw_only=True)
 class Context:
-    """Per-run settings; None means 'use the CAIRN_* setting'."""
+    """Per-run settings of the agent; ``Context.from_settings`` fills them from CAIRN_* plus overrides."""
 
-    model: str | None = field(
-        default=None,
-        metadata={"description": "Model for every node, e.g. 'ollama/qwen2.5-coder:7b' (default: CAIRN_MODEL)."},
+    model: str = _setting("model")
+    plan_model: str | None = _setting("model_plan")
+    analyze_model: str | None = _setting("model_analyze")
+    refine_model: str | None = _setting("model_refine")
+    answer_model: str | None = _setting("model_answer")
+    fallback_model: str | None = _setting("model_fallback")
+    temperature: float = _setting("model_temperature")
+    max_tokens: int = _setting("model_max_tokens")
+    judge_max_tokens: int = _setting("model_judge_max_tokens")
+    context_tokens: int = _setting("model_context_tokens")
+    model_timeout: float = _setting("model_timeout")
+    model_max_retries: int = _setting("model_max_retries")
+    model_api_key: SecretStr | None = _setting("model_api_key")
+    embedded_url: str = Field(
+        default=embedded_base_url(_default("embedded_host"), _default("embedded_port")),
+        description="Base URL of the embedded model server (CAIRN_EMBEDDED_HOST and CAIRN_EMBEDDED_PORT).",
     )
-    plan_model: str | None = field(default=None, metadata={"description": "Model for plan."})
-    analyze_model: str | None = field(default=None, metadata={"description": "Model for analyze."})
-    refine_model: str | None = field(default=None, metadata={"description": "Model for refine."})
-    answer_model: str | None = field(default=None, metadata={"description": "Model for answer."})
-    retriever: Literal["hybrid", "dense", "keyword"] | None = field(
-        default=None, metadata={"description": "Retriever to search with (default: CAIRN_AGENT_RETRIEVER)."}
+    retriever: str = _setting("agent_retriever")
+    k: int = _setting("agent_k")
+    max_rounds: int = _setting("agent_max_rounds")
+    use_tools: bool = _setting("agent_use_tools")
+    tools: list[str] | None = _setting("tools")
+    index_dir: str = Field(
+        default=str(Path(_default("data_dir")) / "index"), description="The index folder to search (CAIRN_INDEX_DIR)."
     )
-    k: int | None = field(default=None, metadata={"description": "Chunks retrieved per query."})
-    max_rounds: int | None = field(default=None, metadata={"description": "Refine rounds allowed per question."})
-    use_tools: bool | None = field(default=None, metadata={"description": "Let analyze call tools."})
-    index_dir: str | None = field(default=None, metadata={"description": "Index folder to search."})
-    temperature: float | None = field(
-        default=None, metadata={"description": "Sampling temperature of the answer (default: CAIRN_MODEL_TEMPERATURE)."}
-    )
-    max_tokens: int | None = field(
-        default=None, metadata={"description": "Longest answer, in tokens (default: CAIRN_MODEL_MAX_TOKENS)."}
-    )
-    stop: list[str] | None = field(default=None, metadata={"description": "Sequences that end the answer."})
+    embedding_model: str = _setting("embedding_model")
+    embedding_device: str = _setting("embedding_device")
+    hnsw_ef_search: int = _setting("hnsw_ef_search")
+    rrf_k: int = _setting("rrf_k")
+    fusion_depth: int = _setting("fusion_depth")
+    stop: list[str] | None = Field(default=None, description="Sequences that end the answer.")
+
+    # ------------------------------------------------------------ building
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> Context:
+        """Resolve the settings plus per-run overrides (None: not overridden) into a checked Context."""
+        values: dict[str, Any] = {
+            name: getattr(settings, info.json_schema_extra["setting"].removeprefix("CAIRN_").lower())  # type: ignore[index]
+            for name, info in cls.__pydantic_fields__.items()  # type: ignore[attr-defined]
+            if isinstance(info.json_schema_extra, dict) and "setting" in info.json_schema_extra
+        }
+        values["embedded_url"] = embedded_base_url(settings.embedded_host, settings.embedded_port)
+        values["index_dir"] = str(settings.resolved_index_dir)
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values).checked()
+
+    def checked(self) -> Context:
+        """Return self after checking the names in it: model settings parse, the retriever exists."""
+        for spec in self.model_specs():
+            parse_model_spec(spec)
+        check_retriever(self.retriever)
+        return self
+
+    def override(self, **changes: Any) -> Context:
+        """Return a copy with ``changes`` applied (None values are ignored)."""
+        return replace(self, **{name: value for name, value in changes.items() if value is not None})
+
+    @classmethod
+    def with_defaults(cls, defaults: Context) -> type[Context]:
+        """Return a Context class whose field defaults are ``defaults``'s values.
+
+        LangGraph Studio builds a run's context from the fields a user set and the schema's defaults;
+        a graph compiled with this schema fills the rest from the settings resolved at load.
+        """
+        namespace: dict[str, Any] = {"__annotations__": {}, "__doc__": cls.__doc__, "__module__": cls.__module__}
+        for name, info in cls.__pydantic_fields__.items():  # type: ignore[attr-defined]
+            field_info = copy.copy(info)
+            field_info.default = getattr(defaults, name)
+            field_info.default_factory = None
+            namespace["__annotations__"][name] = info.annotation
+            namespace[name] = field_info
+        return dataclass(kw_only=True)(type(cls.__name__, (cls,), namespace))
+
+    # ------------------------------------------------------------ what nodes derive from it
+
+    def node_model(self, node: str) -> str:
+        """Return the model spec a node uses: its own field, else ``model``."""
+        return getattr(self, f"{node}_model", None) or self.model
+
+    def model_specs(self) -> list[str]:
+        """Return every model spec this run may call: each model node's, then the fallback's."""
+        specs = [self.node_model(node) for node in MODEL_NODES]
+        return list(dict.fromkeys([*specs, *([self.fallback_model] if self.fallback_model else [])]))
+
+    def model_config(self, node: str) -> ModelConfig:
+        """Return the client configuration of a node's model (answer: max_tokens; others: judge_max_tokens)."""
+        return ModelConfig(
+            spec=self.node_model(node),
+            fallback=self.fallback_model,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens if node == "answer" else self.judge_max_tokens,
+            timeout=self.model_timeout,
+            max_retries=self.model_max_retries,
+            context_tokens=self.context_tokens,
+            embedded_url=self.embedded_url,
+            api_key=self.model_api_key.get_secret_value() if self.model_api_key else None,
+        )
+
+    def index_spec(self) -> IndexSpec:
+        """Return which index to search and how to embed queries for it."""
+        return IndexSpec(Path(self.index_dir), self.embedding_model, self.embedding_device, self.hnsw_ef_search)
+
+    @property
+    def document_tokens(self) -> int:
+        """Tokens of retrieved code that fit the answer prompt (window minus answer, history and overhead)."""
+        window = self.context_tokens
+        return max(256, window - self.max_tokens - PROMPT_OVERHEAD_TOKENS - self.history_tokens)
+
+    @property
+    def history_tokens(self) -> int:
+        """Tokens of earlier conversation kept for plan and answer."""
+        return self.context_tokens // 8
+
+    def as_configurable(self) -> dict[str, Any]:
+        """Return the fields as a ``configurable`` mapping (how LangServe carries a run's settings)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-def context_from_config(config: dict | None) -> Context:
-    """Build a Context from a run config's ``configurable`` (how LangServe and Studio pass settings)."""
-    configurable = (config or {}).get("configurable") or {}
+def run_context(runtime: Runtime[Context] | None) -> Context:
+    """Return the run's Context: the runtime's, or one read from ``configurable`` when none was passed.
+
+    LangServe invokes the graph with a config only; the service puts its resolved Context there
+    (``as_configurable``) and a client's own ``configurable`` overrides it field by field.
+    """
+    if runtime is not None and runtime.context is not None:
+        return runtime.context
+    try:
+        configurable = get_config().get("configurable") or {}
+    except RuntimeError:
+        configurable = {}
     names = {f.name for f in fields(Context)}
     return Context(**{k: v for k, v in configurable.items() if k in names and v is not None})

@@ -4,9 +4,26 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from langchain_core.documents import Document
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict  # pydantic (LangServe) rejects typing.TypedDict on Python < 3.12
+
+
+class Source(TypedDict):
+    """A piece of code the answer was given: its citation, the symbol it defines, its retrieval score."""
+
+    citation: str
+    symbol: str | None
+    score: float
+
+
+class ToolCallRecord(TypedDict):
+    """A tool analyze called: its name, arguments, and the error it returned (None when it worked)."""
+
+    name: str
+    args: dict[str, Any]
+    error: str | None
 
 
 class InputState(TypedDict):
@@ -25,8 +42,8 @@ class AgentState(InputState, total=False):
     """Search queries of the current round (plan, then refine)."""
     searched: list[str]
     """Every query searched this turn, so refine can avoid repeats."""
-    documents: list[dict[str, Any]]
-    """Retrieved chunks (citation, path, lines, symbol, text, score), de-duplicated, within the budget."""
+    documents: list[Document]
+    """Retrieved code (``retrievers.code_document``: text, citation, symbol, score), de-duplicated, in budget."""
     relevant: list[int]
     """Indexes into documents that analyze judged relevant."""
     sufficient: bool
@@ -36,12 +53,14 @@ class AgentState(InputState, total=False):
     rounds: int
     """Refine rounds taken this turn (bounded by max_rounds)."""
     answer: str
-    """The final answer text, invented citations removed."""
+    """The answer's text, citations that no retrieved code supports removed; the sources are apart."""
+    sources: list[Source]
+    """The code given to the answer model, in the order it was shown (the answer's "Sources")."""
     citations: list[str]
-    """Valid citations (path:start-end) backing the answer."""
+    """The answer's citations (path:start-end) that retrieved code supports, in order of first use."""
     dropped_citations: list[str]
     """Citations the model wrote that no retrieved chunk supports; removed from the answer."""
     fallbacks: list[str]
     """Nodes that used their deterministic fallback because the model's output did not parse."""
-    tool_calls: list[dict[str, Any]]
-    """Tools called by analyze: name, arguments, and whether they errored."""
+    tool_calls: list[ToolCallRecord]
+    """Tools called by analyze: name, arguments, and the error each returned."""

@@ -1,18 +1,8 @@
+"""Retrieval quality on the golden set: hit@k and MRR@k over ranked searches."""
+
 import pytest
 
-from evals.retrieval import (
-    DEFAULT_GOLDEN,
-    GoldenQuestion,
-    evaluate,
-    first_relevant_rank,
-    load_golden,
-    score_rankings,
-)
-
-
-def test_first_relevant_rank() -> None:
-    assert first_relevant_rank(["a.py", "b.py", "c.py"], ["c.py", "b.py"]) == 2
-    assert first_relevant_rank(["a.py"], ["z.py"]) is None
+from evals.retrieval import DEFAULT_GOLDEN, GoldenQuestion, evaluate, load_golden, score_rankings
 
 
 def test_hit_and_mrr() -> None:

@@ -1,4 +1,4 @@
-"""The eval over the real graph with an instant fake model: reports, gate, broken retrieval, bad datasets."""
+"""The eval over the real graph with the instant model: reports, gate, broken retrieval, bad datasets."""
 
 from __future__ import annotations
 
@@ -8,50 +8,48 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from config import Settings, get_settings
-from evals.runner import DatasetError, load_dataset, resolve_dataset, run_eval, write_report
-from models import register_provider
-from retrievers.search_index import SearchIndex
-from tests.fakes import InstantChatModel
+from cairn.errors import DatasetError
+from config import Settings
+from evals.datasets import load_dataset, resolve_dataset
+from evals.runner import run_eval, write_report
+from retrievers.langchain_retrievers import CodeRetriever
+from tests.conftest import SAMPLE_REPO
 
 pytestmark = pytest.mark.integration
 
-register_provider("instant", lambda spec, settings: InstantChatModel())
-
 
 @pytest.fixture
-def eval_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    monkeypatch.setenv("CAIRN_MODEL", "instant/fake")
-    monkeypatch.setenv("CAIRN_DATA_DIR", str(tmp_path))
-    get_settings.cache_clear()
-    from graphs.agent.deps import clear_model_cache
-
-    clear_model_cache()
-    yield get_settings()
-    get_settings.cache_clear()
-    clear_model_cache()
+def eval_settings(tmp_path: Path) -> Settings:
+    return Settings(model="instant", data_dir=tmp_path)
 
 
-@pytest.fixture
-def broken_retrieval(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retrieval that searches for noise instead of the question (a deliberately broken retriever)."""
-    original = SearchIndex.search_many
+def break_retrieval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the agent's retriever search for noise instead of its queries (a deliberately broken retriever)."""
+    original = CodeRetriever.batch
 
-    def noise(self, queries, k, mode="hybrid", **kwargs):
-        return original(self, ["zebra quantum marmalade"] * len(queries), k, mode=mode, **kwargs)
+    def noise(self, inputs, config=None, **kwargs):
+        return original(self, ["zebra quantum marmalade"] * len(inputs), config, **kwargs)
 
-    monkeypatch.setattr(SearchIndex, "search_many", noise)
+    monkeypatch.setattr(CodeRetriever, "batch", noise)
 
 
 async def test_report_scores_and_gate(eval_settings: Settings, tmp_path: Path) -> None:
-    report = await run_eval(resolve_dataset("sample"), eval_settings)
+    report = await run_eval(resolve_dataset("sample"), eval_settings, temperature=0.3)
     summary = report["summary"]
     assert summary["questions"] == 6
     assert summary["hit@5"] >= 0.8 and summary["mrr"] >= 0.5
-    assert summary["context_recall"] > 0.3 and summary["citation_validity"] == 1.0
+    assert summary["context_recall"] > 0.3
+    # the instant model cites the first excerpt it is shown, which the agent keeps
+    assert summary["citation_validity"] == 1.0 and summary["model_citation_precision"] == 1.0
     assert 0 < summary["rouge_l"] < 1
     assert report["gate"]["passed"], report["gate"]
-    assert report["config"]["models"]["answer"] == "instant/fake" and report["config"]["index"]["counts"]["chunks"] > 10
+    config = report["config"]
+    assert config["models"] == {"plan": "instant", "analyze": "instant", "refine": "instant", "answer": "instant"}
+    assert config["temperature"] == 0.3 and config["retriever"] == eval_settings.agent_retriever
+    assert config["index"]["counts"]["chunks"] > 10 and "files" not in config["index"]
+    row = report["questions"][0]
+    assert "Sources:" not in row["answer"] and row["sources"]
+    assert len(row["retrieved"]) <= eval_settings.eval_k and all(":" in c for c in row["retrieved"])
     paths = write_report(report, tmp_path / "out")
     assert json.loads(paths["json"].read_text())["summary"] == summary
     text = paths["markdown"].read_text()
@@ -59,7 +57,8 @@ async def test_report_scores_and_gate(eval_settings: Settings, tmp_path: Path) -
     assert paths["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-async def test_gate_fails_when_retrieval_is_broken(eval_settings: Settings, broken_retrieval: None) -> None:
+async def test_gate_fails_when_retrieval_is_broken(eval_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    break_retrieval(monkeypatch)
     report = await run_eval(resolve_dataset("sample"), eval_settings)
     gate = report["gate"]
     assert not gate["passed"]
@@ -69,19 +68,16 @@ async def test_gate_fails_when_retrieval_is_broken(eval_settings: Settings, brok
     assert gate["failing_questions"]
 
 
-def test_cli_exit_code_and_compare(eval_settings: Settings, tmp_path: Path, monkeypatch) -> None:
+def test_cli_exit_code_and_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from cairn.cli import app
 
-    runner = CliRunner()
-    good = runner.invoke(app, ["eval", "sample", "--out", str(tmp_path / "good")])
+    runner = CliRunner(env={"CAIRN_DATA_DIR": str(tmp_path)})  # the CLI's process settings
+    good = runner.invoke(app, ["eval", "sample", "--model", "instant", "--out", str(tmp_path / "good")])
     assert good.exit_code == 0, good.output
     assert "gate passed" in good.output
 
-    original = SearchIndex.search_many
-    monkeypatch.setattr(SearchIndex, "search_many",
-                        lambda self, queries, k, mode="hybrid", **kw: original(self, ["zebra"] * len(queries), k,
-                                                                               mode=mode, **kw))  # fmt: skip
-    bad = runner.invoke(app, ["eval", "sample", "--out", str(tmp_path / "bad"),
+    break_retrieval(monkeypatch)
+    bad = runner.invoke(app, ["eval", "sample", "--model", "instant", "--out", str(tmp_path / "bad"),
                               "--compare", str(tmp_path / "good" / "report.json")])  # fmt: skip
     assert bad.exit_code == 12, bad.output
     assert "Eval gate failed" in bad.output and "context_recall" in bad.output
@@ -112,4 +108,4 @@ def test_datasets_are_well_formed_and_large_enough() -> None:
             assert (root / path).is_file(), f"{question.id}: {path} is not in httpx {httpx.__version__}"
     for question in sample:
         for path in question.files:
-            assert (Path(__file__).parents[2] / "examples/sample-repo" / path).is_file()
+            assert (SAMPLE_REPO / path).is_file()

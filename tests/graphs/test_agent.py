@@ -8,19 +8,13 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
-from config import get_settings
 from graphs.agent.context import Context
-from graphs.agent.deps import clear_model_cache
 from graphs.agent.graph import build_graph, graph
 from graphs.agent.nodes import parse_json_object
 from ingest.pipeline import ingest_repository
-from models import register_provider
 from prompts.agent import NOTHING_FOUND
 from tests.conftest import SAMPLE_REPO, FakeEmbedder
 from tests.fakes import QueuedChatModel
-
-MODELS: dict[str, QueuedChatModel] = {}
-register_provider("fake", lambda spec, settings: MODELS[spec.model])
 
 
 @pytest.fixture(scope="module")
@@ -32,15 +26,16 @@ def index_dir(tmp_path_factory) -> str:
     return str(path)
 
 
+MODELS: dict[str, QueuedChatModel] = {}
+
+
 @pytest.fixture(autouse=True)
-def fresh_models(monkeypatch):
-    monkeypatch.delenv("CAIRN_MODEL_FALLBACK", raising=False)
-    get_settings.cache_clear()
-    clear_model_cache()
+def fake_provider(fake_models):
+    """Models named fake/<name> answer from MODELS[<name>]."""
     MODELS.clear()
+    fake_models(lambda spec, config: MODELS[spec.model])
     yield
-    get_settings.cache_clear()
-    clear_model_cache()
+    MODELS.clear()
 
 
 def models(**nodes: QueuedChatModel) -> dict[str, str]:
@@ -75,14 +70,23 @@ async def test_happy_path_answers_with_checked_citations(index_dir) -> None:
 
     assert state["fallbacks"] == [] and state["rounds"] == 0
     assert "decode_records crc32" in state["queries"] and "how is a torn record detected?" in state["queries"]
-    assert "tinykv/wal.py:24-36" in state["citations"]
+    assert state["citations"] == ["tinykv/wal.py:24-36"]
     assert state["dropped_citations"] == ["tinykv/lies.py:1-9"]
     assert "lies.py" not in state["answer"] and "[tinykv/wal.py:24-36]" in state["answer"]
-    assert "Sources:" in state["answer"] and isinstance(state["messages"][-1], AIMessage)
+    # the answer's text and its sources are separate fields; the message a reader sees has both
+    assert "Sources:" not in state["answer"] and state["sources"]
+    reply = state["messages"][-1]
+    assert isinstance(reply, AIMessage) and reply.content.startswith(state["answer"])
+    assert reply.content.endswith(
+        "\n".join(f"- {s['citation']}" + (f" ({s['symbol']})" if s["symbol"] else "") for s in state["sources"])
+    )
+    assert [s["citation"] for s in state["sources"]] == [
+        state["documents"][i].metadata["citation"] for i in state["relevant"]
+    ]
     # the answer prompt carried the relevant chunk with its citation
     prompt = answer_model.prompts[0][-1].content
     first = state["documents"][state["relevant"][0]]
-    assert f"[{first['citation']}]" in prompt and first["text"][:40] in prompt
+    assert f"[{first.metadata['citation']}]" in prompt and first.page_content[:40] in prompt
 
 
 async def test_unparseable_plan_falls_back_to_the_question_and_its_identifiers(index_dir) -> None:
@@ -113,7 +117,7 @@ async def test_unparseable_analysis_falls_back_to_retrieval_scores(index_dir) ->
     state = await graph.ainvoke({"messages": [HumanMessage("torn record crc32")]}, context=ctx)
     assert "analyze" in state["fallbacks"]
     assert state["relevant"] and state["sufficient"]
-    best = max(range(len(state["documents"])), key=lambda i: state["documents"][i]["score"])
+    best = max(range(len(state["documents"])), key=lambda i: state["documents"][i].metadata["score"])
     assert best in state["relevant"]
 
 
@@ -197,16 +201,14 @@ async def test_tool_errors_are_recorded_and_the_answer_still_comes(index_dir) ->
     errors = {c["name"]: c["error"] for c in state["tool_calls"] if c["error"]}
     assert "leaves the repository" in errors["read_file"]
     assert "no tool named" in errors["no_such_tool"] and "invalid pattern" in errors["grep"]
-    assert any(d["citation"] == "tinykv/cache.py:1-5" for d in state["documents"])
+    assert any(d.metadata["citation"] == "tinykv/cache.py:1-5" for d in state["documents"])
     assert "tinykv/cache.py:1-5" in state["citations"]
 
 
-async def test_failover_to_the_second_endpoint_is_taken_and_logged(index_dir, monkeypatch, caplog) -> None:
+async def test_failover_to_the_second_endpoint_is_taken_and_logged(index_dir, caplog) -> None:
     MODELS["down"] = QueuedChatModel(default=None, replies=[ConnectionError("connection refused")] * 4)
     MODELS["up"] = QueuedChatModel(default='{"relevant": [1], "sufficient": true, "question": "q", "queries": ["wal"]}')
-    monkeypatch.setenv("CAIRN_MODEL_FALLBACK", "fake/up")
-    get_settings.cache_clear()
-    ctx = context(index_dir, model="fake/down")
+    ctx = context(index_dir, model="fake/down", fallback_model="fake/up")
     with caplog.at_level(logging.WARNING, logger="cairn.models"):
         state = await graph.ainvoke({"messages": [HumanMessage("wal checksum")]}, context=ctx)
     assert state["answer"]

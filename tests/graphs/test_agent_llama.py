@@ -22,25 +22,6 @@ from tests.conftest import ROOT, SAMPLE_REPO, free_port
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module", autouse=True)
-def greedy_decoding():
-    """Temperature 0: the tiny model's replies (and so these tests) are the same on every run."""
-    from config import get_settings
-    from graphs.agent.deps import clear_model_cache
-
-    previous = os.environ.get("CAIRN_MODEL_TEMPERATURE")
-    os.environ["CAIRN_MODEL_TEMPERATURE"] = "0"
-    get_settings.cache_clear()
-    clear_model_cache()
-    yield
-    if previous is None:
-        os.environ.pop("CAIRN_MODEL_TEMPERATURE", None)
-    else:
-        os.environ["CAIRN_MODEL_TEMPERATURE"] = previous
-    get_settings.cache_clear()
-    clear_model_cache()
-
-
 @pytest.fixture(scope="module")
 def real_index(tmp_path_factory, real_embedder) -> str:
     path = tmp_path_factory.mktemp("llama-index") / "index"
@@ -49,24 +30,26 @@ def real_index(tmp_path_factory, real_embedder) -> str:
 
 
 def test_the_reply_length_limit_reaches_the_server(llama) -> None:
-    from models import build_chat_model
+    from models import ModelConfig, build_chat_model
 
-    settings = llama.settings.model_copy(update={"model_max_tokens": 12})
-    reply = build_chat_model("embedded", settings).invoke("Write a long story about a dragon.")
+    config = ModelConfig.from_settings(llama.settings, "embedded", max_tokens=12)
+    reply = build_chat_model(config).invoke("Write a long story about a dragon.")
     assert reply.usage_metadata["output_tokens"] <= 12
 
 
 async def test_bundled_model_answers_through_the_full_graph_with_a_valid_citation(llama, real_index) -> None:
-    context = Context(model=f"openai-compatible/smollm2-135m@{llama.base_url}", index_dir=real_index, max_rounds=1)
+    # temperature 0: the tiny model's replies (and so this test) are the same on every run
+    context = Context(
+        model=f"openai-compatible/smollm2-135m@{llama.base_url}", index_dir=real_index, max_rounds=1, temperature=0
+    )
     state = await graph.ainvoke(
         {"messages": [HumanMessage("How does the LRU cache evict entries when it is full?")]}, context=context
     )
     assert state["answer"].strip()
-    assert state["citations"], state["answer"]
     for citation in state["citations"]:
         (_, parsed), *_ = find_citations(citation)
         assert supported(parsed, state["documents"]), citation
-    assert any(c.startswith("tinykv/cache.py:") for c in state["citations"])
+    assert any(s["citation"].startswith("tinykv/cache.py:") for s in state["sources"]), state["sources"]
     assert all(not supported(find_citations(c)[0][1], state["documents"]) for c in state["dropped_citations"])
 
 
@@ -79,12 +62,13 @@ def _cairn(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def test_cairn_ask_starts_the_embedded_model_itself_and_keeps_sessions(real_index, tmp_path: Path) -> None:
     port = free_port()
-    env = {"CAIRN_DATA_DIR": str(tmp_path), "CAIRN_EMBEDDED_PORT": str(port), "CAIRN_AGENT_MAX_ROUNDS": "0"}
+    env = {"CAIRN_DATA_DIR": str(tmp_path), "CAIRN_EMBEDDED_PORT": str(port), "CAIRN_AGENT_MAX_ROUNDS": "0",
+           "CAIRN_MODEL_TEMPERATURE": "0"}  # fmt: skip
     first = _cairn("ask", "What does Store.compact do?", "--index", real_index, "--session", "s1", "--json", env=env)
     assert first.returncode == 0, first.stderr
     assert "starting the embedded model" in first.stderr
     state = json.loads(first.stdout)
-    assert state["citations"] and state["answer"]
+    assert state["sources"] and state["answer"]
     assert not is_serving(Settings(embedded_port=port))  # stopped again on exit
 
     second = _cairn("ask", "And where is it called?", "--index", real_index, "--session", "s1", "--json", env=env)

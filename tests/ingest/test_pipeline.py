@@ -14,6 +14,7 @@ import pytest
 from cairn.errors import EmbeddingModelMismatch, IndexCorrupted, IndexLocked, IndexMissing
 from config import Settings
 from ingest import store
+from ingest.manifest import EmbeddingInfo, Manifest
 from ingest.pipeline import ingest_repository
 from ingest.store import open_generation, writer_lock
 from tests.conftest import ROOT, FakeEmbedder
@@ -33,11 +34,14 @@ def test_full_ingest_writes_a_complete_manifest(sample_repo, settings, fake_embe
     manifest = generation.manifest
 
     assert result.files_added == result.files_total == 9
-    assert manifest["format"] == "cairn-index" and manifest["format_version"] == 2
-    assert manifest["embedding"] == {"model": "all-MiniLM-L6-v2", "dimension": 16, "max_tokens": 128}
-    assert manifest["counts"]["chunks"] == len(generation.chunks) == result.chunks_total == result.chunks_embedded
-    assert set(manifest["files"]) >= {"tinykv/store.py", "README.md", "notebooks/benchmark.ipynb"}
-    entry = manifest["files"]["tinykv/wal.py"]
+    assert manifest.format == "cairn-index" and manifest.format_version == 2
+    assert manifest.embedding == EmbeddingInfo(model="all-MiniLM-L6-v2", dimension=16, max_tokens=128)
+    assert manifest.counts.chunks == len(generation.chunks) == result.chunks_total == result.chunks_embedded
+    assert set(manifest.files) >= {"tinykv/store.py", "README.md", "notebooks/benchmark.ipynb"}
+    # the typed manifest reads back exactly what was written
+    assert Manifest.read(generation.path / "manifest.json") == manifest
+    assert "files" not in manifest.summary() and manifest.summary()["counts"]["files"] == 9
+    entry = manifest.files["tinykv/wal.py"]
     assert len(entry["sha256"]) == 64 and entry["chunks"] > 0
     wal_chunks = generation.chunks[entry["first_chunk"] : entry["first_chunk"] + entry["chunks"]]
     assert {c.path for c in wal_chunks} == {"tinykv/wal.py"}
@@ -96,7 +100,7 @@ def test_new_chunking_settings_rechunk_but_reuse_identical_chunks(sample_repo, s
     result = _ingest(sample_repo, wider, fake_embedder)
     assert result.files_changed == 9
     assert 0 < result.chunks_embedded < result.chunks_total  # small definitions are the same chunks
-    assert open_generation(settings.resolved_index_dir).manifest["chunking"]["max_chars"] == 4000
+    assert open_generation(settings.resolved_index_dir).manifest.chunking.max_chars == 4000
 
 
 def test_another_embedding_model_is_refused_and_the_index_kept(sample_repo, settings, fake_embedder) -> None:
@@ -127,7 +131,7 @@ def test_corrupted_index_is_reported_not_deleted(sample_repo, settings, fake_emb
     assert (generation.path / "manifest.json").read_text() == "{ truncated"
 
     _ingest(sample_repo, settings, fake_embedder, rebuild=True)
-    assert open_generation(settings.resolved_index_dir).manifest["counts"]["files"] == 9
+    assert open_generation(settings.resolved_index_dir).manifest.counts.files == 9
 
 
 def test_damaged_vectors_file_is_reported(sample_repo, settings, fake_embedder) -> None:
@@ -331,8 +335,8 @@ def test_a_format_1_index_is_read_and_upgraded_without_re_embedding(sample_repo,
     (folder / "manifest.json").write_text(json.dumps({**manifest, "format_version": 1}))
 
     old = open_generation(settings.resolved_index_dir)
-    assert old.manifest["format_version"] == 1 and len(old.chunks) == len(rows)
+    assert old.manifest.format_version == 1 and len(old.chunks) == len(rows)
     fake_embedder.embedded.clear()
     result = _ingest(sample_repo, settings, fake_embedder)
     assert result.changed_anything and fake_embedder.embedded == []
-    assert open_generation(settings.resolved_index_dir).manifest["format_version"] == 2
+    assert open_generation(settings.resolved_index_dir).manifest.format_version == 2

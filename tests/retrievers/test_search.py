@@ -4,11 +4,12 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 
-from cairn.errors import EmbeddingModelMismatch
+from cairn.errors import CairnError, EmbeddingModelMismatch
 from config import Settings
 from ingest.chunking import Chunk
 from ingest.pipeline import ingest_repository
 from retrievers import (
+    RETRIEVERS,
     DenseRetriever,
     Hit,
     HybridRetriever,
@@ -18,7 +19,6 @@ from retrievers import (
     fuse,
     load_search_index,
     make_retriever,
-    register_retriever,
 )
 
 pytestmark = pytest.mark.integration  # the real embedding model
@@ -75,16 +75,33 @@ def test_langchain_retrievers_return_cited_documents(sample_index) -> None:
 
 def test_factory_lists_choices_and_accepts_plugins(sample_index) -> None:
     assert {"dense", "keyword", "hybrid"} <= set(available_retrievers())
-    with pytest.raises(ValueError, match="dense, hybrid, keyword"):
+    with pytest.raises(CairnError, match="dense, hybrid, keyword"):
         make_retriever("semantic", sample_index)
 
     class FirstChunk(KeywordRetriever):
-        def _hits(self, query, k, flt):
+        def _hits(self, query, k, flt, vector=None):
             return [Hit(self.index.chunks[0], 0, 1.0, 1)]
 
-    register_retriever("first-chunk", FirstChunk)
-    docs = make_retriever("first-chunk", sample_index).invoke("anything")
-    assert docs[0].metadata["row"] == 0
+    with RETRIEVERS.registered("first-chunk", FirstChunk):
+        docs = make_retriever("first-chunk", sample_index).invoke("anything")
+        assert docs[0].metadata["row"] == 0
+    assert "first-chunk" not in available_retrievers()
+
+
+def test_batch_embeds_every_query_once_and_matches_invoke(sample_index) -> None:
+    retriever = HybridRetriever(index=sample_index, k=3)
+    queries = ["write-ahead log fsync", "evict least recently used", "retry with backoff"]
+    calls = []
+    original = sample_index.embed_queries
+    sample_index.embed_queries = lambda qs: calls.append(list(qs)) or original(qs)  # type: ignore[method-assign]
+    try:
+        batched = retriever.batch(queries)
+    finally:
+        del sample_index.embed_queries
+    assert calls == [queries]  # one forward pass for all three
+    assert [[d.metadata["citation"] for d in docs] for docs in batched] == [
+        [d.metadata["citation"] for d in retriever.invoke(q)] for q in queries
+    ]
 
 
 def test_fusion_rewards_agreement_between_rankings() -> None:

@@ -1,27 +1,27 @@
-"""A real Redis server for the serving tests (Debian's redis-server; `make test` installs it)."""
+"""A real Redis server and real service processes for the serving tests (Debian's redis-server)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
-import socket
-import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
 
-from config import get_settings
-from models import register_provider
-from tests.conftest import SAMPLE_REPO, free_port
-from tests.fakes import InstantChatModel
+from cairn.processes import ChildProcess, http_ok
+from config import Settings
+from serving.redis_server import start_redis
+from tests.conftest import ROOT, SAMPLE_REPO, free_port
 
-FAKE = InstantChatModel()
-register_provider("instant", lambda spec, settings: FAKE)
+CAIRN = str(Path(sys.executable).with_name("cairn"))
 
 
 class RedisProcess:
@@ -30,48 +30,21 @@ class RedisProcess:
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: ChildProcess | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
+        if shutil.which("redis-server") is None:
             pytest.fail("redis-server is not installed: run `make test` (it installs Debian's redis-server)")
-        self.process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.data_dir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
+        # fsync every write, so a restart in a test never loses one
+        self.process = start_redis(self.port, self.data_dir, extra=["--appendfsync", "always"])
 
     def stop(self) -> None:
         if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
+            self.process.stop()
             self.process = None
 
 
@@ -94,6 +67,7 @@ class Server:
     """A Cairn app served by uvicorn in a thread on a free loopback port."""
 
     def __init__(self, app) -> None:
+        self.app = app
         self.port = free_port()
         self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -119,7 +93,6 @@ class Server:
 @pytest.fixture(scope="session")
 def service_index(tmp_path_factory: pytest.TempPathFactory, real_embedder) -> Path:
     """The sample repository ingested with the real embedding model; returns the index folder."""
-    from config import Settings
     from ingest.pipeline import ingest_repository
 
     base = tmp_path_factory.mktemp("service")
@@ -128,35 +101,60 @@ def service_index(tmp_path_factory: pytest.TempPathFactory, real_embedder) -> Pa
     return base / "index"
 
 
-@contextlib.contextmanager
-def cairn_env(index_dir: Path, redis_url: str, **extra: str) -> Iterator[dict[str, str]]:
-    """Set CAIRN_* for a service (instant fake model, its own Redis key prefix) while the block runs."""
-    env = {
-        "CAIRN_DATA_DIR": str(index_dir.parent),
-        "CAIRN_INDEX_DIR": str(index_dir),
-        "CAIRN_MODEL": "instant/fake",
-        "CAIRN_REDIS_URL": redis_url,
-        "CAIRN_REDIS_PREFIX": f"test-{uuid.uuid4().hex[:8]}",
-        **extra,
+def service_settings(index_dir: Path, redis_url: str, **overrides: Any) -> Settings:
+    """Settings of a test service: the index, the instant model, this Redis under a key prefix of its own."""
+    values: dict[str, Any] = {
+        "data_dir": index_dir.parent,
+        "index_dir": index_dir,
+        "model": "instant",
+        "redis_url": redis_url,
+        "redis_prefix": f"test-{uuid.uuid4().hex[:8]}",
+        **overrides,
     }
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in env.items():
-            mp.setenv(key, value)
-        get_settings.cache_clear()
-        from graphs.agent.deps import clear_model_cache
+    return Settings(_env_file=None, **values)
 
-        clear_model_cache()
-        try:
-            yield env
-        finally:
-            get_settings.cache_clear()
-            clear_model_cache()
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The CAIRN_* environment that makes a child process read the same settings."""
+    env = {}
+    for name in settings.model_fields_set:
+        value = getattr(settings, name)
+        if isinstance(value, list):
+            value = ",".join(v.get_secret_value() if hasattr(v, "get_secret_value") else str(v) for v in value)
+        elif hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"CAIRN_{name.upper()}"] = str(value)
+    return env
 
 
 @contextlib.contextmanager
-def served(index_dir: Path, redis_url: str, **extra: str) -> Iterator[Server]:
-    """Serve a fresh Cairn app with CAIRN_* set as cairn_env does."""
+def served(index_dir: Path, redis_url: str, **overrides: Any) -> Iterator[Server]:
+    """Serve a fresh Cairn app (instant model, its own Redis key prefix) in this process."""
     from serving.app import create_app
 
-    with cairn_env(index_dir, redis_url, **extra), Server(create_app()) as server:
+    with Server(create_app(service_settings(index_dir, redis_url, **overrides))) as server:
         yield server
+
+
+class ServiceProcess:
+    """`cairn serve` as its own process (to kill it, or to leave the event loop to a real client)."""
+
+    def __init__(self, settings: Settings, *args: str, log_path: Path) -> None:
+        self.port = free_port()
+        env = {**os.environ, **settings_env(settings)}
+        command = [CAIRN, "serve", "--no-start-redis", "--port", str(self.port), *args]
+        self.process = ChildProcess(command, name="cairn serve", log_path=log_path, env=env, cwd=ROOT)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90) -> ServiceProcess:
+        self.process.start(lambda: http_ok(f"{self.url}/health"), timeout=timeout)
+        return self
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.process.stop()

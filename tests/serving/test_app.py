@@ -9,25 +9,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.serving.conftest import RedisProcess, Server, cairn_env
+from tests.serving.conftest import RedisProcess, Server, served
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def service_env(service_index: Path, redis_server: RedisProcess) -> Iterator[dict]:
-    """CAIRN_* for a service on the ingested sample repository, the instant model and the test Redis."""
-    with cairn_env(service_index, redis_server.url) as env:
-        yield env
-
-
-@pytest.fixture(scope="module")
-def service(service_env) -> Iterator[Server]:
-    from serving.app import create_app
-
-    if not service_env:
-        pytest.fail("no env")
-    with Server(create_app()) as server:
+def service(service_index: Path, redis_server: RedisProcess) -> Iterator[Server]:
+    """A service on the ingested sample repository, the instant model and the test Redis."""
+    with served(service_index, redis_server.url) as server:
         yield server
 
 
@@ -56,8 +46,10 @@ def test_chat_completion_with_citations(service: Server) -> None:
     content = body["choices"][0]["message"]["content"]
     assert body["object"] == "chat.completion" and body["choices"][0]["finish_reason"] == "stop"
     assert "Sources:" in content
-    citations = body["cairn"]["citations"]
+    citations, sources = body["cairn"]["citations"], body["cairn"]["sources"]
     assert citations and all(c in content for c in citations)
+    assert sources and all(s["citation"] in content.split("Sources:")[1] for s in sources)
+    assert all(isinstance(s["score"], float) for s in sources)
     assert body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"] + body["usage"]["completion_tokens"] > 0
 
 
@@ -144,7 +136,7 @@ def test_official_openai_client_sync(service: Server) -> None:
     )
     assert completion.choices[0].finish_reason == "stop"
     assert "Sources:" in completion.choices[0].message.content
-    assert completion.model_extra["cairn"]["citations"]
+    assert completion.model_extra["cairn"]["citations"] and completion.model_extra["cairn"]["sources"]
     assert completion.usage.total_tokens > 0
 
     stream = client.chat.completions.create(
@@ -197,7 +189,8 @@ async def test_langserve_client_invoke_and_stream(service: Server) -> None:
 
     agent = RemoteRunnable(f"{service.url}/agent")
     state = await agent.ainvoke({"messages": [HumanMessage("How does the LRU cache evict?")]})
-    assert "Sources:" in state["answer"] and state["citations"]
+    assert state["answer"] and state["citations"] and state["sources"]
+    assert "Sources:" in str(state["messages"][-1])
     updates = [chunk async for chunk in agent.astream({"messages": [HumanMessage("What is the WAL?")]})]
     assert updates and any("answer" in str(u) for u in updates)
     batch = await agent.abatch([{"messages": [HumanMessage("put")]}, {"messages": [HumanMessage("get")]}])

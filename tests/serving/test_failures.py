@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.serving.conftest import RedisProcess, Server, cairn_env, free_port, served
+from tests.serving.conftest import (
+    CAIRN,
+    RedisProcess,
+    Server,
+    ServiceProcess,
+    free_port,
+    served,
+    service_settings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -27,15 +33,9 @@ def _chat(url: str, session: str | None = None, stream: bool = False, timeout: f
     )
 
 
-def _app():
-    from serving.app import create_app
-
-    return create_app()
-
-
 def test_model_down_is_503_with_the_reason(service_index: Path, redis_server: RedisProcess) -> None:
     dead = f"openai-compatible/m@http://127.0.0.1:{free_port()}/v1"
-    with served(service_index, redis_server.url, CAIRN_MODEL=dead, CAIRN_MODEL_MAX_RETRIES="0") as server:
+    with served(service_index, redis_server.url, model=dead, model_max_retries=0) as server:
         for stream in (False, True):
             started = time.monotonic()
             reply = _chat(server.url, stream=stream)
@@ -51,9 +51,7 @@ def test_model_timeout_is_504_within_the_timeout(service_index: Path, redis_serv
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         slow = f"openai-compatible/m@http://127.0.0.1:{silent.getsockname()[1]}/v1"
-        with served(
-            service_index, redis_server.url, CAIRN_MODEL=slow, CAIRN_MODEL_TIMEOUT="1", CAIRN_MODEL_MAX_RETRIES="0"
-        ) as server:
+        with served(service_index, redis_server.url, model=slow, model_timeout=1, model_max_retries=0) as server:
             started = time.monotonic()
             reply = _chat(server.url)
             elapsed = time.monotonic() - started
@@ -64,21 +62,17 @@ def test_model_timeout_is_504_within_the_timeout(service_index: Path, redis_serv
 
 def test_failover_endpoint_is_used(service_index: Path, redis_server: RedisProcess) -> None:
     dead = f"openai-compatible/m@http://127.0.0.1:{free_port()}/v1"
-    with served(
-        service_index,
-        redis_server.url,
-        CAIRN_MODEL=dead,
-        CAIRN_MODEL_FALLBACK="instant/fake",
-        CAIRN_MODEL_MAX_RETRIES="0",
-    ) as server:
+    with served(service_index, redis_server.url, model=dead, model_fallback="instant", model_max_retries=0) as server:
         reply = _chat(server.url)
     assert reply.status_code == 200, reply.text
     assert reply.json()["cairn"]["citations"]
 
 
 def test_redis_down_sessions_503_stateless_works_and_recovers(service_index: Path, tmp_path: Path) -> None:
+    from serving.app import create_app
+
     redis = RedisProcess(tmp_path)  # not started yet
-    with cairn_env(service_index, redis.url), Server(_app()) as server:
+    with Server(create_app(service_settings(service_index, redis.url))) as server:
         ready = httpx.get(f"{server.url}/ready")
         assert ready.status_code == 503 and not ready.json()["checks"]["redis"]["ok"]
         assert "redis" in ready.json()["checks"]["redis"]["hint"]
@@ -100,51 +94,61 @@ def test_redis_down_sessions_503_stateless_works_and_recovers(service_index: Pat
             redis.stop()
 
 
-def test_killed_service_keeps_every_committed_turn(service_index: Path, redis_server: RedisProcess) -> None:
-    root = Path(__file__).resolve().parents[2]
-    with cairn_env(service_index, redis_server.url) as env:
-        port = free_port()
+def test_killed_service_keeps_every_committed_turn(
+    service_index: Path, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    settings = service_settings(service_index, redis_server.url)
+    service = ServiceProcess(settings, log_path=tmp_path / "serve.log").start()
+    try:
+        assert _chat(service.url, session="killed").status_code == 200
+        service.process.kill()  # SIGKILL, as a crash would
+        service.start()
+        assert _chat(service.url, session="killed").status_code == 200
+        messages = httpx.get(f"{service.url}/sessions/killed").json()["messages"]
+        assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
+    finally:
+        service.process.stop()
 
-        def start() -> subprocess.Popen:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tests.serving.fake_service", "--port", str(port)],
-                cwd=root,
-                env={**os.environ, **env},
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-            )
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                        return process
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-            process.kill()
-            raise RuntimeError(process.stderr.read().decode()[-2000:])
 
-        url = f"http://127.0.0.1:{port}"
-        process = start()
-        try:
-            assert _chat(url, session="killed").status_code == 200
-            process.send_signal(signal.SIGKILL)
-            process.wait(10)
-            process = start()
-            assert _chat(url, session="killed").status_code == 200
-            messages = httpx.get(f"{url}/sessions/killed").json()["messages"]
-            assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant"]
-        finally:
-            process.kill()
-            process.wait(10)
+def test_two_apps_in_one_process_each_answer_with_their_own_model(
+    service_index: Path, redis_server: RedisProcess
+) -> None:
+    """Settings reach a run by one route: the app's own, never the process environment."""
+    dead = f"openai-compatible/m@http://127.0.0.1:{free_port()}/v1"
+    with (
+        served(service_index, redis_server.url, model="instant") as working,
+        served(service_index, redis_server.url, model=dead, model_max_retries=0) as broken,
+    ):
+        assert _chat(working.url).status_code == 200
+        assert httpx.get(f"{working.url}/ready").json()["checks"]["model"]["model"] == "instant"
+        down = _chat(broken.url)
+        assert down.status_code == 503 and dead.split("@")[1] in down.json()["error"]["message"]
+        ready = httpx.get(f"{broken.url}/ready").json()
+        assert ready["checks"]["model"]["model"] == dead and not ready["checks"]["model"]["ok"]
+        assert _chat(working.url).status_code == 200  # the other app's settings did not leak
+
+
+def test_serve_reports_a_redis_that_cannot_start_in_one_line(tmp_path: Path) -> None:
+    """A port held by something that is not Redis: redis-server cannot bind, and `cairn serve` says so."""
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen(1)
+        port = squatter.getsockname()[1]
+        env = {"CAIRN_DATA_DIR": str(tmp_path), "CAIRN_REDIS_URL": f"redis://127.0.0.1:{port}/0",
+               "CAIRN_MODEL": "instant", "PATH": os.environ["PATH"]}  # fmt: skip
+        done = subprocess.run([CAIRN, "serve", "--port", str(free_port())], env=env, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+    assert done.returncode == 14, done.stderr
+    assert "redis-server" in done.stderr and "hint:" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_api_keys_rate_limit_and_cors(service_index: Path, redis_server: RedisProcess) -> None:
     with served(
         service_index,
         redis_server.url,
-        CAIRN_API_KEYS="k1,k2",
-        CAIRN_RATE_LIMIT="3",
-        CAIRN_CORS_ORIGINS="http://localhost:3000",
+        api_keys=["k1", "k2"],
+        rate_limit=3,
+        cors_origins=["http://localhost:3000"],
     ) as server:
         assert httpx.get(f"{server.url}/health").status_code == 200  # open
         missing = httpx.get(f"{server.url}/v1/models")
@@ -172,7 +176,7 @@ def test_api_keys_rate_limit_and_cors(service_index: Path, redis_server: RedisPr
 
 
 def test_chunked_body_over_the_limit_is_413(service_index: Path, redis_server: RedisProcess) -> None:
-    with cairn_env(service_index, redis_server.url, CAIRN_MAX_BODY_BYTES="4096"), Server(_app()) as server:
+    with served(service_index, redis_server.url, max_body_bytes=4096) as server:
 
         def body():
             for _ in range(10):

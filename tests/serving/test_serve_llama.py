@@ -6,35 +6,17 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from cairn.processes import ChildProcess, http_ok
 from graphs.agent.citations import find_citations
 from tests.conftest import ROOT
-from tests.serving.conftest import RedisProcess, free_port
+from tests.serving.conftest import CAIRN, RedisProcess, free_port
 
 pytestmark = pytest.mark.integration
-
-CAIRN = str(Path(sys.executable).with_name("cairn"))
-
-
-def _wait(url: str, process: subprocess.Popen, seconds: float = 180) -> httpx.Response:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"exited {process.returncode}: {process.stderr.read().decode()[-3000:]}")
-        try:
-            reply = httpx.get(url, timeout=2)
-            if reply.status_code == 200:
-                return reply
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError(f"{url} not ready: {process.stderr.read().decode()[-3000:]}")
 
 
 def test_cairn_serve_with_the_embedded_model(service_index: Path, redis_server: RedisProcess, tmp_path: Path) -> None:
@@ -51,15 +33,11 @@ def test_cairn_serve_with_the_embedded_model(service_index: Path, redis_server: 
         "CAIRN_MODEL_TEMPERATURE": "0",
         "CAIRN_REDIS_PREFIX": "serve-llama",
     }
-    process = subprocess.Popen(
-        [CAIRN, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    serve = ChildProcess([CAIRN, "serve", "--port", str(port)], name="cairn serve", env=env,
+                         log_path=tmp_path / "serve.log")  # fmt: skip
+    serve.start(lambda: http_ok(f"http://127.0.0.1:{port}/ready", timeout=2), timeout=180)
     try:
-        ready = _wait(f"http://127.0.0.1:{port}/ready", process).json()
+        ready = httpx.get(f"http://127.0.0.1:{port}/ready").json()
         assert ready["checks"]["model"]["endpoint"].startswith(f"http://127.0.0.1:{model_port}")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
         stream = client.chat.completions.create(
@@ -73,20 +51,20 @@ def test_cairn_serve_with_the_embedded_model(service_index: Path, redis_server: 
         text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         final = [c for c in chunks if c.choices and c.choices[0].finish_reason][-1]
         assert final.choices[0].finish_reason in {"stop", "length"}
-        citations = final.model_extra["cairn"]["citations"]
-        assert citations and all(c in text for c in citations)
-        sources = text[text.index("Sources:") :]
-        assert find_citations(sources), sources
+        citations, sources = final.model_extra["cairn"]["citations"], final.model_extra["cairn"]["sources"]
+        assert all(c in text for c in citations)
+        listed = text[text.index("Sources:") :]
+        assert sources and [str(c) for _, c in find_citations(listed)] == [s["citation"] for s in sources]
         session = httpx.get(f"http://127.0.0.1:{port}/sessions/llama-session").json()
         assert session["telemetry"]["message_count"] == 2 and session["telemetry"]["prompt_tokens"] > 0
     finally:
-        process.send_signal(signal.SIGINT)  # Ctrl-C: the service stops the model server it started
+        serve.signal(signal.SIGINT)  # Ctrl-C: the service stops the model server it started
         try:
-            process.wait(30)
+            code = serve.wait(30)
         except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+            serve.kill()
             raise
-    assert process.returncode == 0, process.stderr.read().decode()[-2000:]
+    assert code == 0, (tmp_path / "serve.log").read_text()[-2000:]
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{model_port}/v1/models", timeout=2)
 
@@ -99,7 +77,7 @@ def test_serve_refuses_a_public_address_without_a_key(tmp_path: Path) -> None:
     assert "without an API key" in result.stderr and "CAIRN_API_KEYS" in result.stderr
 
 
-def test_langgraph_dev_loads_the_graph_and_runs_a_thread(service_index: Path, llama) -> None:
+def test_langgraph_dev_loads_the_graph_and_runs_a_thread(service_index: Path, llama, tmp_path: Path) -> None:
     from langgraph_sdk import get_sync_client
 
     port = free_port()
@@ -113,41 +91,28 @@ def test_langgraph_dev_loads_the_graph_and_runs_a_thread(service_index: Path, ll
         "LANGSMITH_TRACING": "false",
     }
     langgraph = str(Path(sys.executable).with_name("langgraph"))
-    process = subprocess.Popen(
-        [
-            langgraph,
-            "dev",
-            "--no-browser",
-            "--no-reload",
-            "--port",
-            str(port),
-            "--config",
-            str(ROOT / "langgraph.json"),
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    try:
-        _wait(f"http://127.0.0.1:{port}/ok", process, seconds=120)
+    command = [langgraph, "dev", "--no-browser", "--no-reload", "--port", str(port),
+               "--config", str(ROOT / "langgraph.json")]  # fmt: skip
+    with ChildProcess(command, name="langgraph dev", env=env, cwd=ROOT, log_path=tmp_path / "dev.log") as dev:
+        dev.start(lambda: http_ok(f"http://127.0.0.1:{port}/ok", timeout=2), timeout=120)
         client = get_sync_client(url=f"http://127.0.0.1:{port}")
         assistants = client.assistants.search(graph_id="agent")
         assert assistants and assistants[0]["name"] == "cairn-agent"
+        # Studio's context schema carries the CAIRN_* settings resolved when the graph was loaded
+        schema = client.assistants.get_schemas(assistants[0]["assistant_id"])["context_schema"]
+        assert schema["properties"]["model"]["default"] == env["CAIRN_MODEL"]
+        assert schema["properties"]["max_rounds"]["default"] == 0
         thread = client.threads.create()
         state = client.runs.wait(
             thread["thread_id"],
             "agent",
             input={"messages": [{"role": "human", "content": "How does the LRU cache evict?"}]},
         )
-        assert "Sources:" in state["answer"] and state["citations"]
+        assert state["answer"] and state["sources"]
         state = client.runs.wait(
             thread["thread_id"],
             "agent",
             input={"messages": [{"role": "human", "content": "And what does get return?"}]},
+            context={"k": 3},  # a field set for this run; the rest from the loaded settings
         )
         assert len(state["messages"]) == 4  # the thread kept the first turn
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(30)

@@ -12,7 +12,7 @@ from ingest.pipeline import ingest_repository
 from ingest.store import open_generation
 from retrievers import SearchIndex
 from tests.conftest import FakeEmbedder
-from tools import available_tools, load_tools, register_tool, tool_context_for
+from tools import TOOLS, available_tools, load_tools, tool_context_for
 
 
 @pytest.fixture
@@ -94,7 +94,36 @@ def test_search_code_returns_cited_chunks(repo_tools) -> None:
 def test_registry_loads_plugins_like_builtins_and_names_choices(repo_tools) -> None:
     from langchain_core.tools import StructuredTool
 
-    register_tool("echo", lambda ctx: StructuredTool.from_function(lambda text: text, name="echo", description="e"))
-    assert {"echo", "grep", "outline", "read_file", "search_code"} <= set(available_tools())
+    echo = lambda ctx: StructuredTool.from_function(lambda text: text, name="echo", description="e")  # noqa: E731
+    with TOOLS.registered("echo", echo):
+        assert {"echo", "grep", "outline", "read_file", "search_code"} <= set(available_tools())
+    assert "echo" not in available_tools()
     with pytest.raises(Exception, match="choose from"):
         load_tools(None, ["nope"])  # type: ignore[arg-type]
+
+
+def _call(name: str, **args) -> dict:
+    return {"name": name, "args": args, "id": f"call-{name}", "type": "tool_call"}
+
+
+def test_failures_are_error_tool_messages_and_cited_code_comes_as_documents(repo_tools) -> None:
+    """The agent tells a failed tool by ToolMessage.status, never by how its text starts."""
+    from langchain_core.documents import Document
+
+    tools, repo, _ = repo_tools
+    (repo / "tinykv" / "wal.py").unlink()  # indexed, then gone: read_file cannot read it
+    gone = tools["read_file"].invoke(_call("read_file", path="tinykv/wal.py"))
+    assert gone.status == "error" and gone.content.startswith("cannot read tinykv/wal.py")
+    bad_args = tools["read_file"].invoke(_call("read_file", path="tinykv/cache.py", start_line=0))
+    assert bad_args.status == "error"
+
+    read = tools["read_file"].invoke(_call("read_file", path="tinykv/cache.py", start_line=1, end_line=5))
+    assert read.status == "success"
+    (document,) = read.artifact
+    assert isinstance(document, Document) and document.metadata["citation"] == "tinykv/cache.py:1-5"
+    assert document.metadata["retriever"] == "tool:read_file" and document.metadata["language"] == "python"
+    assert document.page_content == "\n".join((repo / "tinykv/cache.py").read_text().split("\n")[:5])
+
+    found = tools["search_code"].invoke(_call("search_code", query="LRUCache", k=2))
+    assert found.status == "success" and len(found.artifact) == 2
+    assert all(d.metadata["citation"] in found.content for d in found.artifact)

@@ -1,0 +1,166 @@
+"""A chat request end to end: pick the session and graph, run the agent, answer whole or as a stream."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from langchain_core.messages import AIMessageChunk
+
+from config import Node
+from graphs.agent.citations import render_answer, sources_block
+from graphs.agent.context import Context
+from serving.errors import REDIS_ERRORS, ServiceError, error_body
+from serving.openai_api import (
+    DONE,
+    MODEL_ALIASES,
+    MODEL_ID,
+    ChatCompletionRequest,
+    ChunkWriter,
+    TokenUsage,
+    cairn_extra,
+    completion,
+    finish_reason_of,
+    new_turn,
+    to_langchain,
+)
+from serving.service import Service
+
+log = logging.getLogger("cairn.serving")
+
+SESSION_HEADER = "x-session-id"
+
+
+def session_id(body: ChatCompletionRequest, request: Request) -> str | None:
+    """Return the request's session: the ``X-Session-Id`` header, else the ``user`` field, else None."""
+    session = request.headers.get(SESSION_HEADER) or body.user
+    if session is not None and not (0 < len(session) <= 200):
+        raise ServiceError(400, "A session id must be 1 to 200 characters", "invalid_session_id")
+    return session
+
+
+def run_context(service: Service, body: ChatCompletionRequest) -> Context:
+    """Return the service's Context with this request's overrides (temperature, max tokens, stop)."""
+    return service.context.override(
+        temperature=body.temperature,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        stop=body.stop_list(),
+    )
+
+
+async def chat(service: Service, body: ChatCompletionRequest, request: Request) -> Response:
+    """Answer a chat-completions request, whole or streamed; a session keeps the conversation in Redis."""
+    if body.model not in MODEL_ALIASES:
+        raise ServiceError(
+            404, f"The model {body.model!r} does not exist; use {MODEL_ID!r} (GET /v1/models)", "model_not_found"
+        )
+    await service.require_index()
+    session = session_id(body, request)
+    context = run_context(service, body)
+    usage = TokenUsage()
+    config: dict[str, Any] = {"callbacks": [usage], "run_name": "cairn-chat"}
+    if session:
+        graph = service.session_graph
+        config["configurable"] = {"thread_id": session}
+        messages = new_turn(body.messages)
+        try:
+            await service.saver.ping()
+        except REDIS_ERRORS as exc:
+            raise service.redis_down(exc) from exc
+    else:
+        graph = service.graph
+        messages = to_langchain(body.messages)
+    # durability="exit": a session's turn is written once, when it completes (one Redis transaction per
+    # turn instead of one per step); a turn killed midway leaves the session as it was before it.
+    durability: dict[str, Any] = {"durability": "exit"} if session else {}
+
+    if not body.stream:
+        try:
+            state = await graph.ainvoke({"messages": messages}, config, context=context, **durability)
+        except Exception as exc:
+            raise service.translate(exc, context) from exc
+        if session:
+            await record_usage(service, session, usage)
+        return JSONResponse(completion(state, usage, session).model_dump(mode="json", exclude_unset=True))
+
+    events = graph.astream(
+        {"messages": messages}, config, context=context, stream_mode=["messages", "values"], **durability
+    )
+    chunks = stream_chunks(events, usage, session, bool(body.stream_options and body.stream_options.include_usage))
+    # Hold the response until the answer starts (or the run fails), so a model or Redis failure before
+    # the first token is a proper 503/504 rather than an error inside a 200 stream.
+    first = await anext(chunks)  # the role chunk, sent without waiting
+    try:
+        second = await anext(chunks)
+    except StopAsyncIteration:
+        second = None
+    except Exception as exc:
+        await chunks.aclose()
+        raise service.translate(exc, context) from exc
+
+    async def relay() -> AsyncIterator[str]:
+        yield first
+        if second is None:
+            return
+        yield second
+        try:
+            async for line in chunks:
+                if line == DONE and session:  # count the turn's tokens before the client sees the end
+                    await record_usage(service, session, usage)
+                yield line
+        except Exception as exc:  # after the first token: report inside the stream, then end it
+            error = service.translate(exc, context)
+            log.warning("stream failed after the first token: %s", error.message)
+            yield f"data: {json.dumps(error_body(error.message, error.code, error.kind))}\n\n"
+
+    return StreamingResponse(
+        relay(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+
+
+async def stream_chunks(
+    events: AsyncIterator[tuple[str, Any]], usage: TokenUsage, session: str | None, include_usage: bool
+) -> AsyncIterator[str]:
+    """Turn the graph's (mode, payload) stream into ``chat.completion.chunk`` SSE lines ending in [DONE].
+
+    The answer model's tokens are sent as they come; after them the "Sources" list, then a last
+    chunk with the finish reason and the ``cairn`` extra field (checked citations, sources). An
+    answer given without the model (nothing found) is sent whole.
+    """
+    writer = ChunkWriter()
+    yield writer.delta("", role="assistant")
+    streamed = False
+    final: dict[str, Any] = {}
+    async for mode, payload in events:
+        if mode == "values":
+            final = payload
+            continue
+        chunk, meta = payload
+        if meta.get("langgraph_node") == Node.ANSWER and isinstance(chunk, AIMessageChunk) and chunk.content:
+            streamed = True
+            yield writer.delta(str(chunk.content))
+    sources = final.get("sources", [])
+    rest = f"\n\n{sources_block(sources)}" if streamed and sources else ""
+    if not streamed:
+        rest = render_answer(final.get("answer", ""), sources)
+    if rest:
+        yield writer.delta(rest)
+    yield writer.delta(finish=finish_reason_of(final), cairn=cairn_extra(final, session, usage.estimated))
+    if include_usage:
+        yield writer.usage(usage.as_usage())
+    yield DONE
+
+
+async def record_usage(service: Service, session: str, usage: TokenUsage) -> None:
+    """Add a turn's tokens to the session's counters (a Redis failure loses only the counters)."""
+    try:
+        totals = usage.as_usage()
+        counts = {"prompt_tokens": totals.prompt_tokens, "completion_tokens": totals.completion_tokens,
+                  "total_tokens": totals.total_tokens}  # fmt: skip
+        await service.saver.record_usage(session, counts)
+    except REDIS_ERRORS as exc:
+        log.warning("could not record token usage for session %s: %s", session, exc)

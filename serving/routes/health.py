@@ -1,0 +1,32 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from cairn import __version__
+from serving.schemas import Health, Readiness
+from serving.service import ServiceDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health)
+async def health() -> Health:
+    """The process is alive (no credentials needed)."""
+    return Health(version=__version__)
+
+
+@router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready"}})
+async def ready(service: ServiceDep) -> JSONResponse:
+    """Whether the index is loaded and the model endpoint and Redis answer; says what is missing."""
+    checks = {
+        "index": await asyncio.to_thread(service.check_index),
+        "model": await service.check_model(),
+        "redis": await service.check_redis(),
+    }
+    body = Readiness(ready=all(check["ok"] for check in checks.values()), checks=checks)  # type: ignore[arg-type]
+    return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=200 if body.ready else 503)

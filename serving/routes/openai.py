@@ -1,0 +1,50 @@
+"""The OpenAI-compatible API: the model list and chat completions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from openai.types import Model
+from openai.types.chat import ChatCompletion
+
+from serving.chat import chat
+from serving.errors import ServiceError, documented
+from serving.openai_api import MODEL_ALIASES, MODEL_ID, ChatCompletionRequest, ModelList, model_card
+from serving.service import ServiceDep
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+STREAM_DOC = {
+    "description": "With `stream: true`: server-sent events, one `chat.completion.chunk` per `data:` line, "
+    "ending with `data: [DONE]`.",
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+}
+
+
+@router.get("/models", response_model=ModelList, responses=documented(401))
+async def list_models() -> ModelList:
+    """The agent, as the one model this API serves."""
+    return ModelList(data=[model_card()])
+
+
+@router.get("/models/{model_id}", response_model=Model, responses=documented(401, 404))
+async def get_model(model_id: str) -> Model:
+    """One model by id."""
+    if model_id not in MODEL_ALIASES:
+        raise ServiceError(404, f"The model {model_id!r} does not exist; use {MODEL_ID!r}", "model_not_found")
+    return model_card()
+
+
+@router.post(
+    "/chat/completions",
+    response_model=ChatCompletion,
+    responses={200: STREAM_DOC, **documented(400, 401, 404, 413, 429, 503, 504)},
+)
+async def chat_completions(body: ChatCompletionRequest, request: Request, service: ServiceDep) -> Response:
+    """OpenAI-compatible chat completions, streaming or not; answers cite path:start-end.
+
+    A conversation is kept server-side when the request names a session (``X-Session-Id`` header,
+    or the ``user`` field); then only the new user turn is taken from ``messages``. The response
+    carries an extra ``cairn`` field: the checked citations, the sources, what the agent searched.
+    """
+    return await chat(service, body, request)

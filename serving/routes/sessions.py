@@ -1,0 +1,72 @@
+"""Sessions: list them, read one's messages and telemetry, forget one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from langchain_core.messages import AIMessage, HumanMessage
+
+from graphs.agent.budget import message_tokens
+from serving.errors import REDIS_ERRORS, ServiceError, documented
+from serving.schemas import SessionDetail, SessionList, SessionMessage, SessionSummary, SessionTelemetry
+from serving.service import ServiceDep
+
+router = APIRouter(prefix="/sessions", tags=["sessions"])
+
+
+@router.get("", response_model=SessionList, responses=documented(401, 503))
+async def list_sessions(
+    service: ServiceDep,
+    limit: Annotated[int, Query(ge=1, le=500, description="At most this many sessions.")] = 50,
+    offset: Annotated[int, Query(ge=0, description="Skip this many (most recent first).")] = 0,
+) -> SessionList:
+    """Sessions, most recently used first."""
+    try:
+        threads = await service.saver.thread_ids(limit=limit, offset=offset)
+    except REDIS_ERRORS as exc:
+        raise service.redis_down(exc) from exc
+    return SessionList(sessions=[SessionSummary(id=t, updated_at=updated) for t, updated in threads])
+
+
+@router.get("/{session_id}", response_model=SessionDetail, responses=documented(401, 404, 503))
+async def get_session(session_id: str, service: ServiceDep) -> SessionDetail:
+    """A session's messages and telemetry: message count, tokens used, context size."""
+    try:
+        snapshot = await service.session_graph.aget_state({"configurable": {"thread_id": session_id}})
+        usage = await service.saver.session_usage(session_id)
+    except REDIS_ERRORS as exc:
+        raise service.redis_down(exc) from exc
+    messages = snapshot.values.get("messages", []) if snapshot and snapshot.values else []
+    if not messages:
+        raise ServiceError(404, f"No session {session_id!r}", "session_not_found")
+    return SessionDetail(
+        id=session_id,
+        messages=[
+            SessionMessage(role="user" if isinstance(m, HumanMessage) else "assistant", content=str(m.content))
+            for m in messages
+            if isinstance(m, HumanMessage | AIMessage)
+        ],
+        telemetry=SessionTelemetry(
+            message_count=len(messages),
+            turns=usage.get("turns", 0),
+            prompt_tokens=usage.get("prompt_tokens", 0),
+            completion_tokens=usage.get("completion_tokens", 0),
+            total_tokens=usage.get("total_tokens", 0),
+            context_tokens=message_tokens(messages),
+            context_window=service.context.context_tokens,
+        ),
+    )
+
+
+@router.delete("/{session_id}", status_code=204, response_class=Response, responses=documented(401, 404, 503))
+async def delete_session(session_id: str, service: ServiceDep) -> Response:
+    """Forget a session (its messages and checkpoints)."""
+    try:
+        if not await service.saver.has_thread(session_id):
+            raise ServiceError(404, f"No session {session_id!r}", "session_not_found")
+        await service.saver.adelete_thread(session_id)
+    except REDIS_ERRORS as exc:
+        raise service.redis_down(exc) from exc
+    return Response(status_code=204)
