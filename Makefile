@@ -54,8 +54,9 @@ demo: install  ## The command-line tour: ingest the sample, three searches, one 
 	$(BIN)/cairn search "retry with exponential backoff" --index $(SAMPLE_INDEX) -k 2 --language javascript
 	$(BIN)/cairn ask "How does the LRU cache evict entries?" --index $(SAMPLE_INDEX)
 
-test: install  ## Lint, run every test (unit and integration), then the eval gate on the sample dataset.
+test: install  ## Lint, check the import layering, run every test (unit and integration), then the eval gate.
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory eval-ci
 
@@ -68,9 +69,10 @@ eval: install  ## The larger eval (32 questions on the httpx source); latest res
 unit: install  ## Only the fast tests.
 	$(BIN)/python -m pytest -m "not integration"
 
-lint: install  ## ruff lint and format check.
+lint: install  ## ruff lint and format check, and the import-layering contracts.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: install  ## Apply ruff's formatting and safe fixes.
 	$(BIN)/ruff check --fix .
