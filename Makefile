@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving eval eval-retrieval clean help
+.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -87,10 +87,19 @@ bench-query: install  ## Query latency and quality on the benchmark index (after
 bench-serving: install  ## Service overhead, throughput, streaming TTFT and a 2,000-request soak (minutes).
 	$(BIN)/python benchmarks/bench_serving.py
 
-bench: bench-ingest bench-query bench-serving  ## All benchmarks.
+bench-page: install  ## The web page's weight, time to interactive and long tasks while 2,000 tokens stream (Chromium).
+	$(BIN)/python benchmarks/bench_page.py
+
+bench: bench-ingest bench-query bench-serving bench-page  ## All benchmarks.
 
 eval-retrieval: install  ## hit@5 / MRR of each retriever on the golden set (needs the benchmark index).
 	$(BIN)/python -m evals.retrieval --index /tmp/cairn-bench/index
+
+vendor: install  ## Refetch the web page's pinned npm packages (marked, DOMPurify, highlight.js, htm) into serving/web/static/vendor.
+	$(BIN)/python -m serving.web.vendor
+
+screenshots: install  ## Retake the README's screenshot of the web page (docs/images/web-page.png) with the page's tests.
+	CAIRN_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/serving/test_web.py -q -k screenshot
 
 clean:  ## Remove the venv and local state.
 	rm -rf $(VENV) .cairn .pytest_cache .ruff_cache *.egg-info

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import re
-import socket
 import sys
 import time
 from pathlib import Path
@@ -30,6 +29,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 
 from benchmarks.common import machine, summary_ms, write_result
+from cairn.processes import free_port
 from config import Settings
 from evals.retrieval import load_golden
 from graphs.agent.context import Context
@@ -58,12 +58,6 @@ class InstantModel(BaseChatModel):
             first = re.search(r"\[([^\[\]\s]+:\d+-\d+)\]", last)
             text = f"See [{first.group(1)}]." if first else "Nothing relevant."
         return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def overhead(index_dir: Path, rounds: int) -> dict[str, object]:

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.common import machine, summary_ms, write_result  # noqa: E402
+from cairn.processes import free_port  # noqa: E402
 
 QUESTIONS = [
     "How does the LRU cache evict entries?",
@@ -36,14 +37,6 @@ QUESTIONS = [
     "Where is the write-ahead log replayed?",
     "How does the retry helper back off?",
 ]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_ready(url: str, process: subprocess.Popen, seconds: float = 180) -> None:

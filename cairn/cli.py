@@ -196,6 +196,54 @@ def _state_summary(state: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def describe_step(step: dict[str, Any]) -> str | None:
+    """Return a step of the agent as a short line for people (None for steps not worth a line)."""
+    node, status = step.get("node"), step.get("status")
+    if status == "thinking":
+        return f"{node}: thinking"
+    if node == "plan":
+        if status == "running":
+            return "planning (rewriting the question)" if step.get("planned_by") == "model" else "planning"
+        return None
+    if node == "retrieve":
+        if status == "running":
+            return "searching " + ", ".join(f'"{q}"' for q in step.get("queries", []))
+        return f"found {step.get('found', 0)} chunks, kept {step.get('kept', 0)}"
+    if node == "analyze":
+        if status == "running":
+            return f"reading {step.get('documents', 0)} chunks"
+        return f"{step.get('relevant', 0)} relevant" + ("" if step.get("sufficient") else ", not enough")
+    if node == "refine":
+        return "searching again" if status == "running" else None
+    if node == "answer" and status == "running":
+        return "answering"
+    return None
+
+
+class _Steps:
+    """Show the agent's steps on stderr: one status line on a terminal, one line per step otherwise."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._status = err.status("starting") if enabled and err.is_terminal else None
+        if self._status is not None:
+            self._status.start()
+
+    def show(self, step: dict[str, Any]) -> None:
+        line = describe_step(step) if self.enabled else None
+        if line is None:
+            return
+        if self._status is not None:
+            self._status.update(line)
+        else:
+            err.print(f"· {line}", style="dim", highlight=False, markup=False)
+
+    def stop(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
 async def _ask(question: str, settings: Settings, session: str | None, as_json: bool, context: Any) -> None:
     from langchain_core.messages import AIMessageChunk, HumanMessage
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
@@ -203,6 +251,7 @@ async def _ask(question: str, settings: Settings, session: str | None, as_json: 
     from config import Node
     from graphs.agent.citations import sources_block
     from graphs.agent.graph import build_graph
+    from models.reasoning import ThinkingFilter
 
     async with contextlib.AsyncExitStack() as stack:
         checkpointer = None
@@ -214,21 +263,32 @@ async def _ask(question: str, settings: Settings, session: str | None, as_json: 
         config = {"configurable": {"thread_id": session}} if session else {}
         final: dict[str, Any] = {}
         streamed = False
-        async for mode, payload in graph.astream(
-            {"messages": [HumanMessage(question)]},
-            config,
-            context=context,
-            stream_mode=["messages", "values"],
-        ):
-            if mode == "values":
-                final = payload
-            elif not as_json:
-                chunk, meta = payload
-                if meta.get("langgraph_node") == Node.ANSWER and isinstance(chunk, AIMessageChunk) and chunk.content:
-                    if not streamed:
-                        out.print()
-                    streamed = True
-                    out.print(chunk.content, end="", markup=False, highlight=False)
+        steps = _Steps(enabled=not as_json)
+        thinking = ThinkingFilter()
+        try:
+            async for mode, payload in graph.astream(
+                {"messages": [HumanMessage(question)]},
+                config,
+                context=context,
+                stream_mode=["messages", "values", "custom"],
+            ):
+                if mode == "values":
+                    final = payload
+                elif mode == "custom":
+                    steps.show(payload)
+                elif not as_json:
+                    chunk, meta = payload
+                    if meta.get("langgraph_node") != Node.ANSWER or not isinstance(chunk, AIMessageChunk):
+                        continue
+                    visible, _ = thinking.feed(str(chunk.content))
+                    if visible:
+                        if not streamed:
+                            steps.stop()
+                            out.print()
+                        streamed = True
+                        out.print(visible, end="", markup=False, highlight=False)
+        finally:
+            steps.stop()
     if as_json:
         out.print_json(json.dumps(_state_summary(final), default=str))
         return
@@ -394,6 +454,7 @@ def serve(
         auth = ' -H "Authorization: Bearer $CAIRN_KEY"' if settings.api_keys else ""
         err.print(
             f"\n[bold]Cairn is serving[/] {settings.resolved_index_dir}\n"
+            f"  page            {base}/\n"
             f"  playground      {base}/agent/playground/\n"
             f"  OpenAI base URL {base}/v1   (model: cairn-agent)\n"
             f"  API docs        {base}/docs\n"

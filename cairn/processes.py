@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 import urllib.error
@@ -18,6 +19,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from cairn.errors import CairnError
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free on ``host`` right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def http_ok(url: str, timeout: float = 0.5) -> bool:

@@ -152,6 +152,16 @@ class Settings(BaseSettings):
     model_judge_max_tokens: int = Field(
         default=200, ge=16, description="Longest reply of plan, analyze and refine (short JSON), in tokens."
     )
+    model_structured_output: Literal["auto", "json_schema", "json_object_schema", "none"] = Field(
+        default="auto",
+        description=(
+            "How an OpenAI-compatible endpoint is asked for judgements that fit their schema: 'json_schema' "
+            "(OpenAI's form: vLLM, llama.cpp's llama-server, LM Studio, Ollama's /v1), 'json_object_schema' "
+            "(llama-cpp-python's server), 'none' (parse the reply as it comes), or 'auto' (try them in that "
+            "order, moving on only when the server refuses the parameter, and remember what it accepted). "
+            "The embedded model always uses json_object_schema, Ollama's native API its format parameter."
+        ),
+    )
     model_context_tokens: int = Field(
         default=4096,
         ge=512,
@@ -172,9 +182,31 @@ class Settings(BaseSettings):
         default="hybrid",
         description="Retriever the agent searches with: hybrid, dense, keyword, or a plugin retriever's name.",
     )
-    agent_k: int = Field(default=6, ge=1, le=50, description="Chunks the agent retrieves per query.")
+    agent_k: int = Field(
+        default=6,
+        ge=1,
+        le=50,
+        description="Chunks the agent retrieves per query, and the new chunks it reads per round (the best of "
+        "its queries, fused).",
+    )
     agent_max_rounds: int = Field(
         default=2, ge=0, le=10, description="Times the agent may refine its queries and search again."
+    )
+    agent_plan: Literal["auto", "model", "question"] = Field(
+        default="auto",
+        description=(
+            "When plan asks the model to rewrite the question: 'auto' only for a follow-up (a question with "
+            "earlier turns, which needs a standalone rewrite), 'model' always, 'question' never (the question "
+            "and the identifiers in it are searched as they are)."
+        ),
+    )
+    agent_prompt_layout: Literal["shared", "compact"] = Field(
+        default="shared",
+        description=(
+            "'shared': analyze and answer open with the same excerpts, so the model server reuses the "
+            "answer's prompt from its KV cache; 'compact': analyze reads each excerpt's first 600 "
+            "characters and the answer only the relevant excerpts."
+        ),
     )
     agent_use_tools: bool = Field(
         default=False,

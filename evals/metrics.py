@@ -68,6 +68,23 @@ def reciprocal_rank(rank: int | None, k: int | None = None) -> float:
     return 1.0 / rank
 
 
+# ---------------------------------------------------------------- judgements
+
+
+def fallback_rates(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """Return, per judging node, the share of its model judgements that took the deterministic fallback.
+
+    Each row lists the judgements asked of the model (``judged``) and those that fell back
+    (``fallbacks``), one entry per call; a node never asked has no rate (None).
+    """
+    rates: dict[str, float | None] = {}
+    for node in ("plan", "analyze", "refine"):
+        asked = sum(list(r.get("judged", [])).count(node) for r in rows)
+        failed = sum(list(r.get("fallbacks", [])).count(node) for r in rows)
+        rates[f"fallback_rate_{node}"] = round(failed / asked, 4) if asked else None
+    return rates
+
+
 # ---------------------------------------------------------------- citations
 
 

@@ -20,7 +20,16 @@ from typing import Any
 
 from config import MODEL_NODES, Settings
 from evals.datasets import CORPORA, Corpus, load_dataset, reference_contexts
-from evals.metrics import GATED, Scorers, citation_checks, first_relevant_rank, gate, hit_at_k, reciprocal_rank
+from evals.metrics import (
+    GATED,
+    Scorers,
+    citation_checks,
+    fallback_rates,
+    first_relevant_rank,
+    gate,
+    hit_at_k,
+    reciprocal_rank,
+)
 
 __all__ = ["corpus_index", "run_eval", "write_report"]
 
@@ -56,6 +65,7 @@ async def run_eval(
     from langchain_core.messages import HumanMessage
 
     from evals.ragas_compat import load_ragas
+    from graphs.agent.citations import source_documents
     from graphs.agent.context import Context
     from graphs.agent.graph import build_graph
     from retrievers import load_search_index
@@ -80,7 +90,7 @@ async def run_eval(
         rank = first_relevant_rank([d.metadata["path"] for d in documents], question.files)
         # what analyze judged relevant is what the answer was given; when it judged nothing relevant,
         # the retrieved documents are the contexts there are
-        relevant = [documents[i] for i in state.get("relevant", []) if i < len(documents)] or documents
+        relevant = source_documents(state) or documents
         answer = state.get("answer", "")
         sample = SingleTurnSample(
             user_input=question.question,
@@ -98,7 +108,9 @@ async def run_eval(
             **await scorers.score(sample),
             **citation_checks(state, corpus.root),
             "latency_s": round(latency, 3),
+            "judged": state.get("judged", []),
             "fallbacks": state.get("fallbacks", []),
+            "planned_by": state.get("planned_by"),
             "retrieved": [d.metadata["citation"] for d in documents[: settings.eval_k]],
             "citations": state.get("citations", []),
             "sources": [source["citation"] for source in state.get("sources", [])],
@@ -118,6 +130,7 @@ async def run_eval(
         "citation_validity": _mean([r["citation_validity"] for r in rows]),
         "model_citation_precision": _mean([r["model_citation_precision"] for r in rows]),
         "latency_p50_s": round(statistics.median(r["latency_s"] for r in rows), 3),
+        **fallback_rates(rows),
     }
     for name in scorers.judged:
         summary[name] = _mean([r.get(name) for r in rows])
@@ -133,6 +146,9 @@ async def run_eval(
             "judge": judge,
             "retriever": context.retriever,
             "agent_k": context.k,
+            "plan": context.plan,
+            "prompt_layout": context.prompt_layout,
+            "structured_output": context.structured_output,
             "max_rounds": context.max_rounds,
             "eval_k": settings.eval_k,
             # as the index was built, which is what the run searched

@@ -23,10 +23,12 @@ from typing import Any
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
+from pydantic import BaseModel
 
 from cairn.errors import ModelConfigError
 from cairn.registry import Registry
 from config import Settings
+from models.structured import Judgement, StructuredJudge
 
 log = logging.getLogger("cairn.models")
 
@@ -83,6 +85,7 @@ class ModelConfig:
     embedded_url: str
     fallback: str | None = None
     api_key: str | None = field(default=None, repr=False)
+    structured_output: str = "auto"
 
     @classmethod
     def from_settings(
@@ -99,6 +102,7 @@ class ModelConfig:
             embedded_url=embedded_base_url(settings.embedded_host, settings.embedded_port),
             fallback=settings.model_fallback,
             api_key=settings.model_api_key.get_secret_value() if settings.model_api_key else None,
+            structured_output=settings.model_structured_output,
         )
 
     def with_spec(self, spec: str) -> ModelConfig:
@@ -108,11 +112,19 @@ class ModelConfig:
 
 Provider = Callable[[ModelSpec, ModelConfig], BaseChatModel]
 PROVIDERS: Registry[Provider] = Registry("cairn.models")
+#: How each provider's server is asked for JSON fitting a schema (``models.structured``); a provider
+#: not listed gets none (its replies are parsed), openai-compatible ones the CAIRN setting.
+STRUCTURED_OUTPUT: dict[str, str] = {}
 
 
-def register_provider(name: str, provider: Provider) -> None:
-    """Make ``name/...`` model settings build chat models with ``provider(spec, config)``."""
+def register_provider(name: str, provider: Provider, *, structured_output: str | None = None) -> None:
+    """Make ``name/...`` model settings build chat models with ``provider(spec, config)``.
+
+    ``structured_output`` names how its server constrains replies to a schema (see ``models.structured``).
+    """
     PROVIDERS.register(name, provider)
+    if structured_output is not None:
+        STRUCTURED_OUTPUT[name] = structured_output
 
 
 def available_providers() -> list[str]:
@@ -170,10 +182,10 @@ def _instant(spec: ModelSpec, config: ModelConfig) -> BaseChatModel:
     return InstantChatModel(delay=delay)
 
 
-register_provider("embedded", _embedded)
-register_provider("openai-compatible", _openai_compatible)
-register_provider("ollama", _ollama)
-register_provider("instant", _instant)
+register_provider("embedded", _embedded, structured_output="json_object_schema")  # llama-cpp-python's server
+register_provider("openai-compatible", _openai_compatible)  # CAIRN_MODEL_STRUCTURED_OUTPUT, auto by default
+register_provider("ollama", _ollama, structured_output="ollama_format")
+register_provider("instant", _instant, structured_output="none")
 
 
 class FailoverLog(BaseCallbackHandler):
@@ -208,6 +220,46 @@ def build_chat_model(config: ModelConfig) -> Runnable:
 def chat_model(config: ModelConfig) -> Runnable:
     """Return the chat model for ``config``, built once per distinct config."""
     return build_chat_model(config)
+
+
+def structured_output_of(spec_text: str, config: ModelConfig) -> str:
+    """Return the structured-output mechanism for a model: its provider's, or the setting's."""
+    spec = parse_model_spec(spec_text)
+    if spec.provider == "openai-compatible":
+        return config.structured_output
+    return STRUCTURED_OUTPUT.get(spec.provider, "none")
+
+
+def build_judge(config: ModelConfig, schema: type[BaseModel]) -> Runnable[Any, Judgement]:
+    """Return a model whose replies are constrained to ``schema`` by each provider's own mechanism.
+
+    Invoking it returns a ``Judgement`` (the parsed schema, or None with the reason); with a
+    fallback, each model of the chain is constrained its own way.
+    """
+
+    def one(spec_text: str, one_config: ModelConfig) -> StructuredJudge:
+        spec = parse_model_spec(spec_text)
+        endpoint = spec.base_url or (one_config.embedded_url if spec.provider == "embedded" else spec_text)
+        model = _build_one(spec_text, one_config)
+        return StructuredJudge(model, schema, structured_output_of(spec_text, one_config), endpoint)
+
+    primary = one(config.spec, config)
+    if not config.fallback or config.fallback == config.spec:
+        return primary
+    primary.model.callbacks = [*(primary.model.callbacks or []), FailoverLog(config.spec, config.fallback)]  # type: ignore[list-item]
+    return primary.with_fallbacks([one(config.fallback, config.with_spec(config.fallback))])
+
+
+@lru_cache(maxsize=64)
+def judge_model(config: ModelConfig, schema: type[BaseModel]) -> Runnable[Any, Judgement]:
+    """Return the schema-constrained model for ``config``, built once per distinct config and schema."""
+    return build_judge(config, schema)
+
+
+def clear_model_caches() -> None:
+    """Forget every built client (after a provider is registered or unregistered)."""
+    chat_model.cache_clear()
+    judge_model.cache_clear()
 
 
 def _build_one(spec_text: str, config: ModelConfig) -> BaseChatModel:

@@ -1,7 +1,8 @@
 """The ``instant`` model: no model at all, for load tests, benchmarks and smoke tests of a deployment.
 
-It answers every prompt at once (or after ``instant/<seconds>``), so what is measured is Cairn and
-its infrastructure (HTTP, retrieval, Redis), not a model. Judgement prompts get a reply that is not
+It answers every prompt at once, or at ``instant/<seconds>`` per word (a model streaming at a known
+pace, for a page or a client to watch), so what is measured is Cairn and its infrastructure (HTTP,
+retrieval, Redis), not a model. Judgement prompts get a reply that is not
 JSON, so the graph takes its deterministic fallbacks; the answer prompt gets one sentence citing
 the first ``[path:start-end]`` it is shown, streamed word by word, with token usage as a real
 endpoint reports it. Never the default: it is chosen with ``CAIRN_MODEL=instant``.
@@ -20,13 +21,13 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from prompts.agent import ANSWER_MARKER
+from prompts.agent import ANSWER_TASK
 
 _CITATION = re.compile(r"\[([^\[\]\s]+:\d+-\d+)\]")
 
 
 class InstantChatModel(BaseChatModel):
-    """Answers at once, citing the first excerpt of an answer prompt; ``delay`` seconds per call."""
+    """Answers at once, citing the first excerpt of an answer prompt; ``delay`` seconds per word."""
 
     delay: float = 0.0
 
@@ -36,8 +37,10 @@ class InstantChatModel(BaseChatModel):
 
     def reply_to(self, messages: list[BaseMessage]) -> str:
         """Return the reply text for a prompt."""
-        found = _CITATION.search(str(messages[-1].content))  # the excerpts, not the instructions' example
-        if found is None or ANSWER_MARKER not in str(messages[0].content):
+        if ANSWER_TASK not in str(messages[-1].content):
+            return "ok"
+        found = _CITATION.search(str(messages[0].content))  # the excerpts, not the instructions' example
+        if found is None:
             return "ok"
         return f"It is implemented in {found.group(1)}, which handles the question."
 
@@ -54,10 +57,10 @@ class InstantChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        text = self.reply_to(messages)
         if self.delay:
-            time.sleep(self.delay)
-        message = self._message(self.reply_to(messages), messages)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+            time.sleep(self.delay * len(text.split(" ")))
+        return ChatResult(generations=[ChatGeneration(message=self._message(text, messages))])
 
     async def _agenerate(
         self,
@@ -66,10 +69,10 @@ class InstantChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
+        text = self.reply_to(messages)
         if self.delay:
-            await asyncio.sleep(self.delay)
-        message = self._message(self.reply_to(messages), messages)
-        return ChatResult(generations=[ChatGeneration(message=message)])
+            await asyncio.sleep(self.delay * len(text.split(" ")))
+        return ChatResult(generations=[ChatGeneration(message=self._message(text, messages))])
 
     def _chunks(self, messages: list[BaseMessage]) -> Iterator[ChatGenerationChunk]:
         text = self.reply_to(messages)
@@ -89,9 +92,9 @@ class InstantChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        if self.delay:
-            time.sleep(self.delay)
         for chunk in self._chunks(messages):
+            if self.delay:
+                time.sleep(self.delay)
             if run_manager:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -103,9 +106,9 @@ class InstantChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        if self.delay:
-            await asyncio.sleep(self.delay)
         for chunk in self._chunks(messages):
+            if self.delay:
+                await asyncio.sleep(self.delay)
             if run_manager:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk

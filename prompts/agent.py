@@ -1,9 +1,23 @@
-"""Prompt templates of the agent's nodes, filled at call time."""
+"""Prompt templates of the agent's nodes, filled at call time.
+
+Context first: analyze and answer open with the same system message, the numbered excerpts, so
+their prompts share a byte-identical prefix that llama.cpp, vLLM and Ollama keep in their KV cache;
+the answer then reads only its own instructions, not the code again. Each task (judge, answer)
+comes after the excerpts, in the human turn.
+"""
 
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 
-#: How the answer prompt's system message begins (a test model tells the answer prompt by it).
+#: How the excerpts' system message begins.
 ANSWER_MARKER = "You are Cairn"
+#: How the answer task begins (a test model tells the answer prompt by it).
+ANSWER_TASK = "Answer the question"
+
+EXCERPTS_SYSTEM = (
+    ANSWER_MARKER + ", an assistant that answers questions about one code repository using only numbered "
+    "excerpts of its code. Each excerpt starts with its citation in square brackets, [path:start-end].\n\n"
+    "Excerpts:\n{excerpts}"
+)
 
 PLAN = ChatPromptTemplate.from_messages(
     [
@@ -21,25 +35,25 @@ PLAN = ChatPromptTemplate.from_messages(
 
 ANALYZE = ChatPromptTemplate.from_messages(
     [
+        ("system", EXCERPTS_SYSTEM),
         (
-            "system",
-            "You judge which numbered code excerpts help answer a question about a repository, and whether "
-            'together they suffice. Reply with JSON only: {{"relevant": [1, 3], "sufficient": true, '
+            "human",
+            "Question: {question}\n\nWhich excerpts help answer the question, and are they enough to answer it? "
+            'Reply with JSON only: {{"relevant": [excerpt numbers], "sufficient": true or false, '
             '"missing": "what is still needed, if anything"}}',
         ),
-        ("human", "Question: {question}\n\nExcerpts:\n{excerpts}"),
     ]
 )
 
 ANALYZE_WITH_TOOLS = ChatPromptTemplate.from_messages(
     [
+        ("system", EXCERPTS_SYSTEM),
         (
-            "system",
-            "You are gathering code to answer a question about a repository. The excerpts found so far are "
-            "below. If something needed is missing, call the tools (search_code, read_file, grep, outline) "
-            "to fetch it; otherwise reply 'enough'.",
+            "human",
+            "Question: {question}\n\nYou are gathering code to answer the question. If something needed is "
+            "missing from the excerpts, call the tools (search_code, read_file, grep, outline) to fetch it; "
+            "otherwise reply 'enough'.",
         ),
-        ("human", "Question: {question}\n\nExcerpts:\n{excerpts}"),
     ]
 )
 
@@ -57,15 +71,14 @@ REFINE = ChatPromptTemplate.from_messages(
 
 ANSWER = ChatPromptTemplate.from_messages(
     [
-        (
-            "system",
-            ANSWER_MARKER + ", an assistant that answers questions about one code repository using only the "
-            "numbered excerpts given. After each claim, cite the excerpt it comes from with its citation in "
-            "square brackets exactly as written, e.g. [src/app.py:10-24]. Never cite anything else. If the "
-            "excerpts do not answer the question, say so plainly.",
-        ),
+        ("system", EXCERPTS_SYSTEM),
         MessagesPlaceholder("history", optional=True),
-        ("human", "Excerpts:\n{context}\n\nQuestion: {question}"),
+        (
+            "human",
+            ANSWER_TASK + " below from {use}. After each claim, cite the excerpt it comes from with its "
+            "citation in square brackets exactly as written, e.g. {example}. Never cite anything else. If the "
+            "excerpts do not answer the question, say so plainly.\n\nQuestion: {question}",
+        ),
     ]
 )
 

@@ -1,4 +1,4 @@
-"""The Cairn service: LangServe routes, an OpenAI-compatible chat API, sessions in Redis, health checks.
+"""The Cairn service: its web page, an OpenAI-compatible chat API, LangServe routes, sessions in Redis, health.
 
 ``create_app(settings)`` builds the FastAPI app from the settings it is given (default: the
 ``CAIRN_*`` environment); they are resolved into the agent's Context once, here, and every request
@@ -22,7 +22,7 @@ from cairn import __version__
 from config import Settings
 from graphs.agent.resources import resources_for
 from serving.errors import REDIS_ERRORS, add_error_handlers
-from serving.routes import health, openai, sessions
+from serving.routes import api, health, openai, sessions, web
 from serving.routes.langserve import add_langserve
 from serving.security import AccessMiddleware
 from serving.service import Service
@@ -64,13 +64,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(sessions.router)
+    app.include_router(api.router)
+    app.include_router(web.router)
+    app.mount(web.STATIC_PREFIX, web.static_assets(), name="static")
     add_langserve(app, service)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Session-Id"],
+            allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Session-Id", "X-Cairn-Events"],
         )
     app.add_middleware(
         AccessMiddleware,

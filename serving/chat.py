@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -14,6 +16,7 @@ from langchain_core.messages import AIMessageChunk
 from config import Node
 from graphs.agent.citations import render_answer, sources_block
 from graphs.agent.context import Context
+from models.reasoning import ThinkingFilter
 from serving.errors import REDIS_ERRORS, ServiceError, error_body
 from serving.openai_api import (
     DONE,
@@ -31,8 +34,12 @@ from serving.openai_api import (
 from serving.service import Service
 
 log = logging.getLogger("cairn.serving")
+T = TypeVar("T")
 
 SESSION_HEADER = "x-session-id"
+#: A request with this header set to 1 gets the agent's steps as `event: cairn.step` SSE events.
+EVENTS_HEADER = "x-cairn-events"
+STEP_EVENT = "cairn.step"
 
 
 def session_id(body: ChatCompletionRequest, request: Request) -> str | None:
@@ -79,20 +86,23 @@ async def chat(service: Service, body: ChatCompletionRequest, request: Request) 
     durability: dict[str, Any] = {"durability": "exit"} if session else {}
 
     if not body.stream:
+        run = graph.ainvoke({"messages": messages}, config, context=context, **durability)
         try:
-            state = await graph.ainvoke({"messages": messages}, config, context=context, **durability)
+            state = await until_disconnected(request, run)
         except Exception as exc:
             raise service.translate(exc, context) from exc
         if session:
             await record_usage(service, session, usage)
         return JSONResponse(completion(state, usage, session).model_dump(mode="json", exclude_unset=True))
 
-    events = graph.astream(
-        {"messages": messages}, config, context=context, stream_mode=["messages", "values"], **durability
-    )
-    chunks = stream_chunks(events, usage, session, bool(body.stream_options and body.stream_options.include_usage))
+    with_steps = request.headers.get(EVENTS_HEADER, "").strip().lower() in {"1", "true", "yes"}
+    modes = ["messages", "values", "custom"] if with_steps else ["messages", "values"]
+    events = graph.astream({"messages": messages}, config, context=context, stream_mode=modes, **durability)
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    chunks = stream_chunks(events, usage, session, include_usage, with_steps)
     # Hold the response until the answer starts (or the run fails), so a model or Redis failure before
-    # the first token is a proper 503/504 rather than an error inside a 200 stream.
+    # the first token is a proper 503/504 rather than an error inside a 200 stream. With steps asked for,
+    # the first step starts the response at once, and a later failure is an error event in the stream.
     first = await anext(chunks)  # the role chunk, sent without waiting
     try:
         second = await anext(chunks)
@@ -103,11 +113,11 @@ async def chat(service: Service, body: ChatCompletionRequest, request: Request) 
         raise service.translate(exc, context) from exc
 
     async def relay() -> AsyncIterator[str]:
-        yield first
-        if second is None:
-            return
-        yield second
         try:
+            yield first
+            if second is None:
+                return
+            yield second
             async for line in chunks:
                 if line == DONE and session:  # count the turn's tokens before the client sees the end
                     await record_usage(service, session, usage)
@@ -116,33 +126,86 @@ async def chat(service: Service, body: ChatCompletionRequest, request: Request) 
             error = service.translate(exc, context)
             log.warning("stream failed after the first token: %s", error.message)
             yield f"data: {json.dumps(error_body(error.message, error.code, error.kind))}\n\n"
+        finally:
+            # The client went away (Starlette cancels the response) or the stream ended: close the run,
+            # which closes the model's HTTP stream, so the model server stops generating for nobody.
+            await chunks.aclose()
 
     return StreamingResponse(
         relay(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
 
 
+async def until_disconnected(request: Request, run: Coroutine[Any, Any, T], poll: float = 0.25) -> T:
+    """Await ``run``, cancelling it if the client disconnects first (its model call is closed with it).
+
+    Starlette cancels a streaming response when its client goes away, but not a plain one: this
+    watches the connection for a request whose answer is sent whole.
+    """
+    task = asyncio.ensure_future(run)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=poll)
+            if done:
+                return task.result()
+            if await request.is_disconnected():
+                task.cancel()
+                raise ServiceError(499, "The client closed the request before the answer was ready",
+                                   "client_closed_request")  # fmt: skip
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def step_event(step: dict[str, Any]) -> str:
+    """Return an agent step as a named SSE event (``event: cairn.step``), which only opted-in clients get."""
+    return f"event: {STEP_EVENT}\ndata: {json.dumps(step, default=str)}\n\n"
+
+
 async def stream_chunks(
-    events: AsyncIterator[tuple[str, Any]], usage: TokenUsage, session: str | None, include_usage: bool
+    events: AsyncIterator[tuple[str, Any]],
+    usage: TokenUsage,
+    session: str | None,
+    include_usage: bool,
+    with_steps: bool = False,
 ) -> AsyncIterator[str]:
     """Turn the graph's (mode, payload) stream into ``chat.completion.chunk`` SSE lines ending in [DONE].
 
-    The answer model's tokens are sent as they come; after them the "Sources" list, then a last
-    chunk with the finish reason and the ``cairn`` extra field (checked citations, sources). An
-    answer given without the model (nothing found) is sent whole.
+    The answer model's tokens are sent as they come, a reasoning model's thinking held out of them
+    (sent as a step, if steps were asked for); after them the "Sources" list, then a last chunk with
+    the finish reason and the ``cairn`` extra field (checked citations, sources). An answer given
+    without the model (nothing found) is sent whole. Steps (mode ``custom``) become ``cairn.step``
+    events.
     """
     writer = ChunkWriter()
     yield writer.delta("", role="assistant")
     streamed = False
+    thinking = ThinkingFilter()
     final: dict[str, Any] = {}
-    async for mode, payload in events:
-        if mode == "values":
-            final = payload
-            continue
-        chunk, meta = payload
-        if meta.get("langgraph_node") == Node.ANSWER and isinstance(chunk, AIMessageChunk) and chunk.content:
-            streamed = True
-            yield writer.delta(str(chunk.content))
+    try:
+        async for mode, payload in events:
+            if mode == "values":
+                final = payload
+                continue
+            if mode == "custom":
+                yield step_event(payload)
+                continue
+            chunk, meta = payload
+            if meta.get("langgraph_node") == Node.ANSWER and isinstance(chunk, AIMessageChunk) and chunk.content:
+                visible, thought = thinking.feed(str(chunk.content))
+                if thought and with_steps:
+                    yield step_event({"node": Node.ANSWER, "status": "thinking", "thinking": thought})
+                if visible:
+                    streamed = True
+                    yield writer.delta(visible)
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]  (an async generator: closing it ends the run)
+    visible, _ = thinking.flush()
+    if visible:
+        streamed = True
+        yield writer.delta(visible)
     sources = final.get("sources", [])
     rest = f"\n\n{sources_block(sources)}" if streamed and sources else ""
     if not streamed:

@@ -12,8 +12,15 @@ from collections.abc import Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-#: Paths that never need a key (liveness probes run without credentials).
-OPEN_PATHS = frozenset({"/health"})
+#: Paths that never need a key: liveness probes run without credentials, and the web page and its
+#: assets hold no secrets (the page asks for a key when the API answers 401).
+OPEN_PATHS = frozenset({"/health", "/"})
+OPEN_PREFIXES = ("/static/",)
+
+
+def is_open(path: str) -> bool:
+    """Whether ``path`` is served without a key."""
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
 
 
 def is_loopback(host: str) -> bool:
@@ -111,7 +118,7 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         key = presented_key(scope)
-        if self.keys and path not in OPEN_PATHS:
+        if self.keys and not is_open(path):
             if key is None:
                 await _reply(
                     send,
@@ -124,7 +131,7 @@ class AccessMiddleware:
             if not any(hmac.compare_digest(key.encode(), k) for k in self.keys):
                 await _reply(send, 401, "Invalid API key", "invalid_api_key", [(b"www-authenticate", b"Bearer")])
                 return
-        if self.buckets is not None and path not in OPEN_PATHS:
+        if self.buckets is not None and not is_open(path):
             client = scope.get("client") or ("?", 0)
             wait = self.buckets.take(f"key:{key}" if self.keys else f"ip:{client[0]}")
             if wait > 0:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cairn.processes import free_port
 from config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,28 +43,19 @@ class FakeEmbedder:
         return self._vector(text)
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def fake_models() -> Iterator[Callable[..., None]]:
     """Register chat-model providers for one test (``register(provider, name="fake")``); removed after it."""
-    from models import PROVIDERS, chat_model
+    from models import PROVIDERS, clear_model_caches
 
     with contextlib.ExitStack() as stack:
 
         def register(provider: Callable, name: str = "fake") -> None:
             stack.enter_context(PROVIDERS.registered(name, provider))
-            chat_model.cache_clear()
+            clear_model_caches()
 
         yield register
-    chat_model.cache_clear()
+    clear_model_caches()
 
 
 @pytest.fixture

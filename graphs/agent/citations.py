@@ -7,8 +7,9 @@ applies to its answers and the eval scores them by.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.documents import Document
 
@@ -82,10 +83,17 @@ def check_citations(text: str, documents: Sequence[Document]) -> tuple[str, list
     return cleaned.strip(), valid, dropped
 
 
-def source_of(document: Document) -> Source:
+def source_of(document: Document, relevant: bool = True) -> Source:
     """Return the source entry of a document given to the answer model."""
     meta = document.metadata
-    return Source(citation=meta["citation"], symbol=meta.get("symbol"), score=float(meta.get("score") or 0.0))
+    score = float(meta.get("score") or 0.0)
+    return Source(citation=meta["citation"], symbol=meta.get("symbol"), score=score, relevant=relevant)
+
+
+def source_documents(state: Mapping[str, Any]) -> list[Document]:
+    """Return the documents the answer was given (its sources), in the sources' order."""
+    by_citation = {d.metadata["citation"]: d for d in state.get("documents", [])}
+    return [by_citation[s["citation"]] for s in state.get("sources", []) if s["citation"] in by_citation]
 
 
 def sources_block(sources: Sequence[Source]) -> str:

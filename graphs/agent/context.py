@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
@@ -54,6 +54,9 @@ class Context:
     max_tokens: int = _setting("model_max_tokens")
     judge_max_tokens: int = _setting("model_judge_max_tokens")
     context_tokens: int = _setting("model_context_tokens")
+    structured_output: Literal["auto", "json_schema", "json_object_schema", "none"] = _setting(
+        "model_structured_output"
+    )
     model_timeout: float = _setting("model_timeout")
     model_max_retries: int = _setting("model_max_retries")
     model_api_key: SecretStr | None = _setting("model_api_key")
@@ -64,6 +67,8 @@ class Context:
     retriever: str = _setting("agent_retriever")
     k: int = _setting("agent_k")
     max_rounds: int = _setting("agent_max_rounds")
+    plan: Literal["auto", "model", "question"] = _setting("agent_plan")
+    prompt_layout: Literal["shared", "compact"] = _setting("agent_prompt_layout")
     use_tools: bool = _setting("agent_use_tools")
     tools: list[str] | None = _setting("tools")
     index_dir: str = Field(
@@ -141,6 +146,7 @@ class Context:
             context_tokens=self.context_tokens,
             embedded_url=self.embedded_url,
             api_key=self.model_api_key.get_secret_value() if self.model_api_key else None,
+            structured_output=self.structured_output,
         )
 
     def index_spec(self) -> IndexSpec:

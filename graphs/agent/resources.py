@@ -10,14 +10,16 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 
-from config import MODEL_NODES
+from config import MODEL_NODES, Node
 from graphs.agent.context import Context
-from models import chat_model
+from graphs.agent.judgements import AnalyzeJudgement, PlanJudgement, RefineJudgement
+from models import Judgement, chat_model, judge_model
 from retrievers import SearchIndex, load_search_index, make_retriever
 from tools import load_tools, tool_context_for
 
@@ -27,10 +29,14 @@ class Resources:
     """The clients and index a run's nodes work with."""
 
     models: dict[str, Runnable]
+    judges: dict[str, Runnable[Any, Judgement]]
     index: SearchIndex
     retriever: BaseRetriever
     tools: tuple[BaseTool, ...]
 
+
+#: The schema each judging node's reply must fit.
+JUDGEMENTS = {Node.PLAN: PlanJudgement, Node.ANALYZE: AnalyzeJudgement, Node.REFINE: RefineJudgement}
 
 _tools: weakref.WeakKeyDictionary[SearchIndex, dict[tuple[str, ...] | None, tuple[BaseTool, ...]]] = (
     weakref.WeakKeyDictionary()
@@ -53,6 +59,7 @@ def resources_for(context: Context) -> Resources:
     index = load_search_index(context.index_spec())
     return Resources(
         models={node: chat_model(context.model_config(node)) for node in MODEL_NODES},
+        judges={node: judge_model(context.model_config(node), schema) for node, schema in JUDGEMENTS.items()},
         index=index,
         retriever=make_retriever(
             context.retriever, index, k=context.k, depth=context.fusion_depth, rrf_k=context.rrf_k

@@ -11,11 +11,12 @@ from typing_extensions import TypedDict  # pydantic (LangServe) rejects typing.T
 
 
 class Source(TypedDict):
-    """A piece of code the answer was given: its citation, the symbol it defines, its retrieval score."""
+    """A piece of code the answer was given: its citation, symbol, retrieval score, and whether analyze chose it."""
 
     citation: str
     symbol: str | None
     score: float
+    relevant: bool
 
 
 class ToolCallRecord(TypedDict):
@@ -40,6 +41,8 @@ class AgentState(InputState, total=False):
     """The latest question rewritten to stand alone (plan)."""
     queries: list[str]
     """Search queries of the current round (plan, then refine)."""
+    planned_by: str
+    """Who chose the first queries: "model" (a standalone rewrite) or "question" (the question as asked)."""
     searched: list[str]
     """Every query searched this turn, so refine can avoid repeats."""
     documents: list[Document]
@@ -55,12 +58,14 @@ class AgentState(InputState, total=False):
     answer: str
     """The answer's text, citations that no retrieved code supports removed; the sources are apart."""
     sources: list[Source]
-    """The code given to the answer model, in the order it was shown (the answer's "Sources")."""
+    """The code given to the answer model (the answer's "Sources"), the ones analyze chose first."""
     citations: list[str]
     """The answer's citations (path:start-end) that retrieved code supports, in order of first use."""
     dropped_citations: list[str]
     """Citations the model wrote that no retrieved chunk supports; removed from the answer."""
+    judged: list[str]
+    """Each model judgement asked this turn, by node (plan, analyze, refine), in order."""
     fallbacks: list[str]
-    """Nodes that used their deterministic fallback because the model's output did not parse."""
+    """Each judgement that took its deterministic fallback because the reply did not fit, by node."""
     tool_calls: list[ToolCallRecord]
     """Tools called by analyze: name, arguments, and the error each returned."""

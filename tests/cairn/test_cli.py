@@ -109,3 +109,14 @@ def test_ingest_and_search_work_with_no_network_at_all(tmp_path: Path) -> None:
     done = cairn("search", "write-ahead log", "--index", str(index), "--json", prefix=offline, env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["results"]
+
+
+def test_ask_shows_the_steps_on_stderr_and_the_answer_on_stdout(cli_index: Path) -> None:
+    done = cairn("ask", "How does the LRU cache evict entries?", "--index", str(cli_index), "--model", "instant")
+    assert done.returncode == 0, done.stderr
+    steps = [line for line in done.stderr.splitlines() if line.startswith("· ")]
+    assert steps[0] == "· planning" and steps[-1] == "· answering"
+    assert any(line.startswith('· searching "How does the LRU cache evict entries?"') for line in steps)
+    assert any(line.startswith("· found ") for line in steps)
+    assert "It is implemented in tinykv/cache.py:" in done.stdout and "Sources:" in done.stdout
+    assert "· " not in done.stdout

@@ -42,6 +42,8 @@ async def test_report_scores_and_gate(eval_settings: Settings, tmp_path: Path) -
     # the instant model cites the first excerpt it is shown, which the agent keeps
     assert summary["citation_validity"] == 1.0 and summary["model_citation_precision"] == 1.0
     assert 0 < summary["rouge_l"] < 1
+    # the instant model writes no JSON: analyze always falls back; plan (first questions) never asks a model
+    assert summary["fallback_rate_analyze"] == 1.0 and summary["fallback_rate_plan"] is None
     assert report["gate"]["passed"], report["gate"]
     config = report["config"]
     assert config["models"] == {"plan": "instant", "analyze": "instant", "refine": "instant", "answer": "instant"}

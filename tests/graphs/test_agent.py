@@ -10,8 +10,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from graphs.agent.context import Context
 from graphs.agent.graph import build_graph, graph
-from graphs.agent.nodes import parse_json_object
 from ingest.pipeline import ingest_repository
+from models.structured import json_object_in as parse_json_object
 from prompts.agent import NOTHING_FOUND
 from tests.conftest import SAMPLE_REPO, FakeEmbedder
 from tests.fakes import QueuedChatModel
@@ -48,7 +48,8 @@ def models(**nodes: QueuedChatModel) -> dict[str, str]:
 
 
 def context(index_dir: str, **kwargs) -> Context:
-    return Context(index_dir=index_dir, retriever="keyword", **kwargs)
+    """A keyword-retrieval context that asks the model to plan every question (unless told otherwise)."""
+    return Context(**{"index_dir": index_dir, "retriever": "keyword", "plan": "model", **kwargs})
 
 
 PLAN_OK = '{"question": "How does the WAL detect a torn record?", "queries": ["decode_records crc32"]}'
@@ -80,13 +81,17 @@ async def test_happy_path_answers_with_checked_citations(index_dir) -> None:
     assert reply.content.endswith(
         "\n".join(f"- {s['citation']}" + (f" ({s['symbol']})" if s["symbol"] else "") for s in state["sources"])
     )
-    assert [s["citation"] for s in state["sources"]] == [
-        state["documents"][i].metadata["citation"] for i in state["relevant"]
-    ]
-    # the answer prompt carried the relevant chunk with its citation
-    prompt = answer_model.prompts[0][-1].content
+    # the answer was shown every excerpt (the shared layout): all are sources, the ones analyze chose first
+    chosen = [state["documents"][i].metadata["citation"] for i in state["relevant"]]
+    assert [s["citation"] for s in state["sources"] if s["relevant"]] == chosen
+    assert [s["citation"] for s in state["sources"]][: len(chosen)] == chosen
+    assert len(state["sources"]) == len(state["documents"])
+    # the answer prompt carried the relevant chunk with its citation, and was told which excerpt to use
+    system, task = answer_model.prompts[0][0].content, answer_model.prompts[0][-1].content
     first = state["documents"][state["relevant"][0]]
-    assert f"[{first.metadata['citation']}]" in prompt and first.page_content[:40] in prompt
+    assert f"[{first.metadata['citation']}]" in system and first.page_content[:40] in system
+    assert f"from the excerpt [{first.metadata['citation']}]." in task  # named as the answer should cite it
+    assert state["judged"] == ["plan", "analyze"] and state["planned_by"] == "model"
 
 
 async def test_unparseable_plan_falls_back_to_the_question_and_its_identifiers(index_dir) -> None:
@@ -254,3 +259,76 @@ def test_json_is_found_inside_chatter_and_fences() -> None:
     assert parse_json_object('{oops} then {"ok": true}') == {"ok": True}
     with pytest.raises(ValueError):
         parse_json_object("no json here {broken")
+
+
+async def test_a_first_question_is_searched_as_asked_and_a_follow_up_is_rewritten(index_dir) -> None:
+    """plan=auto (the default) saves the model call a first question does not need."""
+    plan_model = QueuedChatModel(replies=['{"question": "Who calls decode_records?", "queries": ["replay"]}'])
+    ctx = context(
+        index_dir,
+        plan="auto",
+        **models(
+            plan=plan_model,
+            analyze=QueuedChatModel(default='{"relevant": [1], "sufficient": true}'),
+            answer=QueuedChatModel(default="It is checked in decode_records."),
+        ),
+    )
+    memory = build_graph().compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "auto-plan"}}
+    first = await memory.ainvoke({"messages": [HumanMessage("how does decode_records work?")]}, config, context=ctx)
+    assert plan_model.prompts == [] and first["planned_by"] == "question"
+    assert first["queries"][:2] == ["how does decode_records work?", "decode_records"]
+    assert first["judged"] == ["analyze"]
+    follow = await memory.ainvoke({"messages": [HumanMessage("and who calls it?")]}, config, context=ctx)
+    assert len(plan_model.prompts) == 1 and follow["planned_by"] == "model"
+    assert follow["question"] == "Who calls decode_records?" and "replay" in follow["queries"]
+
+
+async def test_a_reasoning_models_thinking_never_reaches_the_answer_or_history(index_dir) -> None:
+    """Thinking inline (<think>…</think>) and apart (reasoning_content): judgements parse, answers stay clean."""
+    analyze_reply = AIMessage('{"relevant": [1], "sufficient": true}',
+                              additional_kwargs={"reasoning_content": "SECRET-A: excerpt 1 has the CRC."})  # fmt: skip
+    ctx = context(
+        index_dir,
+        **models(
+            plan=QueuedChatModel(replies=["<think>SECRET-P the user asks about torn records</think>" + PLAN_OK]),
+            analyze=QueuedChatModel(replies=[analyze_reply]),
+            answer=QueuedChatModel(replies=["<think>SECRET-B I should cite wal</think>It checks a CRC32."]),
+        ),
+    )
+    steps = []
+    async for mode, payload in graph.astream(
+        {"messages": [HumanMessage("how is a torn record detected?")]}, context=ctx, stream_mode=["custom", "values"]
+    ):
+        if mode == "custom":
+            steps.append(payload)
+        else:
+            state = payload
+    assert state["fallbacks"] == [] and "decode_records crc32" in state["queries"]
+    assert state["answer"].startswith("It checks a CRC32.")
+    visible = " ".join([state["answer"], *(str(m.content) for m in state["messages"]), *state["citations"]])
+    assert "SECRET" not in visible
+    thoughts = [s for s in steps if s["status"] == "thinking"]
+    assert [s["node"] for s in thoughts] == ["plan", "analyze"]
+    assert "SECRET-A" in thoughts[1]["thinking"]
+
+
+async def test_each_node_reports_its_steps_in_order(index_dir) -> None:
+    ctx = context(
+        index_dir,
+        **models(
+            plan=QueuedChatModel(replies=[PLAN_OK]),
+            analyze=QueuedChatModel(replies=['{"relevant": [1, 2], "sufficient": true}']),
+            answer=QueuedChatModel(replies=["Checked by CRC [tinykv/wal.py:24-36]."]),
+        ),
+    )
+    steps = [p async for p in graph.astream({"messages": [HumanMessage("torn record?")]}, context=ctx,
+                                              stream_mode="custom")]  # fmt: skip
+    assert [(s["node"], s["status"]) for s in steps] == [
+        ("plan", "running"), ("plan", "done"), ("retrieve", "running"), ("retrieve", "done"),
+        ("analyze", "running"), ("analyze", "done"), ("answer", "running"), ("answer", "done"),
+    ]  # fmt: skip
+    by_step = {(s["node"], s["status"]): s for s in steps}
+    assert by_step[("retrieve", "running")]["queries"] == ["torn record?", "decode_records crc32"]
+    assert by_step[("retrieve", "done")]["kept"] >= 2 and by_step[("analyze", "done")]["relevant"] == 2
+    assert by_step[("answer", "done")]["citations"] == ["tinykv/wal.py:24-36"]

@@ -48,7 +48,8 @@ async def test_without_a_context_the_run_reads_configurable(tmp_path, fake_model
     ingest_repository(SAMPLE_REPO, Settings(index_dir=tmp_path / "index"), embedder_factory=FakeEmbedder)
     model = QueuedChatModel(default='{"question": "q", "queries": ["wal"], "relevant": [1], "sufficient": true}')
     fake_models(lambda spec, config: model)
-    configurable = {"model": "fake/any", "index_dir": str(tmp_path / "index"), "retriever": "keyword", "k": 2}
+    configurable = {"model": "fake/any", "index_dir": str(tmp_path / "index"), "retriever": "keyword", "k": 2,
+                    "plan": "model"}  # fmt: skip
     state = await graph.ainvoke({"messages": [HumanMessage("wal checksum")]}, {"configurable": configurable})
     assert len(model.prompts) == 3 and state["answer"]  # plan, analyze, answer all went to the configured model
     assert len(state["documents"]) <= 2 * len(state["queries"])

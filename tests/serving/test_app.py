@@ -78,6 +78,40 @@ def test_streaming_sends_chunks_then_done(service: Server) -> None:
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] > 0
 
 
+def _sse(lines: list[str]) -> list[tuple[str | None, str]]:
+    """Split SSE lines into (event name or None, data) pairs."""
+    out, event = [], None
+    for line in lines:
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            out.append((event, line[6:]))
+            event = None
+    return out
+
+
+def test_steps_stream_as_named_events_only_for_clients_that_ask(service: Server) -> None:
+    body = {"model": "cairn-agent", "stream": True, "messages": [{"role": "user", "content": "How is a put logged?"}]}
+    url = f"{service.url}/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, headers={"X-Cairn-Events": "1"}, timeout=60) as response:
+        events = _sse([line for line in response.iter_lines() if line])
+    steps = [json.loads(data) for event, data in events if event == "cairn.step"]
+    order = [(s["node"], s["status"]) for s in steps]
+    assert order[0] == ("plan", "running") and order[-1] == ("answer", "done")
+    assert ("retrieve", "running") in order and ("analyze", "done") in order
+    searched = next(s for s in steps if s["node"] == "retrieve" and s["status"] == "running")
+    assert "How is a put logged?" in searched["queries"]
+    assert next(s for s in steps if s["node"] == "retrieve" and s["status"] == "done")["kept"] > 0
+    assert steps[-1]["sources"] and "citations" in steps[-1]
+    chunks = [json.loads(data) for event, data in events if event is None and data != "[DONE]"]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks) and events[-1] == (None, "[DONE]")
+
+    with httpx.stream("POST", url, json=body, timeout=60) as plain:  # a stock client sees plain OpenAI
+        lines = [line for line in plain.iter_lines() if line]
+    assert not any(line.startswith("event:") for line in lines)
+    assert all(json.loads(line[6:])["object"] == "chat.completion.chunk" for line in lines[:-1])
+
+
 def test_session_keeps_the_conversation(service: Server) -> None:
     headers = {"X-Session-Id": "sess-1"}
     url = f"{service.url}/v1/chat/completions"
@@ -197,4 +231,9 @@ async def test_langserve_client_invoke_and_stream(service: Server) -> None:
     assert len(batch) == 2 and all(b["citations"] for b in batch)
     events = [e async for e in agent.astream_events({"messages": [HumanMessage("evict")]}, version="v2")]
     assert any(e["event"] == "on_chain_end" for e in events)
+    # a LangServe client can follow the agent's steps: each node starts and ends, in order
+    nodes = {"plan", "retrieve", "analyze", "refine", "answer"}
+    started = [e["name"] for e in events if e["event"] == "on_chain_start" and e["name"] in nodes]
+    ended = [e["name"] for e in events if e["event"] == "on_chain_end" and e["name"] in nodes]
+    assert started[:3] == ["plan", "retrieve", "analyze"] and started[-1] == "answer" and ended == started
     assert httpx.get(f"{service.url}/agent/playground/").status_code == 200

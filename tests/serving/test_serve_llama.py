@@ -116,3 +116,41 @@ def test_langgraph_dev_loads_the_graph_and_runs_a_thread(service_index: Path, ll
             context={"k": 3},  # a field set for this run; the rest from the loaded settings
         )
         assert len(state["messages"]) == 4  # the thread kept the first turn
+
+
+def test_a_client_that_goes_away_stops_the_model(service_index: Path, redis_server: RedisProcess, llama) -> None:
+    """Closing a stream mid-answer closes the model request: llama.cpp stops generating for nobody."""
+    import time
+
+    import openai
+
+    from tests.serving.conftest import served
+
+    spec = f"openai-compatible/smollm2-135m@{llama.base_url}"
+    direct = openai.OpenAI(base_url=llama.base_url, api_key="unused")
+
+    def quick_reply_seconds() -> float:
+        started = time.monotonic()
+        direct.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "Hi"}],
+                                       max_tokens=2)  # fmt: skip
+        return time.monotonic() - started
+
+    # llama.cpp's server answers one request at a time, so a generation still running would hold this up
+    idle = quick_reply_seconds()
+    # At temperature 0 this question runs the bundled model to its 1,500-token limit (measured: 55 s),
+    # so a generation that went on would hold up the probe below for tens of seconds.
+    with served(service_index, redis_server.url, model=spec, model_max_tokens=1500, model_temperature=0,
+                agent_max_rounds=0) as server:  # fmt: skip
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused")
+        stream = client.chat.completions.create(
+            model="cairn-agent",
+            messages=[{"role": "user", "content": "Write a very long story about the LRU cache, in detail."}],
+            stream=True,
+        )
+        for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                break  # the answer has started: go away
+        stream.close()
+        time.sleep(0.5)
+        after = quick_reply_seconds()
+    assert after < idle + 3, f"the model kept generating after the client left ({after:.1f}s vs {idle:.1f}s idle)"

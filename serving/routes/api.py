@@ -1,0 +1,110 @@
+"""The page's API: hybrid search over HTTP and indexed files as highlighted lines."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from langchain_core.tools import ToolException
+
+from cairn.errors import CairnError
+from retrievers import available_retrievers, check_retriever, load_search_index, make_retriever
+from serving.errors import ServiceError, documented
+from serving.service import ServiceDep
+from serving.web.code_view import excerpt_window, highlighted_file
+from serving.web.schemas import FileExcerpt, FileLine, RetrieverList, SearchResult, SearchResults
+from tools import confine, tool_context_for
+
+router = APIRouter(prefix="/api", tags=["page"])
+
+#: Lines of a chunk a search result shows.
+SNIPPET_LINES = 8
+
+
+@router.get("/retrievers", response_model=RetrieverList, responses=documented(401))
+async def list_retrievers(service: ServiceDep) -> RetrieverList:
+    """The retrievers a search may use, plugins included, and the agent's own."""
+    return RetrieverList(modes=available_retrievers(), default=service.context.retriever)
+
+
+@router.get("/search", response_model=SearchResults, responses=documented(400, 401, 503))
+async def search(
+    service: ServiceDep,
+    q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for.")],
+    mode: Annotated[str, Query(description="A retriever: hybrid, dense, keyword or a plugin's.")] = "hybrid",
+    k: Annotated[int, Query(ge=1, le=50, description="How many results.")] = 8,
+    path: Annotated[list[str] | None, Query(description="Only files matching these globs (gitignore style).")] = None,
+    language: Annotated[list[str] | None, Query(description="Only these languages, e.g. python.")] = None,
+) -> SearchResults:
+    """Search the index as `cairn search` does: ranked chunks with citation, symbol, snippet and score."""
+    try:
+        check_retriever(mode)
+    except CairnError as exc:
+        raise ServiceError(400, f"{exc.message}; {exc.hint}", "unknown_retriever") from exc
+    await service.require_index()
+    context = service.context
+    index = await asyncio.to_thread(load_search_index, context.index_spec())
+    retriever = make_retriever(mode, index, k=k, depth=context.fusion_depth, rrf_k=context.rrf_k)
+    filters = {name: value for name, value in (("path_glob", path), ("language", language)) if value}
+    documents = await asyncio.to_thread(retriever.invoke, q, **filters)
+    results = []
+    for document in documents:
+        meta = document.metadata
+        results.append(
+            SearchResult(
+                citation=meta["citation"],
+                path=meta["path"],
+                start_line=meta["start_line"],
+                end_line=meta["end_line"],
+                language=meta.get("language", ""),
+                symbol=meta.get("symbol"),
+                kind=meta.get("kind", ""),
+                score=float(meta.get("score", 0.0)),
+                rank=int(meta.get("rank", 0)),
+                snippet="\n".join(document.page_content.split("\n")[:SNIPPET_LINES]),
+            )
+        )
+    return SearchResults(query=q, mode=mode, results=results)
+
+
+@router.get("/files/{path:path}", response_model=FileExcerpt, responses=documented(400, 401, 404, 503))
+async def read_file(
+    service: ServiceDep,
+    path: Annotated[str, Path(description="A file of the index, relative to the repository root, as cited.")],
+    start: Annotated[int, Query(ge=1, description="First line of the range (1-based).")] = 1,
+    end: Annotated[int | None, Query(ge=1, description="Last line of the range (default: start).")] = None,
+    context: Annotated[int, Query(ge=0, le=200, description="Lines of context on each side.")] = 8,
+) -> FileExcerpt:
+    """Lines of an indexed file, highlighted, with the range marked and context around it.
+
+    Confined like the agent's read_file tool: only files in the index (not ignored ones, not a
+    `.env`), no absolute paths, `~` or `..`, no symlinks out of the repository; at most 400 lines.
+    """
+    if end is not None and end < start:
+        raise ServiceError(400, f"The range {start}-{end} ends before it starts", "invalid_range")
+    await service.require_index()
+    index = await asyncio.to_thread(load_search_index, service.context.index_spec())
+    try:
+        rel, target = confine(tool_context_for(index), path)
+    except ToolException as exc:
+        message = str(exc)
+        status = 400 if message.startswith("refused") else 404
+        raise ServiceError(status, message, "file_refused" if status == 400 else "file_not_found") from exc
+    try:
+        language, lines = await asyncio.to_thread(highlighted_file, target, rel)
+    except OSError as exc:
+        raise ServiceError(404, f"Cannot read {rel}: {exc.strerror or exc}", "file_not_found") from exc
+    total = len(lines)
+    if total == 0:
+        return FileExcerpt(path=rel, language=language, total_lines=0, start=0, end=0, lines=[], truncated=False)
+    start, end, first, last, truncated = excerpt_window(total, start, end, context)
+    return FileExcerpt(
+        path=rel,
+        language=language,
+        total_lines=total,
+        start=start,
+        end=end,
+        lines=[FileLine(number=n, html=lines[n - 1], cited=start <= n <= end) for n in range(first, last + 1)],
+        truncated=truncated,
+    )
