@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page eval eval-retrieval vendor screenshots clean help
+.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing traces eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -90,7 +90,10 @@ bench-serving: install  ## Service overhead, throughput, streaming TTFT and a 2,
 bench-page: install  ## The web page's weight, time to interactive and long tasks while 2,000 tokens stream (Chromium).
 	$(BIN)/python benchmarks/bench_page.py
 
-bench: bench-ingest bench-query bench-serving bench-page  ## All benchmarks.
+bench-tracing: install  ## What tracing costs a request: tracing off, on, and on and exporting over OTLP/HTTP (minutes).
+	$(BIN)/python benchmarks/bench_tracing.py
+
+bench: bench-ingest bench-query bench-serving bench-page bench-tracing  ## All benchmarks.
 
 eval-retrieval: install  ## hit@5 / MRR of each retriever on the golden set (needs the benchmark index).
 	$(BIN)/python -m evals.retrieval --index /tmp/cairn-bench/index
@@ -101,5 +104,22 @@ vendor: install  ## Refetch the web page's pinned npm packages (marked, DOMPurif
 screenshots: install  ## Retake the README's screenshot of the web page (docs/images/web-page.png) with the page's tests.
 	CAIRN_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/serving/test_web.py -q -k screenshot
 
+# Arize Phoenix, the local trace viewer, in a venv of its own (it pins its own FastAPI), on loopback,
+# with its telemetry and external resources off; its data in .cairn/phoenix.
+PHOENIX_VENV ?= .venv-phoenix
+PHOENIX_PORT ?= 6006
+PHOENIX ?= arize-phoenix>=12,<21
+
+$(PHOENIX_VENV)/bin/phoenix:
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install --quiet "$(PHOENIX)"
+
+traces: $(PHOENIX_VENV)/bin/phoenix  ## Start Phoenix on http://127.0.0.1:6006; send traces there with OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:6006.
+	@mkdir -p .cairn/phoenix
+	@echo "Phoenix on http://127.0.0.1:$(PHOENIX_PORT); in another terminal: OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:$(PHOENIX_PORT) make run"
+	PHOENIX_HOST=127.0.0.1 PHOENIX_PORT=$(PHOENIX_PORT) PHOENIX_WORKING_DIR=$(CURDIR)/.cairn/phoenix \
+	  PHOENIX_TELEMETRY_ENABLED=false PHOENIX_ALLOW_EXTERNAL_RESOURCES=false \
+	  $(PHOENIX_VENV)/bin/python serving/trace_viewer.py
+
 clean:  ## Remove the venv and local state.
-	rm -rf $(VENV) .cairn .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(PHOENIX_VENV) .cairn .pytest_cache .ruff_cache *.egg-info

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cairn import __version__
+from cairn import __version__, telemetry
 from cairn.errors import CairnError, ExitCode, GateFailed, UnsafeBind
 from config import Settings
 
@@ -37,13 +37,24 @@ IndexOption = Annotated[
 ]
 
 
+#: Commands traced as one trace each (a server's requests are traced one by one instead).
+TRACED_COMMANDS = frozenset({"ingest", "search", "ask", "eval"})
+
+
 def _reports_errors(func: F) -> F:
     """Turn Cairn's errors into one line on stderr and the error's exit code."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            if func.__name__.rstrip("_") not in TRACED_COMMANDS:
+                return func(*args, **kwargs)
+            telemetry.configure()  # one trace per command, exported where OTEL_EXPORTER_OTLP_ENDPOINT says
+            try:
+                with telemetry.span(f"cairn {func.__name__.rstrip('_')}"):
+                    return func(*args, **kwargs)
+            finally:
+                telemetry.flush()  # the SDK shuts the provider down at exit
         except CairnError as exc:
             err.print(f"[bold red]error:[/] {exc.message}", highlight=False)
             if exc.hint:

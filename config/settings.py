@@ -251,6 +251,19 @@ class Settings(BaseSettings):
         description="Origins allowed to call the API from a browser (comma-separated; `*` for any; empty: none).",
     )
 
+    trace_content: Literal["none", "metadata", "full"] = Field(
+        default="metadata",
+        description=(
+            "Text that traces may carry (redacted first): 'none' (only counts, citations, scores, tokens and "
+            "times), 'metadata' (also the questions and search queries), 'full' (also the prompts and answers). "
+            "Traces are exported only where OTEL_EXPORTER_OTLP_ENDPOINT points."
+        ),
+    )
+    metrics_public: bool = Field(
+        default=False,
+        description="Serve /metrics without an API key (for a Prometheus on a private network); off: it needs one.",
+    )
+
     eval_k: int = Field(default=5, ge=1, le=50, description="Rank cut-off for the eval's hit@k.")
     eval_min_hit_rate: float = Field(
         default=0.6, ge=0, le=1, description="Eval gate: lowest hit@k (a reference file among the first k results)."

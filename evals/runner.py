@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cairn.telemetry import ContentPolicy, span
 from config import MODEL_NODES, Settings
 from evals.datasets import CORPORA, Corpus, load_dataset, reference_contexts
 from evals.metrics import (
@@ -68,6 +69,7 @@ async def run_eval(
     from graphs.agent.citations import source_documents
     from graphs.agent.context import Context
     from graphs.agent.graph import build_graph
+    from graphs.agent.telemetry import RunTelemetry
     from retrievers import load_search_index
 
     questions = load_dataset(dataset)[:limit]
@@ -82,12 +84,17 @@ async def run_eval(
     scorers = Scorers.build(settings, judge, index.embedder)
     graph = build_graph().compile()
     rows: list[dict[str, Any]] = []
+    content = ContentPolicy(settings.trace_content)
     for question in questions:
         t0 = time.perf_counter()
-        state = await graph.ainvoke({"messages": [HumanMessage(question.question)]}, context=context)
+        asked = content.text(question.question, kind="query")
+        with span("eval question", **{"cairn.eval.question_id": question.id, "cairn.question": asked}) as current:
+            traced = {"callbacks": [RunTelemetry(content=content)]}
+            state = await graph.ainvoke({"messages": [HumanMessage(question.question)]}, traced, context=context)
+            documents = state.get("documents", [])
+            rank = first_relevant_rank([d.metadata["path"] for d in documents], question.files)
+            current.set_attribute("cairn.eval.rank", rank if rank is not None else -1)
         latency = time.perf_counter() - t0
-        documents = state.get("documents", [])
-        rank = first_relevant_rank([d.metadata["path"] for d in documents], question.files)
         # what analyze judged relevant is what the answer was given; when it judged nothing relevant,
         # the retrieved documents are the contexts there are
         relevant = source_documents(state) or documents

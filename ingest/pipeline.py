@@ -15,6 +15,7 @@ import numpy as np
 
 from cairn import __version__
 from cairn.errors import EmbeddingModelMismatch, IndexCorrupted, IndexMissing
+from cairn.telemetry import span, tracer
 from config import Settings
 from ingest.chunk_table import ChunkTable, ChunkTableBuilder
 from ingest.chunking import Chunk, ChunkingOptions, chunk_file
@@ -133,14 +134,32 @@ def ingest_repository(
 
     Unchanged files keep their chunks, vectors and tokens; changed files are re-chunked and only
     chunks whose content changed are re-embedded; deleted files' chunks are dropped. The new index
-    is swapped in atomically; on any error the previous one stays live.
+    is swapped in atomically; on any error the previous one stays live. Traced as an ``ingest`` span
+    with ``walk``, ``chunk``, ``embed`` and ``write`` under it.
     """
-    progress = progress or _Silent()
+    with span("ingest", **{"cairn.repository": str(repo), "cairn.index": str(settings.resolved_index_dir)}) as root:
+        result = _ingest(repo, settings, rebuild, progress or _Silent(), embedder_factory)
+        root.set_attributes({
+            "cairn.files": result.files_total, "cairn.files.changed": result.files_added + result.files_changed,
+            "cairn.files.deleted": result.files_deleted, "cairn.chunks": result.chunks_total,
+            "cairn.chunks.embedded": result.chunks_embedded,
+        })  # fmt: skip
+        return result
+
+
+def _ingest(
+    repo: Path,
+    settings: Settings,
+    rebuild: bool,
+    progress: IngestProgress,
+    embedder_factory: Callable[[], TextEmbedder] | None,
+) -> IngestResult:
     index_dir = Path(settings.resolved_index_dir)
     clock = time.perf_counter()
     timings: dict[str, float] = {}
 
-    report = walk_repository(repo, max_file_bytes=settings.max_file_bytes, exclude=settings.exclude)
+    with span("walk"):
+        report = walk_repository(repo, max_file_bytes=settings.max_file_bytes, exclude=settings.exclude)
     repo_root = Path(repo).expanduser().resolve()
     timings["walk"] = time.perf_counter() - clock
     result = IngestResult(index_dir=index_dir, generation=None, skipped=report.skipped)
@@ -160,6 +179,7 @@ def ingest_repository(
         scanned_at_ns = time.time_ns()
         rows = _Rows(previous)
         files_meta: dict[str, FileRecord] = {}
+        chunking_span = tracer().start_span("chunk")
         progress.files(len(report.files))
         for source in report.files:
             old = old_files.get(source.path)
@@ -200,6 +220,8 @@ def ingest_repository(
                 result.files_added += 1
             progress.file_done()
         timings["scan_and_chunk"] = time.perf_counter() - clock - timings["walk"]
+        chunking_span.set_attribute("cairn.chunks", len(rows))
+        chunking_span.end()
 
         result.files_total = len(files_meta)
         result.files_deleted = len(set(old_files) - set(files_meta))
@@ -216,7 +238,10 @@ def ingest_repository(
             result.timings = timings | {"total": time.perf_counter() - clock}
             return result  # nothing to do: leave the live generation as it is
 
-        vectors, tokens, offsets, vocab, embed_seconds = _assemble(rows, previous, settings, progress, embedder_factory)
+        with span("embed", **{"cairn.chunks.embedded": len(rows.fresh)}):
+            vectors, tokens, offsets, vocab, embed_seconds = _assemble(
+                rows, previous, settings, progress, embedder_factory
+            )
         embedded = len(rows.fresh)
         timings["embed"] = embed_seconds
         result.chunks_embedded = embedded
@@ -236,17 +261,18 @@ def ingest_repository(
             counts=Counts(files=len(files_meta), chunks=len(rows), skipped=dict(result.skipped)),
             files=files_meta,
         )
-        result.generation = _write_generation(
-            index_dir,
-            manifest=manifest,
-            chunks=rows.table(),
-            vectors=vectors,
-            tokens=tokens,
-            token_offsets=offsets,
-            vocab=vocab,
-            faiss_kind=settings.faiss_index,
-            hnsw_m=settings.hnsw_m,
-        )
+        with span("write"):
+            result.generation = _write_generation(
+                index_dir,
+                manifest=manifest,
+                chunks=rows.table(),
+                vectors=vectors,
+                tokens=tokens,
+                token_offsets=offsets,
+                vocab=vocab,
+                faiss_kind=settings.faiss_index,
+                hnsw_m=settings.hnsw_m,
+            )
         timings["write"] = time.perf_counter() - write_start
     timings["total"] = time.perf_counter() - clock
     result.timings = timings

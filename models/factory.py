@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any
 
+import httpx
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
@@ -147,12 +148,64 @@ def _openai_compatible(spec: ModelSpec, config: ModelConfig) -> BaseChatModel:
         timeout=config.timeout,
         max_retries=config.max_retries,
         temperature=config.temperature,
+        # HTTP client spans under the model call's span, and `traceparent` on every request (vLLM reads it)
+        http_client=traced_http_client(),
+        http_async_client=traced_async_http_client(),
         # langchain-openai sends max_tokens as `max_completion_tokens`, which llama.cpp's server ignores
         # (seen: replies running on to the context limit); `max_tokens` is what OpenAI-compatible
         # servers (llama.cpp, vLLM, Ollama, LM Studio) all accept.
         extra_body={"max_tokens": config.max_tokens},
         stream_usage=True,
     )
+
+
+def _traced(transport: httpx.HTTPTransport) -> httpx.BaseTransport:
+    """Wrap an httpx transport so each request is a client span and carries ``traceparent``."""
+    from opentelemetry.instrumentation.httpx import SyncOpenTelemetryTransport
+
+    return SyncOpenTelemetryTransport(transport)
+
+
+def _traced_async(transport: httpx.AsyncHTTPTransport) -> httpx.AsyncBaseTransport:
+    """The async form of ``_traced``."""
+    from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
+
+    return AsyncOpenTelemetryTransport(transport)
+
+
+def _openai_http() -> str:
+    """Return which HTTP library the installed openai package speaks: ``httpx``, or its fork ``httpx2``.
+
+    The tracing transport must be of the same library as the client; a transport of the other one
+    fails every request (seen: openai 2.x with httpx2, and an httpx transport → "Connection error").
+    """
+    import openai
+
+    return "httpx2" if any(c.__module__.startswith("httpx2") for c in openai.DefaultHttpxClient.__mro__) else "httpx"
+
+
+def traced_http_client() -> Any:
+    """Return openai's default HTTP client, its requests traced (a client span and ``traceparent``)."""
+    import openai
+
+    if _openai_http() == "httpx2":
+        import httpx2
+        from opentelemetry.instrumentation.httpx import SyncOpenTelemetryTransportHttpx2
+
+        return openai.DefaultHttpxClient(transport=SyncOpenTelemetryTransportHttpx2(httpx2.HTTPTransport()))
+    return openai.DefaultHttpxClient(transport=_traced(httpx.HTTPTransport()))
+
+
+def traced_async_http_client() -> Any:
+    """Return openai's default async HTTP client, its requests traced (a client span and ``traceparent``)."""
+    import openai
+
+    if _openai_http() == "httpx2":
+        import httpx2
+        from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransportHttpx2
+
+        return openai.DefaultAsyncHttpxClient(transport=AsyncOpenTelemetryTransportHttpx2(httpx2.AsyncHTTPTransport()))
+    return openai.DefaultAsyncHttpxClient(transport=_traced_async(httpx.AsyncHTTPTransport()))
 
 
 def _embedded(spec: ModelSpec, config: ModelConfig) -> BaseChatModel:
@@ -169,6 +222,8 @@ def _ollama(spec: ModelSpec, config: ModelConfig) -> BaseChatModel:
         num_predict=config.max_tokens,
         num_ctx=config.context_tokens,
         client_kwargs={"timeout": config.timeout},
+        sync_client_kwargs={"transport": _traced(httpx.HTTPTransport())},
+        async_client_kwargs={"transport": _traced_async(httpx.AsyncHTTPTransport())},
     )
 
 

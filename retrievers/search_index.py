@@ -14,6 +14,7 @@ import numpy as np
 import pathspec
 
 from cairn.errors import EmbeddingModelMismatch
+from cairn.telemetry import span
 from config import Settings
 from ingest.chunking import Chunk
 from ingest.embedder import Embedder, TextEmbedder
@@ -121,6 +122,12 @@ class SearchIndex:
 
     def dense_by_vector(self, vector: np.ndarray, k: int, flt: SearchFilter = SearchFilter()) -> list[Hit]:
         """Return the k chunks nearest an already-embedded query vector."""
+        with span("search dense", **{"cairn.k": k, "cairn.filtered": bool(flt)}) as current:
+            hits = self._dense(vector, k, flt)
+            current.set_attribute("cairn.documents.count", len(hits))
+            return hits
+
+    def _dense(self, vector: np.ndarray, k: int, flt: SearchFilter) -> list[Hit]:
         import faiss
 
         if not len(self.chunks) or k <= 0:
@@ -147,6 +154,12 @@ class SearchIndex:
 
     def keyword(self, query: str, k: int, flt: SearchFilter = SearchFilter()) -> list[Hit]:
         """Return the k chunks with the highest BM25 score for the query's tokens."""
+        with span("search keyword", **{"cairn.k": k, "cairn.filtered": bool(flt)}) as current:
+            hits = self._keyword(query, k, flt)
+            current.set_attribute("cairn.documents.count", len(hits))
+            return hits
+
+    def _keyword(self, query: str, k: int, flt: SearchFilter) -> list[Hit]:
         if not len(self.chunks) or k <= 0:
             return []
         scores = self._bm25.get_scores(tokenize(query))
@@ -186,11 +199,16 @@ class SearchIndex:
     ) -> list[Hit]:
         """Hybrid search for a query whose vector is already computed."""
         wide = max(depth, k)
-        return fuse([self.dense_by_vector(vector, wide, flt), self.keyword(query, wide, flt)], k, rrf_k=rrf_k)
+        rankings = [self.dense_by_vector(vector, wide, flt), self.keyword(query, wide, flt)]
+        with span("search fusion", **{"cairn.k": k, "cairn.rrf_k": rrf_k}) as current:
+            hits = fuse(rankings, k, rrf_k=rrf_k)
+            current.set_attribute("cairn.documents.count", len(hits))
+            return hits
 
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Embed several queries in one batch (one forward pass instead of one per query)."""
-        return self.embedder.embed_documents(list(queries), batch_size=max(1, len(queries)))
+        with span("embed queries", **{"cairn.queries.count": len(queries)}):
+            return self.embedder.embed_documents(list(queries), batch_size=max(1, len(queries)))
 
 
 def _search_one_thread(index: Any, queries: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -18,11 +18,12 @@ import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from cairn import __version__
+from cairn import __version__, telemetry
 from config import Settings
 from graphs.agent.resources import resources_for
 from serving.errors import REDIS_ERRORS, add_error_handlers
-from serving.routes import api, health, openai, sessions, web
+from serving.observability import ObservabilityMiddleware
+from serving.routes import api, health, metrics, openai, sessions, web
 from serving.routes.langserve import add_langserve
 from serving.security import AccessMiddleware
 from serving.service import Service
@@ -30,9 +31,21 @@ from serving.service import Service
 log = logging.getLogger("cairn.serving")
 
 
+#: Probes, scrapes and static files: answered without a trace of their own, so a liveness probe every
+#: few seconds does not bury the traces of questions in the viewer.
+UNTRACED_PATHS = frozenset({"/health", "/metrics", "/favicon.ico"})
+
+
+def untraced(scope: dict) -> bool:
+    """Whether a request is left out of tracing (FastAPI's ``telemetry["exclude"]``)."""
+    path = scope.get("path", "")
+    return path in UNTRACED_PATHS or path.startswith(web.STATIC_PREFIX + "/")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Return the Cairn FastAPI app for ``settings`` (default: read from CAIRN_* and .env now)."""
     settings = settings or Settings()
+    provider = telemetry.configure()  # exports only where OTEL_EXPORTER_OTLP_ENDPOINT says
     service = Service.build(settings)
 
     @contextlib.asynccontextmanager
@@ -52,16 +65,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await service.http.aclose()
             await service.saver.aclose()
+            await asyncio.to_thread(telemetry.flush)
 
     app = FastAPI(
         title="Cairn",
         version=__version__,
         description="Ask questions about an indexed repository; answers cite path:start-end.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry: the HTTP server span of each request (the parent of the agent's
+        # spans, continuing an incoming `traceparent`); Cairn's metrics are its own, at /metrics.
+        telemetry={
+            "tracer_provider": provider,
+            "metrics": False,
+            "logs": False,
+            "operation_spans": False,
+            "exclude": untraced,
+        },
     )
     app.state.cairn = service
     add_error_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     app.include_router(openai.router)
     app.include_router(sessions.router)
     app.include_router(api.router)
@@ -74,11 +98,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Session-Id", "X-Cairn-Events"],
+            expose_headers=["traceresponse"],
         )
     app.add_middleware(
         AccessMiddleware,
         keys=[k.get_secret_value() for k in settings.api_keys],
         max_body_bytes=settings.max_body_bytes,
         rate_limit=settings.rate_limit,
+        open_paths={"/metrics"} if settings.metrics_public else (),
     )
+    # outermost of Cairn's middleware: it counts every answer, a 401 or 429 included
+    app.add_middleware(ObservabilityMiddleware, metrics=service.metrics)
     return app

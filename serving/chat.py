@@ -69,7 +69,7 @@ async def chat(service: Service, body: ChatCompletionRequest, request: Request) 
     session = session_id(body, request)
     context = run_context(service, body)
     usage = TokenUsage()
-    config: dict[str, Any] = {"callbacks": [usage], "run_name": "cairn-chat"}
+    config: dict[str, Any] = {"callbacks": [usage, service.run_telemetry(session)], "run_name": "cairn-chat"}
     if session:
         graph = service.session_graph
         config["configurable"] = {"thread_id": session}

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cairn.errors import CairnError, ModelUnreachable
+from cairn.telemetry import trace_id_of
 from models.errors import translate_model_error
 
 log = logging.getLogger("cairn.serving")
@@ -39,8 +40,11 @@ class ServiceError(Exception):
 
 
 def error_body(message: str, code: str, kind: str = "invalid_request_error") -> dict:
-    """Return the JSON body of an error."""
-    return ErrorResponse(error=ErrorObject(message=message, type=kind, param=None, code=code)).model_dump()
+    """Return the JSON body of an error, with the request's trace id (``error.trace_id``) when it has one."""
+    body = ErrorResponse(error=ErrorObject(message=message, type=kind, param=None, code=code)).model_dump()
+    if trace_id := trace_id_of():
+        body["error"]["trace_id"] = trace_id
+    return body
 
 
 def error_response(

@@ -12,15 +12,17 @@ from collections.abc import Callable, Iterable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cairn.telemetry import trace_id_of
+
 #: Paths that never need a key: liveness probes run without credentials, and the web page and its
 #: assets hold no secrets (the page asks for a key when the API answers 401).
 OPEN_PATHS = frozenset({"/health", "/"})
 OPEN_PREFIXES = ("/static/",)
 
 
-def is_open(path: str) -> bool:
-    """Whether ``path`` is served without a key."""
-    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+def is_open(path: str, also: frozenset[str] = frozenset()) -> bool:
+    """Whether ``path`` is served without a key (``also``: paths the settings open, e.g. /metrics)."""
+    return path in OPEN_PATHS or path in also or path.startswith(OPEN_PREFIXES)
 
 
 def is_loopback(host: str) -> bool:
@@ -34,7 +36,10 @@ def is_loopback(host: str) -> bool:
 
 
 async def _reply(send: Send, status: int, message: str, code: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    body = json.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
+    error = {"message": message, "type": "invalid_request_error", "param": None, "code": code}
+    if trace_id := trace_id_of():  # the request's server span: the error can be found in the trace viewer
+        error["trace_id"] = trace_id
+    body = json.dumps({"error": error})
     await send(
         {
             "type": "http.response.start",
@@ -102,8 +107,11 @@ class TokenBuckets:
 class AccessMiddleware:
     """Check the API key (when keys are configured), rate-limit per key, and cap the request body."""
 
-    def __init__(self, app: ASGIApp, *, keys: list[str], max_body_bytes: int, rate_limit: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, keys: list[str], max_body_bytes: int, rate_limit: int, open_paths: Iterable[str] = ()
+    ) -> None:
         self.app = app
+        self.open_paths = frozenset(open_paths)
         self.keys = [k.encode() for k in keys]
         self.max_body_bytes = max_body_bytes
         self.rate_limit = rate_limit
@@ -118,7 +126,7 @@ class AccessMiddleware:
             await self.app(scope, receive, send)
             return
         key = presented_key(scope)
-        if self.keys and not is_open(path):
+        if self.keys and not is_open(path, self.open_paths):
             if key is None:
                 await _reply(
                     send,
@@ -131,7 +139,7 @@ class AccessMiddleware:
             if not any(hmac.compare_digest(key.encode(), k) for k in self.keys):
                 await _reply(send, 401, "Invalid API key", "invalid_api_key", [(b"www-authenticate", b"Bearer")])
                 return
-        if self.buckets is not None and not is_open(path):
+        if self.buckets is not None and not is_open(path, self.open_paths):
             client = scope.get("client") or ("?", 0)
             wait = self.buckets.take(f"key:{key}" if self.keys else f"ip:{client[0]}")
             if wait > 0:

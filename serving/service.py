@@ -12,13 +12,16 @@ from fastapi import Depends, Request
 from langgraph.graph.state import CompiledStateGraph
 
 from cairn.errors import CairnError
+from cairn.telemetry import ContentPolicy
 from config import Node, Settings
 from graphs.agent.context import Context
 from graphs.agent.graph import GRAPH_NAME, build_graph
+from graphs.agent.telemetry import RunTelemetry
 from models import probe_url
 from retrievers import load_search_index
 from serving.checkpoint import RedisCheckpointSaver
 from serving.errors import REDIS_ERRORS, ServiceError, redis_down, translate
+from serving.observability import ServiceMetrics
 
 log = logging.getLogger("cairn.serving")
 
@@ -35,6 +38,8 @@ class Service:
     index_error: str | None = None
     index_summary: dict[str, Any] = field(default_factory=dict)
     http: httpx.AsyncClient | None = None
+    metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
+    content: ContentPolicy = field(default_factory=ContentPolicy)
 
     @classmethod
     def build(cls, settings: Settings) -> Service:
@@ -50,7 +55,12 @@ class Service:
             saver=saver,
             graph=builder.compile(name=GRAPH_NAME),
             session_graph=builder.compile(checkpointer=saver, name=GRAPH_NAME),
+            content=ContentPolicy(settings.trace_content),
         )
+
+    def run_telemetry(self, session: str | None = None) -> RunTelemetry:
+        """Return the callback that traces one agent run and feeds the service's metrics."""
+        return RunTelemetry(content=self.content, metrics=self.metrics.agent, conversation=session)
 
     # ------------------------------------------------------------ the index
 
@@ -63,6 +73,7 @@ class Service:
             self.index_summary = {}
             return
         self.index_error = None
+        self.metrics.index_chunks.set(len(index))
         self.index_summary = {
             "path": self.context.index_dir,
             "chunks": len(index),

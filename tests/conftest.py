@@ -58,6 +58,27 @@ def fake_models() -> Iterator[Callable[..., None]]:
     clear_model_caches()
 
 
+@pytest.fixture(scope="session")
+def _span_exporter():
+    """An in-memory exporter on the process's tracer provider (installed once, as the service does)."""
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from cairn import telemetry
+
+    exporter = InMemorySpanExporter()
+    telemetry.configure().add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+@pytest.fixture
+def spans(_span_exporter):
+    """The spans finished during one test (``spans.get_finished_spans()``)."""
+    _span_exporter.clear()
+    yield _span_exporter
+    _span_exporter.clear()
+
+
 @pytest.fixture
 def fake_embedder() -> FakeEmbedder:
     return FakeEmbedder()

@@ -18,7 +18,8 @@ def add_langserve(app: FastAPI, service: Service) -> None:
         # LangServe passes no runtime context, only a config: the graph reads the run's settings from
         # `configurable` (graphs.agent.context.run_context), the service's first, the client's on top.
         asked = {k: v for k, v in (config.get("configurable") or {}).items() if v is not None}
-        return {**config, "configurable": {**service.context.as_configurable(), **asked}}
+        callbacks = [*(config.get("callbacks") or []), service.run_telemetry()]  # traced like /v1 runs
+        return {**config, "configurable": {**service.context.as_configurable(), **asked}, "callbacks": callbacks}
 
     add_routes(
         app,

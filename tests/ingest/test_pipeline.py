@@ -340,3 +340,18 @@ def test_a_format_1_index_is_read_and_upgraded_without_re_embedding(sample_repo,
     result = _ingest(sample_repo, settings, fake_embedder)
     assert result.changed_anything and fake_embedder.embedded == []
     assert open_generation(settings.resolved_index_dir).manifest.format_version == 2
+
+
+def test_ingest_is_one_trace_of_walk_chunk_embed_and_write(tmp_path, sample_repo, spans) -> None:
+    from cairn import telemetry
+
+    with telemetry.span("cairn ingest"):
+        result = ingest_repository(sample_repo, Settings(index_dir=tmp_path / "index"), embedder_factory=FakeEmbedder)
+    finished = {s.name: s for s in spans.get_finished_spans()}
+    assert {"cairn ingest", "ingest", "walk", "chunk", "embed", "write"} <= set(finished)
+    ingest = finished["ingest"]
+    assert ingest.parent.span_id == finished["cairn ingest"].context.span_id
+    for step in ("walk", "chunk", "embed", "write"):
+        assert finished[step].parent.span_id == ingest.context.span_id, step
+    assert ingest.attributes["cairn.chunks"] == result.chunks_total > 0
+    assert finished["embed"].attributes["cairn.chunks.embedded"] == result.chunks_embedded
