@@ -54,7 +54,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if service.index_error:
             log.warning("index not loaded: %s", service.index_error)
         else:
-            await asyncio.to_thread(resources_for, service.context)  # build the model clients and tools up front
+            resources = await asyncio.to_thread(resources_for, service.context)  # model clients and tools up front
+            # the embedding model's first forward pass takes seconds (seen in a trace: 6.4 s of the first
+            # question's `embed queries`); take it now rather than in a user's first question
+            await asyncio.to_thread(resources.index.embed_queries, ["warm up"])
         try:
             await service.saver.ping()
         except REDIS_ERRORS as exc:
