@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing traces eval eval-retrieval vendor screenshots clean help
+.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch traces eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -44,7 +44,7 @@ run: install  ## Index the sample repository (first run), then serve it on 127.0
 	@test -f $(SAMPLE_INDEX)/CURRENT || $(BIN)/cairn ingest $(SAMPLE) --index $(SAMPLE_INDEX)
 	$(BIN)/cairn serve --index $(SAMPLE_INDEX)
 
-serve: install  ## Serve the index in CAIRN_INDEX_DIR (default .cairn/index) with the CAIRN_* settings.
+serve: install  ## Serve your repositories (CAIRN_DATA_DIR/repos), or the index in CAIRN_INDEX_DIR, with the CAIRN_* settings.
 	$(BIN)/cairn serve
 
 demo: install  ## The command-line tour: ingest the sample, three searches, one streamed answer.
@@ -93,7 +93,13 @@ bench-page: install  ## The web page's weight, time to interactive and long task
 bench-tracing: install  ## What tracing costs a request: tracing off, on, and on and exporting over OTLP/HTTP (minutes).
 	$(BIN)/python benchmarks/bench_tracing.py
 
-bench: bench-ingest bench-query bench-serving bench-page bench-tracing  ## All benchmarks.
+bench-repos: install  ## One service on five repositories: RSS with 1 and 5 loaded indexes, and under a budget (minutes).
+	$(BIN)/python benchmarks/bench_repos.py
+
+bench-watch: install  ## cairn serve --watch on rich's source: save → searchable p50/p95, a 200-file branch switch (minutes).
+	$(BIN)/python benchmarks/bench_watch.py
+
+bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch  ## All benchmarks.
 
 eval-retrieval: install  ## hit@5 / MRR of each retriever on the golden set (needs the benchmark index).
 	$(BIN)/python -m evals.retrieval --index /tmp/cairn-bench/index

@@ -144,7 +144,7 @@ async def run(args: argparse.Namespace) -> None:
             variants[f"graph-{variant}"] = Context(**{**base.as_configurable(), "prompt_layout": layout, **changes})
         graph = build_graph().compile()
         resources = resources_for(base)
-        scorers = Scorers.build(settings, None, resources.index.embedder)
+        scorers = Scorers.build(settings, None, next(iter(resources.indexes.values())).embedder)
         from ragas import SingleTurnSample
 
         await single_call(base, questions[0].question)  # warm-up: the embedding model, the index, the server
@@ -165,7 +165,7 @@ async def run(args: argparse.Namespace) -> None:
                     response=state.get("answer", ""),
                     reference=question.reference,
                     retrieved_contexts=result.pop("contexts") or [""],
-                    reference_contexts=reference_contexts(resources.index, question),
+                    reference_contexts=reference_contexts(next(iter(resources.indexes.values())), question),
                 )
                 scores = await scorers.score(sample)
                 row = {"id": question.id, **result, "rank": rank, "hit@5": hit_at_k(rank, 5),

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from functools import wraps
+from functools import partial, wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -34,6 +34,14 @@ F = TypeVar("F", bound=Callable[..., Any])
 IndexOption = Annotated[
     Path | None,
     typer.Option("--index", help="Index folder (default: CAIRN_INDEX_DIR or CAIRN_DATA_DIR/index)."),
+]
+RepoOption = Annotated[
+    str | None,
+    typer.Option(
+        "--repo",
+        help="A repository by name (see cairn repos), or '*' for all of them (default: CAIRN_DEFAULT_REPO, "
+        "the only one, or all).",
+    ),
 ]
 
 
@@ -67,11 +75,46 @@ def _reports_errors(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _settings(index: Path | None) -> Settings:
+def _settings(index: Path | None, repo: str | None = None) -> Settings:
     settings = Settings()
+    if index is not None and repo is not None:
+        raise CairnError("--index and --repo name two different indexes", "give one of them")
     if index is not None:
         settings = settings.model_copy(update={"index_dir": index})
+    if repo is not None:  # a repository asked for by name is looked up under DATA_DIR, whatever INDEX_DIR says
+        settings = settings.model_copy(update={"index_dir": None, "default_repo": repo})
     return settings
+
+
+def _index_specs(settings: Settings) -> dict[str, Any]:
+    """Return repository name → IndexSpec of what a command reads ("" for the index folder)."""
+    from ingest.repos import Repositories, default_repo
+    from retrievers import IndexSpec
+
+    repo = default_repo(settings)
+    if repo is None:
+        return {"": IndexSpec.from_settings(settings)}
+    paths = Repositories.of(settings).resolve(repo)
+    return {name: IndexSpec.from_settings(settings, path) for name, path in paths.items()}
+
+
+def _load_indexes(settings: Settings) -> dict[str, Any]:
+    """Load what a command searches; across repositories, one that cannot serve is reported and left out."""
+    from retrievers import load_search_index
+
+    specs = _index_specs(settings)
+    if len(specs) == 1:
+        return {name: load_search_index(spec) for name, spec in specs.items()}
+    loaded, errors = {}, []
+    for name, spec in specs.items():
+        try:
+            loaded[name] = load_search_index(spec)
+        except CairnError as exc:
+            err.print(f"[yellow]warning:[/] repository {name} left out: {exc.message}", highlight=False)
+            errors.append(exc)
+    if not loaded:
+        raise errors[0]
+    return loaded
 
 
 class _RichProgress:
@@ -104,22 +147,57 @@ class _RichProgress:
 @_reports_errors
 def ingest(
     path: Annotated[Path, typer.Argument(help="The repository folder to index.")],
+    name: Annotated[
+        str | None,
+        typer.Option(help="The repository's name (default: the folder's name); its index is DATA_DIR/repos/NAME."),
+    ] = None,
     index: IndexOption = None,
     rebuild: Annotated[bool, typer.Option(help="Ignore the existing index and build a new one.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="After indexing, follow file changes and re-index them (batched by CAIRN_WATCH_DEBOUNCE_MS) "
+            "until Ctrl-C.",
+        ),
+    ] = False,
 ) -> None:
-    """Index a repository (only what changed since the last ingest), then swap the new index in."""
-    from ingest.pipeline import ingest_repository
+    """Index a repository (only what changed since the last ingest), then swap the new index in.
 
+    Each repository gets its own index under DATA_DIR/repos/<name>; --index (or CAIRN_INDEX_DIR)
+    writes one index folder instead, as before. --watch keeps it fresh afterwards.
+    """
+    from ingest.pipeline import ingest_repository
+    from ingest.repos import Repositories, adopt_single_index, default_name
+
+    if index is not None and name is not None:
+        raise CairnError("--index and --name name two different indexes", "give one of them")
     settings = _settings(index)
+    repo: str | None = None
+    if index is None and (name is not None or settings.index_dir is None):
+        claim = Repositories.of(settings).claim(name or default_name(path), path)
+        if claim.moved_from:
+            err.print(f"{claim.name}: the source moved from {claim.moved_from} to {path.expanduser().resolve()}")
+        if name is None and adopt_single_index(settings, claim, path):
+            err.print(f"moved the index at {Path(settings.data_dir) / 'index'} to {claim.index_dir}")
+        repo = claim.name
+        settings = settings.model_copy(update={"index_dir": claim.index_dir})
     columns = (
         TextColumn("{task.description:>16}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
     )  # fmt: skip
+    watcher = None
+    if watch:
+        from ingest.watch import Watcher
+
+        watcher = Watcher(path, settings, name=repo or "", on_batch=partial(_print_batch, as_json=as_json))
     with Progress(*columns, console=err, disable=quiet or as_json, transient=False) as bars:
-        result = ingest_repository(path, settings, rebuild=rebuild, progress=_RichProgress(bars))
+        result = ingest_repository(path, settings, rebuild=rebuild, progress=_RichProgress(bars),
+                                   embedder_factory=watcher.embedder if watcher else None)  # fmt: skip
     summary = {
+        "repo": repo,
         "index": str(result.index_dir),
         "generation": result.generation.name if result.generation else None,
         "files": result.files_total,
@@ -136,11 +214,12 @@ def ingest(
     if as_json:
         out.print_json(json.dumps(summary))
         return
+    where = f"{result.index_dir} (repository {repo})" if repo else str(result.index_dir)
     if not result.changed_anything:
-        out.print(f"Index {result.index_dir} is up to date ({result.chunks_total} chunks).")
+        out.print(f"Index {where} is up to date ({result.chunks_total} chunks).")
     else:
         out.print(
-            f"Indexed {result.files_total} files into {result.chunks_total} chunks at {result.index_dir} "
+            f"Indexed {result.files_total} files into {result.chunks_total} chunks at {where} "
             f"in {summary['seconds']:.1f}s: {result.files_added} added, {result.files_changed} changed, "
             f"{result.files_deleted} deleted, {result.files_unchanged} unchanged; "
             f"{result.chunks_embedded} chunks embedded, {result.chunks_reused} reused."
@@ -149,8 +228,52 @@ def ingest(
         parts = ", ".join(f"{n} {why}" for why, n in result.skipped.most_common())
         out.print(f"Skipped: {parts}.")
         for why, examples in result.skipped_examples.items():
-            if why in {"too large", "unreadable", "binary"}:
+            if why in {"too large", "unreadable", "binary", "unparsable"}:
                 out.print(f"  {why}: {', '.join(examples)}{' …' if result.skipped[why] > 3 else ''}")
+    if watcher is not None:
+        _watch_until_interrupted(watcher, as_json=as_json)
+
+
+def _watch_until_interrupted(watcher: Any, *, as_json: bool) -> None:
+    """Follow changes until Ctrl-C (exit 0: the index on disk is always a complete generation)."""
+    # catch_up: whatever changed between the ingest above and the observer's start is picked up
+    watcher.start(catch_up=True)
+    if not as_json:
+        out.print(f"Watching {watcher.source} (Ctrl-C stops).", highlight=False)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        watcher.stop()
+
+
+def _print_batch(batch: Any, *, as_json: bool) -> None:
+    """Print one watcher batch: what changed in the index, or why it failed (the watcher goes on)."""
+    result = batch.result
+    if as_json:
+        record = {"files": len(batch.paths), "seconds": round(batch.seconds, 3), "error": batch.error}
+        if result is not None:
+            record |= {"generation": result.generation.name if result.generation else None,
+                       "added": result.files_added, "changed": result.files_changed,
+                       "deleted": result.files_deleted, "embedded": result.chunks_embedded,
+                       "failed": result.failed}  # fmt: skip
+        out.print(json.dumps(record), highlight=False, soft_wrap=True)
+        return
+    stamp = time.strftime("%H:%M:%S", time.localtime(batch.started))
+    if result is None:
+        err.print(f"{stamp} [bold red]re-index failed[/] (the previous index stays live): {batch.error}",
+                  highlight=False)  # fmt: skip
+        return
+    if result.changed_anything:
+        out.print(
+            f"{stamp} re-indexed in {batch.seconds:.2f}s: {result.files_added} added, {result.files_changed} changed, "
+            f"{result.files_deleted} deleted; {result.chunks_embedded} chunks embedded ({result.chunks_total} in all)",
+            highlight=False,
+        )
+    for path, why in result.failed.items():
+        err.print(f"{stamp} [yellow]left out[/] {path}: could not be chunked ({why})", highlight=False)
 
 
 @app.command()
@@ -158,24 +281,33 @@ def ingest(
 def search(
     query: Annotated[str, typer.Argument(help="What to look for, in words or identifiers.")],
     index: IndexOption = None,
+    repo: RepoOption = None,
     mode: Annotated[str, typer.Option(help="hybrid, dense, keyword, or a plugin retriever's name.")] = "hybrid",
     k: Annotated[int | None, typer.Option("-k", help="Number of results (default CAIRN_SEARCH_K).")] = None,
     path: Annotated[list[str] | None, typer.Option("--path", help="Only paths matching this glob.")] = None,
     language: Annotated[list[str] | None, typer.Option("--language", help="Only this language.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
 ) -> None:
-    """Search the index and print ranked citations (path:start-end) with snippets."""
-    from retrievers import available_retrievers, load_search_index, make_retriever
+    """Search the index and print ranked citations (path:start-end) with snippets.
 
-    settings = _settings(index)
+    Across repositories (--repo '*') the rankings are fused and paths start with the repository's name.
+    """
+    from ingest.repos import ALL, default_repo
+    from retrievers import AcrossReposRetriever, available_retrievers, make_retriever
+
+    settings = _settings(index, repo)
     if mode not in available_retrievers():
         raise CairnError(f"Unknown --mode {mode!r}", f"choose one of: {', '.join(available_retrievers())}")
-    search_index = load_search_index(settings)
-    retriever = make_retriever(
-        mode, search_index, k=k or settings.search_k, depth=settings.fusion_depth, rrf_k=settings.rrf_k
+    indexes = _load_indexes(settings)
+    options = {"k": k or settings.search_k, "depth": settings.fusion_depth, "rrf_k": settings.rrf_k}
+    retrievers = {name: make_retriever(mode, loaded, **options) for name, loaded in indexes.items()}
+    retriever = (
+        AcrossReposRetriever(retrievers=retrievers, k=options["k"], rrf_k=settings.rrf_k)
+        if default_repo(settings) == ALL
+        else next(iter(retrievers.values()))
     )
     if mode != "keyword":
-        search_index.embedder  # noqa: B018  (load the model now, so the time printed is the search's)
+        next(iter(indexes.values())).embedder  # noqa: B018  (load the model now, so the time printed is the search's)
     started = time.perf_counter()
     docs = retriever.invoke(query, path_glob=path, language=language)
     elapsed_ms = (time.perf_counter() - started) * 1000
@@ -262,6 +394,7 @@ async def _ask(question: str, settings: Settings, session: str | None, as_json: 
     from config import Node
     from graphs.agent.citations import sources_block
     from graphs.agent.graph import build_graph
+    from graphs.agent.sessions import recorded_repo, repo_mismatch, session_metadata
     from models.reasoning import ThinkingFilter
 
     async with contextlib.AsyncExitStack() as stack:
@@ -270,8 +403,12 @@ async def _ask(question: str, settings: Settings, session: str | None, as_json: 
             Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
             path = Path(settings.data_dir) / "sessions.sqlite"
             checkpointer = await stack.enter_async_context(AsyncSqliteSaver.from_conn_string(str(path)))
+            if mismatch := repo_mismatch(await recorded_repo(checkpointer, session), context, session):
+                raise CairnError(mismatch, "continue it with the --repo it started with, or start another --session")
         graph = build_graph().compile(checkpointer=checkpointer)
-        config = {"configurable": {"thread_id": session}} if session else {}
+        config: dict[str, Any] = (
+            {"configurable": {"thread_id": session}, "metadata": session_metadata(context)} if session else {}
+        )
         final: dict[str, Any] = {}
         streamed = False
         steps = _Steps(enabled=not as_json)
@@ -322,6 +459,7 @@ async def _ask(question: str, settings: Settings, session: str | None, as_json: 
 def ask(
     question: Annotated[str, typer.Argument(help="Your question about the indexed code.")],
     index: IndexOption = None,
+    repo: RepoOption = None,
     session: Annotated[
         str | None, typer.Option(help="Continue (or start) a named conversation, kept in DATA_DIR.")
     ] = None,
@@ -334,19 +472,20 @@ def ask(
     import asyncio
 
     from graphs.agent.context import Context
+    from graphs.agent.resources import load_indexes
     from models.embedded import embedded_model
     from models.errors import translate_model_error
-    from retrievers import available_retrievers, load_search_index
+    from retrievers import available_retrievers
 
     if not question.strip():
         raise CairnError("The question is empty", 'ask something, e.g. cairn ask "where is the config parsed?"')
     if retriever is not None and retriever not in available_retrievers():
         raise CairnError(f"Unknown --retriever {retriever!r}", f"choose one of: {', '.join(available_retrievers())}")
-    settings = _settings(index)
+    settings = _settings(index, repo)
     if model:
         settings = settings.model_copy(update={"model": model})
     context = Context.from_settings(settings, retriever=retriever, max_rounds=max_rounds)
-    load_search_index(context.index_spec())  # fail fast (no index, wrong model) before starting anything
+    load_indexes(context)  # fail fast (no index, wrong model, unknown repository) before starting anything
     with embedded_model(settings):
         try:
             asyncio.run(_ask(question, settings, session, as_json, context))
@@ -374,7 +513,11 @@ def eval_(
     temperature: Annotated[float, typer.Option(help="Sampling temperature of every node (0: repeatable).")] = 0.0,
     model: Annotated[str | None, typer.Option(help="Model for every node (default: CAIRN_MODEL).")] = None,
 ) -> None:
-    """Run the agent over an eval dataset, score it (RAGAS + retrieval + citations), gate on thresholds."""
+    """Run the agent over an eval dataset, score it (RAGAS + retrieval + citations), gate on thresholds.
+
+    There is no --repo: a dataset pins its corpus (the sample repository, the installed httpx), which
+    the eval ingests into DATA_DIR/eval-indexes itself, so its scores never depend on your repositories.
+    """
     import asyncio
 
     from evals.datasets import resolve_dataset
@@ -433,11 +576,27 @@ def eval_(
 @_reports_errors
 def serve(
     index: IndexOption = None,
+    repo: Annotated[
+        str | None,
+        typer.Option(
+            "--repo",
+            help="The default repository, which the model cairn-agent answers about "
+            "(default: CAIRN_DEFAULT_REPO); every repository is served as cairn/<name>.",
+        ),
+    ] = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default: CAIRN_SERVE_HOST, 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: CAIRN_SERVE_PORT, 8000).")] = None,
     start_redis: Annotated[
         bool, typer.Option(help="Start a local redis-server when none answers at CAIRN_REDIS_URL.")
     ] = True,
+    watch: Annotated[
+        bool | None,
+        typer.Option(
+            "--watch/--no-watch",
+            help="Follow file changes in every served repository's source folder and re-index them "
+            "(default: CAIRN_WATCH).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the agent: OpenAI-compatible API, LangServe routes and playground, sessions in Redis."""
     import uvicorn
@@ -447,10 +606,11 @@ def serve(
     from serving.redis_server import local_redis
     from serving.security import is_loopback
 
-    settings = _settings(index)
+    settings = _settings(index, repo)
     settings = settings.model_copy(
-        update={"serve_host": host or settings.serve_host, "serve_port": port or settings.serve_port}
-    )
+        update={"serve_host": host or settings.serve_host, "serve_port": port or settings.serve_port,
+                "watch": settings.watch if watch is None else watch}
+    )  # fmt: skip
     if not is_loopback(settings.serve_host) and not settings.api_keys:
         raise UnsafeBind(
             f"Refusing to serve on {settings.serve_host} without an API key: anyone who can reach it could "
@@ -459,18 +619,26 @@ def serve(
         )
     from graphs.agent.context import Context
 
-    Context.from_settings(settings)  # a malformed model or retriever setting is reported before anything starts
+    context = Context.from_settings(settings)  # a malformed model or retriever setting is reported before anything
+    served = context.index_dir if context.repo is None else f"repository {context.repo} ({context.data_dir})"
+    names = context.repositories().names()
+    models = "cairn-agent" + "".join(f", cairn/{n}" for n in names) + (", cairn/*" if len(names) > 1 else "")
     base = f"http://{settings.serve_host}:{settings.serve_port}"
     with local_redis(settings, autostart=start_redis), embedded_model(settings):
         auth = ' -H "Authorization: Bearer $CAIRN_KEY"' if settings.api_keys else ""
         err.print(
-            f"\n[bold]Cairn is serving[/] {settings.resolved_index_dir}\n"
+            f"\n[bold]Cairn is serving[/] {served}\n"
             f"  page            {base}/\n"
             f"  playground      {base}/agent/playground/\n"
-            f"  OpenAI base URL {base}/v1   (model: cairn-agent)\n"
+            f"  OpenAI base URL {base}/v1   (models: {models})\n"
             f"  API docs        {base}/docs\n"
             f"  readiness       {base}/ready\n"
-            f"  try:  curl -s {base}/v1/chat/completions{auth} -H 'Content-Type: application/json' "
+            + (
+                "  watching        every served repository's source folder (re-indexed as files change)\n"
+                if settings.watch
+                else ""
+            )
+            + f"  try:  curl -s {base}/v1/chat/completions{auth} -H 'Content-Type: application/json' "
             '-d \'{"model": "cairn-agent", "messages": [{"role": "user", "content": '
             '"How does the LRU cache evict entries?"}]}\'\n'
             "  Ctrl-C stops the service and what it started.\n",
@@ -510,13 +678,98 @@ def model_serve(
 
 @app.command()
 @_reports_errors
-def info(index: IndexOption = None) -> None:
+def info(index: IndexOption = None, repo: RepoOption = None) -> None:
     """Describe the index: where it came from, the embedding model, counts."""
     from ingest.store import open_generation
 
-    settings = _settings(index)
-    generation = open_generation(settings.resolved_index_dir)
+    specs = _index_specs(_settings(index, repo))
+    if len(specs) > 1:
+        raise CairnError("cairn info describes one index", f"name one with --repo: {', '.join(specs)}")
+    generation = open_generation(next(iter(specs.values())).index_dir)
     out.print_json(json.dumps({**generation.manifest.summary(), "generation": generation.path.name}))
+
+
+repos_app = typer.Typer(help="The repositories under DATA_DIR/repos: list them, remove one.")
+app.add_typer(repos_app, name="repos")
+
+
+def _size(size: int) -> str:
+    """Return a byte count for people: 812 B, 4.1 MB."""
+    value = float(size)
+    for unit in ("B", "KB", "MB"):
+        if value < 1024:
+            return f"{value:.0f} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+@repos_app.callback(invoke_without_command=True)
+@_reports_errors
+def repos(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the repositories as JSON.")] = False,
+) -> None:
+    """List the repositories: name, source folder, chunks, files, last ingest, embedding model, size on disk."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from rich.table import Table
+
+    from ingest.repos import Repositories, default_repo
+
+    settings = Settings()
+    infos = Repositories.of(settings).describe_all(settings.embedding_model)
+    default = default_repo(settings)  # None: the index folder (CAIRN_INDEX_DIR, or DATA_DIR/index)
+    if as_json:
+        out.print_json(json.dumps({"default": default, "repos": [info.as_dict() for info in infos]}))
+        return
+    if not infos:
+        out.print(f"No repositories in {Repositories.of(settings).root}; add one with: cairn ingest PATH [--name NAME]")
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("name", "source", "chunks", "files", "last ingest", "embedding model", "size"):
+        numeric = column in {"chunks", "files", "size"}
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
+    for info in infos:
+        name = f"{info.name} (default)" if info.name == default else info.name
+        source = info.source or "-"
+        if info.source and not info.source_exists:
+            source += " [red](missing)[/]"
+        when = info.last_ingest.replace("T", " ")[:16] if info.last_ingest else "-"  # to the minute, UTC
+        table.add_row(name, source, str(info.chunks or "-"), str(info.files or "-"), when,
+                      info.embedding_model or "-", _size(info.size_bytes))  # fmt: skip
+    out.print(table)
+    if default is None:
+        out.print(f"Commands without --repo use the index folder {settings.resolved_index_dir}.", highlight=False)
+    elif default == "*":
+        out.print("Commands without --repo, and the model cairn-agent, search all of them.")
+    for info in infos:
+        if not info.ok:
+            out.print(f"[red]{info.name}[/]: {info.problem} (hint: {info.hint})", highlight=False)
+        elif not info.source_exists:
+            out.print(f"[yellow]{info.name}[/]: the source folder {info.source} is missing; the index still serves "
+                      f"(hint: re-ingest it from where it moved: cairn ingest NEW_PATH --name {info.name})",
+                      highlight=False)  # fmt: skip
+
+
+@repos_app.command("remove")
+@_reports_errors
+def repos_remove(
+    name: Annotated[str, typer.Argument(help="The repository to delete (its index; the source folder is untouched).")],
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete a repository's index from DATA_DIR/repos (asks first, unless --yes)."""
+    from ingest.repos import Repositories
+
+    repositories = Repositories.of(Settings())
+    index_dir = repositories.get(name)  # an unknown name lists the ones there are
+    if not yes:
+        if not sys.stdin.isatty():
+            raise CairnError(f"Not deleting repository {name!r} without a confirmation", "add --yes")
+        if not typer.confirm(f"Delete the index of repository {name!r} ({index_dir})?"):
+            err.print("nothing deleted")
+            raise typer.Exit(ExitCode.OTHER)
+    removed = repositories.remove(name)
+    out.print(f"Removed repository {name} ({removed}); its source folder is untouched.")
 
 
 @app.command()

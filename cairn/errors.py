@@ -41,6 +41,10 @@ class ExitCode(IntEnum):
     """cairn eval: the dataset is missing or a line of it is not a valid question"""
     REDIS_UNAVAILABLE = 14
     """cairn serve could not start the local redis-server it needed"""
+    UNKNOWN_REPOSITORY = 15
+    """no repository of that name (the message lists the names; see cairn repos)"""
+    REPOSITORY_NAME_TAKEN = 16
+    """another source folder is already indexed under that name (choose one with --name)"""
     INTERRUPTED = 130
     """interrupted (Ctrl-C); the index on disk is unchanged unless a new one was completed"""
 
@@ -102,6 +106,20 @@ class IndexLocked(CairnError):
     """Another ingest is writing the same index."""
 
     exit_code = ExitCode.INDEX_LOCKED
+    http_status = 409
+
+
+class UnknownRepository(CairnError):
+    """No repository of that name in the data folder (the message lists the ones there are)."""
+
+    exit_code = ExitCode.UNKNOWN_REPOSITORY
+    http_status = 404
+
+
+class RepositoryNameTaken(CairnError):
+    """Another source folder is already indexed under the name asked for."""
+
+    exit_code = ExitCode.REPOSITORY_NAME_TAKEN
     http_status = 409
 
 

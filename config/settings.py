@@ -77,6 +77,22 @@ class Settings(BaseSettings):
         default=None,
         description="The index folder read and written by ingest and search; default: DATA_DIR/index.",
     )
+    default_repo: str | None = Field(
+        default=None,
+        description=(
+            "The repository (a name under DATA_DIR/repos, or '*' for all of them) that commands without --repo "
+            "and the model cairn-agent use; unset: the only one, or all when there are several. "
+            "INDEX_DIR, when set, wins."
+        ),
+    )
+    index_memory_mb: int = Field(
+        default=2048,
+        ge=1,
+        description=(
+            "Budget for loaded indexes, in MB of their size on disk: beyond it the least recently used are "
+            "unloaded (the one in use always stays loaded)."
+        ),
+    )
 
     embedding_model: str = Field(
         default=BUNDLED_EMBEDDING_MODEL,
@@ -107,6 +123,26 @@ class Settings(BaseSettings):
     exclude: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Extra gitignore-style patterns to skip, added to the built-in list of vendored folders.",
+    )
+
+    watch: bool = Field(
+        default=False,
+        description="cairn serve: follow file changes in every served repository's source folder and re-index them.",
+    )
+    watch_debounce_ms: int = Field(
+        default=400,
+        ge=10,
+        le=60_000,
+        description=(
+            "Quiet time after the last file change before a watcher re-indexes: a branch switch or a pull "
+            "becomes one batch."
+        ),
+    )
+    watch_max_wait_ms: int = Field(
+        default=5000,
+        ge=10,
+        le=600_000,
+        description="Longest a watcher waits while changes keep coming before it re-indexes anyway.",
     )
 
     faiss_index: Literal["flat", "hnsw"] = Field(

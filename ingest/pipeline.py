@@ -63,6 +63,8 @@ class IngestResult:
     skipped: Counter[str] = field(default_factory=Counter)
     skipped_examples: dict[str, list[str]] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
+    #: Files whose chunking raised (path → error); they are left out and tried again next time.
+    failed: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -207,8 +209,16 @@ def _ingest(
                 result.files_unchanged += 1
                 progress.file_done()
                 continue
+            try:
+                chunks = list(chunk_file(source.path, data.decode("utf-8", "replace"), options))
+            except Exception as exc:  # a parser bug on one file must not stop the ingest, nor a watcher
+                result.failed[source.path] = f"{type(exc).__name__}: {exc}"
+                result.skipped["unparsable"] += 1
+                result.skipped_examples.setdefault("unparsable", []).append(source.path)
+                progress.file_done()
+                continue
             first = len(rows)
-            for chunk in chunk_file(source.path, data.decode("utf-8", "replace"), options):
+            for chunk in chunks:
                 rows.add(chunk)
             files_meta[source.path] = {
                 "sha256": digest, "size": source.size, "mtime_ns": source.mtime_ns,
@@ -232,6 +242,7 @@ def _ingest(
             and previous.manifest.counts.chunks == len(rows)
             and previous.manifest.faiss_index == settings.faiss_index
             and previous.manifest.format_version == FORMAT_VERSION
+            and previous.manifest.repo_root == str(repo_root)  # a moved repository gets a manifest saying so
             and _same_stats(old_files, files_meta)
         ):
             result.chunks_reused = len(rows)

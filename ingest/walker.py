@@ -87,6 +87,45 @@ class _IgnoreRules:
         return None
 
 
+class IgnoreMatcher:
+    """Say whether one path below a repository is left out by the walk's rules, without walking.
+
+    The same rules as ``walk_repository``: the built-in excludes, ``CAIRN_EXCLUDE``,
+    ``.git/info/exclude`` and the ``.gitignore`` of the root and of every folder on the way down (a
+    path inside an ignored folder is ignored). The ``.gitignore`` files read are cached until
+    ``forget()``; a watcher calls it when one of them changes.
+    """
+
+    def __init__(self, root: Path, exclude: Iterable[str] = ()) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self._exclude = tuple(exclude)
+        self._rules: _IgnoreRules | None = None
+        self._loaded: set[str] = set()
+
+    def forget(self) -> None:
+        """Drop the cached ignore files (one of them changed)."""
+        self._rules = None
+        self._loaded = set()
+
+    def ignored(self, rel_path: str, *, is_dir: bool = False) -> bool:
+        """Return True when the repository-relative POSIX path (or a folder above it) is ignored."""
+        if self._rules is None:
+            self._rules = _IgnoreRules(self.root, self._exclude)
+        rules = self._rules
+        parts = [part for part in rel_path.split("/") if part]
+        rel_dir = ""
+        for depth, part in enumerate(parts):
+            if rel_dir not in self._loaded:
+                self._loaded.add(rel_dir)
+                rules.add_gitignore(rel_dir, _load_ignore_file(self.root / rel_dir / ".gitignore"))
+            rel = f"{rel_dir}/{part}" if rel_dir else part
+            last = depth == len(parts) - 1
+            if rules.reason(rel, is_dir=is_dir or not last) is not None:
+                return True
+            rel_dir = rel
+        return False
+
+
 def looks_binary(head: bytes) -> bool:
     """Return True when the first bytes of a file look like binary data rather than text."""
     if b"\x00" in head:

@@ -1,5 +1,6 @@
 """Dense (FAISS), keyword (BM25) and hybrid (reciprocal rank fusion) retrieval over a Cairn index."""
 
+from retrievers.across_repos import AcrossReposRetriever, fuse_documents, in_repo
 from retrievers.langchain_retrievers import (
     RETRIEVERS,
     CodeRetriever,
@@ -13,10 +14,21 @@ from retrievers.langchain_retrievers import (
     make_retriever,
     register_retriever,
 )
-from retrievers.search_index import Hit, IndexSpec, SearchFilter, SearchIndex, fuse, load_search_index
+from retrievers.search_index import (
+    Hit,
+    IndexSpec,
+    SearchFilter,
+    SearchIndex,
+    cached_embedder,
+    fuse,
+    generation_bytes,
+    load_search_index,
+    loaded_indexes,
+)
 
 __all__ = [
     "RETRIEVERS",
+    "AcrossReposRetriever",
     "CodeRetriever",
     "DenseRetriever",
     "Hit",
@@ -26,11 +38,16 @@ __all__ = [
     "SearchFilter",
     "SearchIndex",
     "available_retrievers",
+    "cached_embedder",
     "check_retriever",
     "code_document",
     "fuse",
+    "fuse_documents",
+    "generation_bytes",
     "hit_to_document",
+    "in_repo",
     "load_search_index",
+    "loaded_indexes",
     "make_retriever",
     "register_retriever",
 ]

@@ -245,21 +245,23 @@ def fuse(rankings: Sequence[Sequence[Hit]], k: int, *, rrf_k: int = 60) -> list[
 
 @dataclass(frozen=True, slots=True)
 class IndexSpec:
-    """Which index to open and how to embed queries for it."""
+    """Which index to open, how to embed queries for it, and the memory budget of loaded indexes."""
 
     index_dir: Path
     embedding_model: str
     embedding_device: str = "cpu"
     ef_search: int = 128
+    memory_budget_bytes: int = Settings.model_fields["index_memory_mb"].default * 1024 * 1024
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> IndexSpec:
-        """Return the spec of the settings' index folder (CAIRN_INDEX_DIR) and embedding options."""
+    def from_settings(cls, settings: Settings, index_dir: Path | None = None) -> IndexSpec:
+        """Return the spec of an index folder (default: the settings' CAIRN_INDEX_DIR) under the settings."""
         return cls(
-            Path(settings.resolved_index_dir),
+            Path(index_dir if index_dir is not None else settings.resolved_index_dir),
             settings.embedding_model,
             settings.embedding_device,
             settings.hnsw_ef_search,
+            settings.index_memory_mb * 1024 * 1024,
         )
 
 
@@ -268,15 +270,33 @@ def _embedder(model: str, device: str, max_tokens: int) -> Embedder:
     return Embedder(model, device=device, max_tokens=max_tokens)
 
 
-_open_indexes: dict[tuple[Path, str, int], tuple[str, SearchIndex]] = {}
+_embedder_lock = threading.Lock()
+
+
+def cached_embedder(settings: Settings) -> Embedder:
+    """Return the settings' embedding model as loaded once per process, shared with query embedding."""
+    with _embedder_lock:  # several watchers warming up at once load it once
+        return _embedder(settings.embedding_model, settings.embedding_device, settings.embedding_max_tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    generation: str
+    index: SearchIndex
+    size_bytes: int
+
+
+#: Loaded indexes, least recently used first; unloaded beyond the memory budget (``_evict``).
+_open_indexes: OrderedDict[tuple[Path, str, int], _Loaded] = OrderedDict()
 _open_lock = threading.Lock()
 
 
 def load_search_index(source: Settings | IndexSpec) -> SearchIndex:
     """Return the search index of a spec (or of the settings' index folder), loading it only when it changed.
 
-    The loaded index is kept for the life of the process; a new generation written by a later
-    ingest is picked up on the next call (one small file read), never half-way through a search.
+    A loaded index is kept until the indexes loaded after it exceed the spec's memory budget (the
+    least recently used go first; the one asked for always stays); a new generation written by a
+    later ingest is picked up on the next call (one small file read), never half-way through a search.
     """
     spec = IndexSpec.from_settings(source) if isinstance(source, Settings) else source
     index_dir = Path(spec.index_dir).resolve()
@@ -285,11 +305,14 @@ def load_search_index(source: Settings | IndexSpec) -> SearchIndex:
     with _open_lock:
         current = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else ""
         cached = _open_indexes.get(key)
-        if cached is not None and cached[0] == current:
-            index = cached[1]
+        if cached is not None and cached.generation == current:
+            index = cached.index
+            _open_indexes.move_to_end(key)
         else:
             index = _open(index_dir, spec)
-            _open_indexes[key] = (index.generation.path.name, index)
+            _open_indexes.pop(key, None)
+            _open_indexes[key] = _Loaded(index.generation.path.name, index, generation_bytes(index.generation.path))
+            _evict(spec.memory_budget_bytes)
     built_with = index.generation.embedding_model
     if built_with != spec.embedding_model:
         raise EmbeddingModelMismatch(
@@ -298,6 +321,23 @@ def load_search_index(source: Settings | IndexSpec) -> SearchIndex:
             f"set CAIRN_EMBEDDING_MODEL={built_with} or re-ingest with --rebuild",
         )
     return index
+
+
+def _evict(budget_bytes: int) -> None:
+    """Unload the least recently used indexes while the loaded ones exceed the budget (keep the newest)."""
+    while len(_open_indexes) > 1 and sum(loaded.size_bytes for loaded in _open_indexes.values()) > budget_bytes:
+        _open_indexes.popitem(last=False)  # a search still holding it finishes; then it is freed
+
+
+def loaded_indexes() -> list[Path]:
+    """Return the index folders loaded in this process, least recently used first."""
+    with _open_lock:
+        return [key[0] for key in _open_indexes]
+
+
+def generation_bytes(path: Path) -> int:
+    """Return the size on disk of a generation's files: what loading it may page into memory."""
+    return sum(entry.stat().st_size for entry in Path(path).rglob("*") if entry.is_file())
 
 
 def _open(index_dir: Path, spec: IndexSpec) -> SearchIndex:

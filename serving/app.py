@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
@@ -21,6 +22,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from cairn import __version__, telemetry
 from config import Settings
 from graphs.agent.resources import resources_for
+from ingest.embedder import TextEmbedder
+from ingest.watch import WatchBatch, WatchGroup
+from retrievers import IndexSpec, cached_embedder, load_search_index, loaded_indexes
 from serving.errors import REDIS_ERRORS, add_error_handlers
 from serving.observability import ObservabilityMiddleware
 from serving.routes import api, health, metrics, openai, sessions, web
@@ -42,8 +46,15 @@ def untraced(scope: dict) -> bool:
     return path in UNTRACED_PATHS or path.startswith(web.STATIC_PREFIX + "/")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Return the Cairn FastAPI app for ``settings`` (default: read from CAIRN_* and .env now)."""
+def create_app(
+    settings: Settings | None = None, *, embedder_factory: Callable[[], TextEmbedder] | None = None
+) -> FastAPI:
+    """Return the Cairn FastAPI app for ``settings`` (default: read from CAIRN_* and .env now).
+
+    With ``settings.watch`` the lifespan also follows every served repository's source folder and
+    re-indexes what changes (``ingest/watch.py``), embedding with ``embedder_factory`` (default:
+    the model queries are embedded with, loaded once for both).
+    """
     settings = settings or Settings()
     provider = telemetry.configure()  # exports only where OTEL_EXPORTER_OTLP_ENDPOINT says
     service = Service.build(settings)
@@ -57,15 +68,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             resources = await asyncio.to_thread(resources_for, service.context)  # model clients and tools up front
             # the embedding model's first forward pass takes seconds (seen in a trace: 6.4 s of the first
             # question's `embed queries`); take it now rather than in a user's first question
-            await asyncio.to_thread(resources.index.embed_queries, ["warm up"])
+            if resources.indexes:  # one embedding model serves every index
+                warm = next(iter(resources.indexes.values()))
+                await asyncio.to_thread(warm.embed_queries, ["warm up"])
         try:
             await service.saver.ping()
         except REDIS_ERRORS as exc:
             log.warning("Redis at %s is not answering (%s); sessions unavailable until it is", settings.redis_url, exc)
         service.http = httpx.AsyncClient(timeout=2.0)
+        if settings.watch:
+
+            def after_batch(batch: WatchBatch) -> None:
+                _load_new_generation(settings, batch)
+                if batch.result is not None and batch.result.generation is not None:
+                    service.load_index()  # /ready's generation and chunk count (loaded indexes: cheap)
+
+            embed = embedder_factory or (lambda: cached_embedder(settings))
+            service.watchers = await asyncio.to_thread(
+                WatchGroup(settings, embedder_factory=embed, on_batch=after_batch).start
+            )
         try:
             yield
         finally:
+            if service.watchers is not None:
+                await asyncio.to_thread(service.watchers.stop)
             await service.http.aclose()
             await service.saver.aclose()
             await asyncio.to_thread(telemetry.flush)
@@ -113,3 +139,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # outermost of Cairn's middleware: it counts every answer, a 401 or 429 included
     app.add_middleware(ObservabilityMiddleware, metrics=service.metrics)
     return app
+
+
+def _load_new_generation(settings: Settings, batch: WatchBatch) -> None:
+    """Load the generation a watcher just wrote, in its thread, so the next question does not wait for it.
+
+    Only for an index this process has loaded already: loading one nobody asks about could unload,
+    under CAIRN_INDEX_MEMORY_MB, one that is in use.
+    """
+    result = batch.result
+    if result is None or result.generation is None:
+        return
+    index_dir = Path(result.index_dir).resolve()
+    if index_dir in loaded_indexes():
+        load_search_index(IndexSpec.from_settings(settings, index_dir))

@@ -16,11 +16,11 @@ from langchain_core.messages import AIMessageChunk
 from config import Node
 from graphs.agent.citations import render_answer, sources_block
 from graphs.agent.context import Context
+from graphs.agent.sessions import recorded_repo, repo_mismatch, session_metadata
 from models.reasoning import ThinkingFilter
 from serving.errors import REDIS_ERRORS, ServiceError, error_body
 from serving.openai_api import (
     DONE,
-    MODEL_ALIASES,
     MODEL_ID,
     ChatCompletionRequest,
     ChunkWriter,
@@ -51,8 +51,8 @@ def session_id(body: ChatCompletionRequest, request: Request) -> str | None:
 
 
 def run_context(service: Service, body: ChatCompletionRequest) -> Context:
-    """Return the service's Context with this request's overrides (temperature, max tokens, stop)."""
-    return service.context.override(
+    """Return the Context of the requested model (its repository) with this request's overrides."""
+    return service.context_for_model(body.model).override(
         temperature=body.temperature,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         stop=body.stop_list(),
@@ -61,23 +61,23 @@ def run_context(service: Service, body: ChatCompletionRequest) -> Context:
 
 async def chat(service: Service, body: ChatCompletionRequest, request: Request) -> Response:
     """Answer a chat-completions request, whole or streamed; a session keeps the conversation in Redis."""
-    if body.model not in MODEL_ALIASES:
-        raise ServiceError(
-            404, f"The model {body.model!r} does not exist; use {MODEL_ID!r} (GET /v1/models)", "model_not_found"
-        )
-    await service.require_index()
+    context = run_context(service, body)  # 404 for a model (repository) that does not exist
+    await service.require_index(context)
     session = session_id(body, request)
-    context = run_context(service, body)
     usage = TokenUsage()
     config: dict[str, Any] = {"callbacks": [usage, service.run_telemetry(session)], "run_name": "cairn-chat"}
     if session:
         graph = service.session_graph
         config["configurable"] = {"thread_id": session}
+        config["metadata"] = session_metadata(context)  # the session remembers its repository
         messages = new_turn(body.messages)
         try:
-            await service.saver.ping()
+            recorded = await recorded_repo(service.saver, session)
         except REDIS_ERRORS as exc:
             raise service.redis_down(exc) from exc
+        if mismatch := repo_mismatch(recorded, context, session):
+            raise ServiceError(400, f"{mismatch}: start another session (X-Session-Id) to ask about it, or ask "
+                               "with the model this session uses", "session_repository_mismatch")  # fmt: skip
     else:
         graph = service.graph
         messages = to_langchain(body.messages)
@@ -93,13 +93,14 @@ async def chat(service: Service, body: ChatCompletionRequest, request: Request) 
             raise service.translate(exc, context) from exc
         if session:
             await record_usage(service, session, usage)
-        return JSONResponse(completion(state, usage, session).model_dump(mode="json", exclude_unset=True))
+        reply = completion(state, usage, session, model=body.model)
+        return JSONResponse(reply.model_dump(mode="json", exclude_unset=True))
 
     with_steps = request.headers.get(EVENTS_HEADER, "").strip().lower() in {"1", "true", "yes"}
     modes = ["messages", "values", "custom"] if with_steps else ["messages", "values"]
     events = graph.astream({"messages": messages}, config, context=context, stream_mode=modes, **durability)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    chunks = stream_chunks(events, usage, session, include_usage, with_steps)
+    chunks = stream_chunks(events, usage, session, include_usage, with_steps, model=body.model)
     # Hold the response until the answer starts (or the run fails), so a model or Redis failure before
     # the first token is a proper 503/504 rather than an error inside a 200 stream. With steps asked for,
     # the first step starts the response at once, and a later failure is an error event in the stream.
@@ -170,6 +171,7 @@ async def stream_chunks(
     session: str | None,
     include_usage: bool,
     with_steps: bool = False,
+    model: str = MODEL_ID,
 ) -> AsyncIterator[str]:
     """Turn the graph's (mode, payload) stream into ``chat.completion.chunk`` SSE lines ending in [DONE].
 
@@ -179,7 +181,7 @@ async def stream_chunks(
     without the model (nothing found) is sent whole. Steps (mode ``custom``) become ``cairn.step``
     events.
     """
-    writer = ChunkWriter()
+    writer = ChunkWriter(model)
     yield writer.delta("", role="assistant")
     streamed = False
     thinking = ThinkingFilter()

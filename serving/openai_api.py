@@ -20,6 +20,8 @@ from graphs.agent.budget import message_tokens, text_tokens
 
 MODEL_ID = "cairn-agent"
 MODEL_ALIASES = {MODEL_ID, "cairn"}
+#: A repository's model id is this prefix and its name (``cairn/tinykv``); ``cairn/*`` spans them all.
+REPO_MODEL_PREFIX = "cairn/"
 DONE = "data: [DONE]\n\n"
 
 
@@ -165,7 +167,7 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
-def completion(state: dict[str, Any], usage: TokenUsage, session: str | None) -> ChatCompletion:
+def completion(state: dict[str, Any], usage: TokenUsage, session: str | None, model: str = MODEL_ID) -> ChatCompletion:
     """Return the non-streaming ``chat.completion`` for a finished run (its ``cairn`` extra included)."""
     messages = state.get("messages") or []
     content = str(messages[-1].content) if messages else state.get("answer", "")
@@ -173,7 +175,7 @@ def completion(state: dict[str, Any], usage: TokenUsage, session: str | None) ->
         id=completion_id(),
         object="chat.completion",
         created=int(time.time()),
-        model=MODEL_ID,
+        model=model,
         choices=[
             Choice(
                 index=0,
@@ -190,8 +192,8 @@ def completion(state: dict[str, Any], usage: TokenUsage, session: str | None) ->
 class ChunkWriter:
     """Writes one streamed completion's ``chat.completion.chunk`` SSE lines (same id and time for each)."""
 
-    def __init__(self) -> None:
-        self.id, self.created = completion_id(), int(time.time())
+    def __init__(self, model: str = MODEL_ID) -> None:
+        self.id, self.created, self.model = completion_id(), int(time.time()), model
 
     def _line(self, chunk: ChatCompletionChunk) -> str:
         return f"data: {chunk.model_dump_json(exclude_unset=True)}\n\n"
@@ -216,7 +218,7 @@ class ChunkWriter:
             id=self.id,
             object="chat.completion.chunk",
             created=self.created,
-            model=MODEL_ID,
+            model=self.model,
             choices=[ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=None)],
             **extra,
         )
@@ -225,14 +227,14 @@ class ChunkWriter:
     def usage(self, usage: CompletionUsage) -> str:
         """Return the last chunk of ``stream_options.include_usage``: no choices, the run's usage."""
         chunk = ChatCompletionChunk(
-            id=self.id, object="chat.completion.chunk", created=self.created, model=MODEL_ID, choices=[], usage=usage
+            id=self.id, object="chat.completion.chunk", created=self.created, model=self.model, choices=[], usage=usage
         )
         return self._line(chunk)
 
 
-def model_card() -> Model:
-    """Return the agent as an OpenAI model object."""
-    return Model(id=MODEL_ID, object="model", created=0, owned_by="cairn")
+def model_card(model_id: str = MODEL_ID) -> Model:
+    """Return a model id the agent answers as (cairn-agent, cairn/<repository>) as an OpenAI model object."""
+    return Model(id=model_id, object="model", created=0, owned_by="cairn")
 
 
 class ModelList(BaseModel):

@@ -28,7 +28,9 @@ class Readiness(BaseModel):
     """Whether the service can answer: the index, the model endpoint and Redis, each checked."""
 
     ready: bool
-    checks: dict[str, Check] = Field(description="index, model and redis")
+    checks: dict[str, Check] = Field(
+        description="index (with `repos`: each repository's state, a missing source folder included), model and redis"
+    )
 
 
 class SessionSummary(BaseModel):
@@ -67,5 +69,9 @@ class SessionDetail(BaseModel):
     """A session's messages and telemetry."""
 
     id: str
+    repo: str | None = Field(
+        default=None,
+        description="What the session is about: a repository's name, * for all of them, or the index folder.",
+    )
     messages: list[SessionMessage]
     telemetry: SessionTelemetry

@@ -16,12 +16,15 @@ from cairn.telemetry import ContentPolicy
 from config import Node, Settings
 from graphs.agent.context import Context
 from graphs.agent.graph import GRAPH_NAME, build_graph
+from graphs.agent.resources import load_indexes
 from graphs.agent.telemetry import RunTelemetry
+from ingest.repos import ALL, RepoInfo
+from ingest.watch import WatchGroup
 from models import probe_url
-from retrievers import load_search_index
 from serving.checkpoint import RedisCheckpointSaver
 from serving.errors import REDIS_ERRORS, ServiceError, redis_down, translate
 from serving.observability import ServiceMetrics
+from serving.openai_api import MODEL_ALIASES, MODEL_ID, REPO_MODEL_PREFIX
 
 log = logging.getLogger("cairn.serving")
 
@@ -40,6 +43,8 @@ class Service:
     http: httpx.AsyncClient | None = None
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     content: ContentPolicy = field(default_factory=ContentPolicy)
+    #: The watchers of ``cairn serve --watch`` (None when not watching).
+    watchers: WatchGroup | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Service:
@@ -62,26 +67,77 @@ class Service:
         """Return the callback that traces one agent run and feeds the service's metrics."""
         return RunTelemetry(content=self.content, metrics=self.metrics.agent, conversation=session)
 
+    # ------------------------------------------------------------ repositories and models
+
+    def model_ids(self) -> list[str]:
+        """Return the model ids served: cairn-agent, cairn/<name> per repository, cairn/* when there are several."""
+        names = self.context.repositories().names()
+        spans = [f"{REPO_MODEL_PREFIX}{ALL}"] if len(names) > 1 else []
+        return [MODEL_ID, *(f"{REPO_MODEL_PREFIX}{name}" for name in names), *spans]
+
+    def context_for_model(self, model: str) -> Context:
+        """Return the Context a model id answers with: cairn-agent the default, cairn/<name> that repository.
+
+        Raises a 404 listing the model ids (and so the repositories) for any other id.
+        """
+        if model in MODEL_ALIASES:
+            return self.context
+        repo = model.removeprefix(REPO_MODEL_PREFIX) if model.startswith(REPO_MODEL_PREFIX) else None
+        if repo and self._exists(repo):
+            return self.context.override(repo=repo)
+        ids = ", ".join(repr(i) for i in self.model_ids())
+        why = f" (no repository named {repo!r}; {self._names()})" if repo else ""
+        raise ServiceError(404, f"The model {model!r} does not exist{why}; the models are {ids} (GET /v1/models)",
+                           "model_not_found")  # fmt: skip
+
+    def context_for_repo(self, repo: str | None) -> Context:
+        """Return the service's Context for a repository parameter (None: the default); 404 listing names."""
+        if repo is None:
+            return self.context
+        if not self._exists(repo):
+            raise ServiceError(404, f"No repository named {repo!r}; {self._names()}", "repository_not_found")
+        return self.context.override(repo=repo)
+
+    def _exists(self, repo: str) -> bool:
+        """Whether a repository name (or ``*``, with at least one repository) can be served."""
+        try:
+            self.context.repositories().resolve(repo)
+        except CairnError:  # an unknown name, or one that cannot be a name
+            return False
+        return True
+
+    def _names(self) -> str:
+        names = self.context.repositories().names()
+        return f"the repositories are: {', '.join(names)}" if names else "there are no repositories (cairn ingest)"
+
     # ------------------------------------------------------------ the index
 
     def load_index(self) -> None:
-        """Load (or reload) the index; remember why it failed instead of crashing the service."""
+        """Load (or reload) the default index(es); remember why it failed instead of crashing the service."""
         try:
-            index = load_search_index(self.context.index_spec())
+            indexes = load_indexes(self.context)
         except CairnError as exc:
             self.index_error = str(exc)
             self.index_summary = {}
             return
         self.index_error = None
-        self.metrics.index_chunks.set(len(index))
-        self.index_summary = {
-            "path": self.context.index_dir,
-            "chunks": len(index),
-            "generation": index.generation.path.name,
-        }
+        chunks = sum(len(index) for index in indexes.values())
+        self.metrics.index_chunks.set(chunks)
+        if self.context.repo is None:
+            index = indexes[""]
+            self.index_summary = {"path": self.context.index_dir, "chunks": chunks,
+                                  "generation": index.generation.path.name}  # fmt: skip
+        else:
+            self.index_summary = {"repo": self.context.repo, "chunks": chunks, "serving": sorted(indexes)}
 
-    async def require_index(self) -> None:
-        """Raise a 503 unless the index is loaded (an index built after start-up is picked up here)."""
+    async def require_index(self, context: Context | None = None) -> None:
+        """Raise an HTTP error unless the run's index(es) load (an index built after start-up is picked up here)."""
+        if context is not None and context is not self.context:
+            try:
+                await asyncio.to_thread(load_indexes, context)
+            except CairnError as exc:
+                raise self.translate(exc, context) from exc
+            return
         if self.index_error:
             await asyncio.to_thread(self.load_index)
             if self.index_error:
@@ -142,12 +198,38 @@ class Service:
         return {"ok": True, "url": self.settings.redis_url}
 
     def check_index(self) -> dict[str, Any]:
-        """Whether the index is loaded, with its path, chunks and generation."""
+        """Whether the default index is loaded (path, chunks, generation), and how each repository stands.
+
+        A repository whose source folder is gone still serves (``source_exists`` false, with a
+        warning); one that cannot serve (another embedding model, damaged) is reported with a hint,
+        and the others keep serving.
+        """
         if self.index_error:
             self.load_index()
-        if self.index_error:
-            return {"ok": False, "error": self.index_error}
-        return {"ok": True, **self.index_summary}
+        check: dict[str, Any] = {"ok": False, "error": self.index_error} if self.index_error else {"ok": True}
+        check.update(self.index_summary)
+        if self.watchers is not None:
+            check["watch"] = self.watchers.status()
+        repos = self.context.repositories().describe_all(self.context.embedding_model)
+        if repos:
+            check["repos"] = {info.name: _repo_check(info) for info in repos}
+            problems = [f"{info.name}: {info.problem}" for info in repos if not info.ok]
+            moved = [info.name for info in repos if info.ok and not info.source_exists]
+            warnings = [*problems, *(f"{name}: source folder missing (the index still serves)" for name in moved)]
+            if warnings:
+                check["warning"] = "; ".join(warnings)
+        return check
+
+
+def _repo_check(info: RepoInfo) -> dict[str, Any]:
+    """Return a repository's entry in the readiness check."""
+    entry: dict[str, Any] = {"ok": info.ok, "source": info.source, "source_exists": info.source_exists,
+                             "chunks": info.chunks, "embedding_model": info.embedding_model}  # fmt: skip
+    if info.problem:
+        entry.update(error=info.problem, hint=info.hint)
+    elif not info.source_exists:
+        entry["warning"] = f"the source folder {info.source} is missing; the index still serves"
+    return entry
 
 
 def service_of(request: Request) -> Service:

@@ -1,7 +1,17 @@
 """Tools the agent may call: search_code, read_file, grep, outline, and any plugin tools."""
 
 from tools import builtin as _builtin  # noqa: F401  (registers the built-in tools)
+from tools.across_repos import across_repos
 from tools.builtin import confine
 from tools.registry import TOOLS, ToolContext, available_tools, load_tools, register_tool, tool_context_for
 
-__all__ = ["TOOLS", "ToolContext", "available_tools", "confine", "load_tools", "register_tool", "tool_context_for"]
+__all__ = [
+    "TOOLS",
+    "ToolContext",
+    "across_repos",
+    "available_tools",
+    "confine",
+    "load_tools",
+    "register_tool",
+    "tool_context_for",
+]

@@ -21,7 +21,9 @@ from pydantic import Field, SecretStr
 from pydantic.dataclasses import dataclass
 from pydantic.fields import FieldInfo
 
+from cairn.errors import CairnError
 from config import MODEL_NODES, Settings
+from ingest.repos import ALL, Repositories, default_repo
 from models import ModelConfig, embedded_base_url, parse_model_spec
 from retrievers import IndexSpec, check_retriever
 
@@ -74,6 +76,17 @@ class Context:
     index_dir: str = Field(
         default=str(Path(_default("data_dir")) / "index"), description="The index folder to search (CAIRN_INDEX_DIR)."
     )
+    repo: str | None = Field(
+        default=None,
+        description=(
+            "The repository to search: a name under DATA_DIR/repos, '*' for all of them (results fused, citations "
+            "prefixed with the repository's name), or unset for index_dir (CAIRN_DEFAULT_REPO)."
+        ),
+    )
+    data_dir: str = Field(
+        default=str(_default("data_dir")), description="The data folder whose repos/ holds the repositories."
+    )
+    index_memory_mb: int = _setting("index_memory_mb")
     embedding_model: str = _setting("embedding_model")
     embedding_device: str = _setting("embedding_device")
     hnsw_ef_search: int = _setting("hnsw_ef_search")
@@ -85,7 +98,11 @@ class Context:
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> Context:
-        """Resolve the settings plus per-run overrides (None: not overridden) into a checked Context."""
+        """Resolve the settings plus per-run overrides (None: not overridden) into a checked Context.
+
+        The repository is the default one (``ingest.repos.default_repo``) unless ``repo`` or
+        ``index_dir`` is overridden.
+        """
         values: dict[str, Any] = {
             name: getattr(settings, info.json_schema_extra["setting"].removeprefix("CAIRN_").lower())  # type: ignore[index]
             for name, info in cls.__pydantic_fields__.items()  # type: ignore[attr-defined]
@@ -93,6 +110,9 @@ class Context:
         }
         values["embedded_url"] = embedded_base_url(settings.embedded_host, settings.embedded_port)
         values["index_dir"] = str(settings.resolved_index_dir)
+        values["data_dir"] = str(settings.data_dir)
+        # an index folder given for this run (the eval's corpus) is that folder, not the default repository
+        values["repo"] = None if overrides.get("index_dir") is not None else default_repo(settings)
         values.update({name: value for name, value in overrides.items() if value is not None})
         return cls(**values).checked()
 
@@ -149,9 +169,37 @@ class Context:
             structured_output=self.structured_output,
         )
 
-    def index_spec(self) -> IndexSpec:
-        """Return which index to search and how to embed queries for it."""
-        return IndexSpec(Path(self.index_dir), self.embedding_model, self.embedding_device, self.hnsw_ef_search)
+    def repositories(self) -> Repositories:
+        """Return the repositories of the run's data folder."""
+        return Repositories.in_data_dir(self.data_dir)
+
+    @property
+    def spans_repos(self) -> bool:
+        """True when the run searches every repository (``repo`` is ``*``)."""
+        return self.repo == ALL
+
+    def index_spec(self, repo: str | None = None) -> IndexSpec:
+        """Return which index to search (the run's, or a named repository's) and how to embed queries for it.
+
+        Raises UnknownRepository (listing the names) for a repository that does not exist.
+        """
+        name = repo or self.repo
+        if name == ALL:
+            raise CairnError("This run spans every repository, not one index", "use index_specs(), or name one")
+        index_dir = Path(self.index_dir) if name is None else self.repositories().get(name)
+        return IndexSpec(index_dir, self.embedding_model, self.embedding_device, self.hnsw_ef_search,
+                         self.index_memory_mb * 1024 * 1024)  # fmt: skip
+
+    def index_specs(self) -> dict[str, IndexSpec]:
+        """Return repository name → index spec of every index the run searches ("" for ``index_dir``)."""
+        if self.repo is None:
+            return {"": self.index_spec()}
+        return {name: self.index_spec(name) for name in self.repositories().resolve(self.repo)}
+
+    @property
+    def repo_label(self) -> str:
+        """Return what the run talks about, as sessions record it: the repository name, ``*``, or the index folder."""
+        return self.repo if self.repo is not None else self.index_dir
 
     @property
     def document_tokens(self) -> int:

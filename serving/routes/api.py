@@ -9,7 +9,8 @@ from fastapi import APIRouter, Path, Query
 from langchain_core.tools import ToolException
 
 from cairn.errors import CairnError
-from retrievers import available_retrievers, check_retriever, load_search_index, make_retriever
+from graphs.agent.resources import load_indexes
+from retrievers import AcrossReposRetriever, available_retrievers, check_retriever, load_search_index, make_retriever
 from serving.errors import ServiceError, documented
 from serving.service import ServiceDep
 from serving.web.code_view import excerpt_window, highlighted_file
@@ -21,6 +22,12 @@ router = APIRouter(prefix="/api", tags=["page"])
 #: Lines of a chunk a search result shows.
 SNIPPET_LINES = 8
 
+RepoQuery = Annotated[
+    str | None,
+    Query(description="A repository's name, or * for all of them (paths then start with the name); "
+          "default: the service's default repository (CAIRN_DEFAULT_REPO)."),
+]  # fmt: skip
+
 
 @router.get("/retrievers", response_model=RetrieverList, responses=documented(401))
 async def list_retrievers(service: ServiceDep) -> RetrieverList:
@@ -28,7 +35,7 @@ async def list_retrievers(service: ServiceDep) -> RetrieverList:
     return RetrieverList(modes=available_retrievers(), default=service.context.retriever)
 
 
-@router.get("/search", response_model=SearchResults, responses=documented(400, 401, 503))
+@router.get("/search", response_model=SearchResults, responses=documented(400, 401, 404, 503))
 async def search(
     service: ServiceDep,
     q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for.")],
@@ -36,16 +43,26 @@ async def search(
     k: Annotated[int, Query(ge=1, le=50, description="How many results.")] = 8,
     path: Annotated[list[str] | None, Query(description="Only files matching these globs (gitignore style).")] = None,
     language: Annotated[list[str] | None, Query(description="Only these languages, e.g. python.")] = None,
+    repo: RepoQuery = None,
 ) -> SearchResults:
-    """Search the index as `cairn search` does: ranked chunks with citation, symbol, snippet and score."""
+    """Search the index as `cairn search` does: ranked chunks with citation, symbol, snippet and score.
+
+    An unknown `repo` is a 404 listing the repositories.
+    """
     try:
         check_retriever(mode)
     except CairnError as exc:
         raise ServiceError(400, f"{exc.message}; {exc.hint}", "unknown_retriever") from exc
-    await service.require_index()
-    context = service.context
-    index = await asyncio.to_thread(load_search_index, context.index_spec())
-    retriever = make_retriever(mode, index, k=k, depth=context.fusion_depth, rrf_k=context.rrf_k)
+    context = service.context_for_repo(repo)
+    await service.require_index(context)
+    indexes = await asyncio.to_thread(load_indexes, context)
+    options = {"k": k, "depth": context.fusion_depth, "rrf_k": context.rrf_k}
+    retrievers = {name: make_retriever(mode, index, **options) for name, index in indexes.items()}
+    retriever = (
+        AcrossReposRetriever(retrievers=retrievers, k=k, rrf_k=context.rrf_k)
+        if context.spans_repos
+        else next(iter(retrievers.values()))
+    )
     filters = {name: value for name, value in (("path_glob", path), ("language", language)) if value}
     documents = await asyncio.to_thread(retriever.invoke, q, **filters)
     results = []
@@ -75,16 +92,24 @@ async def read_file(
     start: Annotated[int, Query(ge=1, description="First line of the range (1-based).")] = 1,
     end: Annotated[int | None, Query(ge=1, description="Last line of the range (default: start).")] = None,
     context: Annotated[int, Query(ge=0, le=200, description="Lines of context on each side.")] = 8,
+    repo: RepoQuery = None,
 ) -> FileExcerpt:
     """Lines of an indexed file, highlighted, with the range marked and context around it.
 
     Confined like the agent's read_file tool: only files in the index (not ignored ones, not a
     `.env`), no absolute paths, `~` or `..`, no symlinks out of the repository; at most 400 lines.
+    Across repositories (`repo=*`, or that default) the path starts with the repository's name, as
+    citations across repositories do.
     """
     if end is not None and end < start:
         raise ServiceError(400, f"The range {start}-{end} ends before it starts", "invalid_range")
-    await service.require_index()
-    index = await asyncio.to_thread(load_search_index, service.context.index_spec())
+    run = service.context_for_repo(repo)
+    prefix = ""
+    if run.spans_repos:
+        prefix, _, path = path.partition("/")
+        run = service.context_for_repo(prefix)
+    await service.require_index(run)
+    index = await asyncio.to_thread(load_search_index, run.index_spec())
     try:
         rel, target = confine(tool_context_for(index), path)
     except ToolException as exc:
@@ -95,6 +120,7 @@ async def read_file(
         language, lines = await asyncio.to_thread(highlighted_file, target, rel)
     except OSError as exc:
         raise ServiceError(404, f"Cannot read {rel}: {exc.strerror or exc}", "file_not_found") from exc
+    rel = f"{prefix}/{rel}" if prefix else rel
     total = len(lines)
     if total == 0:
         return FileExcerpt(path=rel, language=language, total_lines=0, start=0, end=0, lines=[], truncated=False)

@@ -9,6 +9,7 @@ from fastapi.responses import Response
 from langchain_core.messages import AIMessage, HumanMessage
 
 from graphs.agent.budget import message_tokens
+from graphs.agent.sessions import REPO_KEY
 from serving.errors import REDIS_ERRORS, ServiceError, documented
 from serving.schemas import SessionDetail, SessionList, SessionMessage, SessionSummary, SessionTelemetry
 from serving.service import ServiceDep
@@ -41,8 +42,10 @@ async def get_session(session_id: str, service: ServiceDep) -> SessionDetail:
     messages = snapshot.values.get("messages", []) if snapshot and snapshot.values else []
     if not messages:
         raise ServiceError(404, f"No session {session_id!r}", "session_not_found")
+    repo = (snapshot.metadata or {}).get(REPO_KEY)
     return SessionDetail(
         id=session_id,
+        repo=str(repo) if repo is not None else None,
         messages=[
             SessionMessage(role="user" if isinstance(m, HumanMessage) else "assistant", content=str(m.content))
             for m in messages

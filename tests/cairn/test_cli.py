@@ -120,3 +120,77 @@ def test_ask_shows_the_steps_on_stderr_and_the_answer_on_stdout(cli_index: Path)
     assert any(line.startswith("· found ") for line in steps)
     assert "It is implemented in tinykv/cache.py:" in done.stdout and "Sources:" in done.stdout
     assert "· " not in done.stdout
+
+
+@pytest.fixture(scope="module")
+def repos_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder where `cairn ingest` put the sample (named after its folder) and billing (--name)."""
+    from tests.repos import write_billing_repo
+
+    base = tmp_path_factory.mktemp("cli-repos")
+    billing = write_billing_repo(base / "src" / "billing")
+    env = {"CAIRN_DATA_DIR": str(base / "data")}
+    done = cairn("ingest", str(SAMPLE_REPO), "--json", "--quiet", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["repo"] == "sample-repo"
+    done = cairn("ingest", str(billing), "--name", "invoices", "--json", "--quiet", env=env)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["index"] == str(base / "data" / "repos" / "invoices" / "index")
+    return base / "data"
+
+
+def test_ingest_keeps_one_index_per_repository(repos_data: Path) -> None:
+    done = cairn("repos", "--json", env={"CAIRN_DATA_DIR": str(repos_data)})
+    repos = {r["name"]: r for r in json.loads(done.stdout)["repos"]}
+    assert list(repos) == ["invoices", "sample-repo"] and repos["sample-repo"]["source"] == str(SAMPLE_REPO)
+    again = cairn("ingest", str(SAMPLE_REPO), env={"CAIRN_DATA_DIR": str(repos_data)})
+    assert again.returncode == 0 and "up to date" in again.stdout and "(repository sample-repo)" in again.stdout
+
+
+def test_a_second_folder_under_a_taken_name_exits_16(repos_data: Path, tmp_path: Path) -> None:
+    from tests.repos import write_billing_repo
+
+    other = write_billing_repo(tmp_path / "elsewhere")
+    done = cairn("ingest", str(other), "--name", "invoices", env={"CAIRN_DATA_DIR": str(repos_data)})
+    assert done.returncode == 16 and "is already taken by" in done.stderr and "--name" in done.stderr
+
+
+def test_search_and_ask_take_the_repository(repos_data: Path) -> None:
+    env = {"CAIRN_DATA_DIR": str(repos_data)}
+    done = cairn("search", "a ledger that keeps every invoice issued", "--repo", "invoices", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)["results"]
+    assert results[0]["symbol"] == "InvoiceLedger"
+    assert {r["path"] for r in results} == {"billing/invoice.py", "README.md"}  # this repository's, unprefixed
+    every = cairn("search", "invoices and the write-ahead log", "--json", env=env)  # several: all of them
+    assert {r["path"].split("/", 1)[0] for r in json.loads(every.stdout)["results"]} == {"invoices", "sample-repo"}
+    asked = cairn("ask", "How is an invoice total rounded?", "--repo", "invoices", "--model", "instant", env=env)
+    assert asked.returncode == 0, asked.stderr
+    assert "It is implemented in billing/invoice.py:" in asked.stdout or "README.md:" in asked.stdout
+    unknown = cairn("ask", "x", "--repo", "nope", "--model", "instant", env=env)
+    assert unknown.returncode == 15 and "invoices, sample-repo" in unknown.stderr
+
+
+def test_an_ask_session_keeps_to_its_repository(repos_data: Path) -> None:
+    env = {"CAIRN_DATA_DIR": str(repos_data)}
+    first = cairn("ask", "How is an invoice rounded?", "--repo", "invoices", "--session", "s", "--model", "instant",
+                  env=env)  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    other = cairn("ask", "And the cache?", "--repo", "sample-repo", "--session", "s", "--model", "instant", env=env)
+    assert other.returncode == 1 and "The session 's' is about 'invoices'" in other.stderr
+
+
+def test_a_single_index_keeps_working_then_moves_into_repos_on_the_next_ingest(tmp_path: Path) -> None:
+    env = {"CAIRN_DATA_DIR": str(tmp_path / "data")}
+    single = tmp_path / "data" / "index"
+    assert cairn("ingest", str(SAMPLE_REPO), "--index", str(single), "--quiet", env=env).returncode == 0
+    found = cairn("search", "evict least recently used", "--json", env=env)  # DATA_DIR/index, as before
+    assert json.loads(found.stdout)["results"][0]["path"] == "tinykv/cache.py"
+    again = cairn("ingest", str(SAMPLE_REPO), env=env)
+    assert again.returncode == 0, again.stderr
+    assert f"moved the index at {single}" in again.stderr and "is up to date" in again.stdout  # nothing re-embedded
+    assert not single.exists()
+    listed = json.loads(cairn("repos", "--json", env=env).stdout)
+    assert listed["default"] == "sample-repo" and [r["name"] for r in listed["repos"]] == ["sample-repo"]
+    found = cairn("search", "evict least recently used", "--json", env=env)  # now the only repository
+    assert json.loads(found.stdout)["results"][0]["path"] == "tinykv/cache.py"

@@ -83,3 +83,28 @@ def test_missing_path_and_file_path_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "f.py").write_text("x\n")
     with pytest.raises(RepositoryNotFound, match="Not a folder"):
         walk_repository(tmp_path / "f.py", max_file_bytes=100)
+
+
+def test_the_watchers_ignore_matcher_agrees_with_the_walk(tmp_path: Path) -> None:
+    from ingest.walker import IgnoreMatcher
+
+    _write(tmp_path, ".gitignore", "*.log\nout/\n")
+    _write(tmp_path, ".git/info/exclude", "local-notes.md\n")
+    files = {
+        "app.py": "x = 1\n", "debug.log": "noise\n", "out/gen.py": "x = 2\n", "out/deep/more.py": "x = 2\n",
+        "pkg/.gitignore": "secret.py\ncache/\n", "pkg/secret.py": "x = 3\n", "pkg/public.py": "x = 4\n",
+        "pkg/cache/a.py": "x = 5\n", "other/secret.py": "x = 5\n", "local-notes.md": "# mine\n",
+        "node_modules/lib/index.js": "x\n", "gen/made.py": "x = 6\n", "src/api_pb2.py": "x = 7\n",
+    }  # fmt: skip
+    for rel, text in files.items():
+        _write(tmp_path, rel, text)
+
+    walked = set(_paths(tmp_path, exclude=["gen/"])) - {".gitignore"}
+    matcher = IgnoreMatcher(tmp_path, exclude=["gen/"])
+    assert {rel for rel in files if not matcher.ignored(rel)} == walked
+    assert matcher.ignored("pkg/cache", is_dir=True) and not matcher.ignored("pkg", is_dir=True)
+
+    _write(tmp_path, "pkg/.gitignore", "cache/\n")  # a rule removed: forget() re-reads the files
+    assert matcher.ignored("pkg/secret.py")
+    matcher.forget()
+    assert not matcher.ignored("pkg/secret.py")
