@@ -29,6 +29,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_serving import wait_ready  # noqa: E402
 from benchmarks.common import du, machine, write_result  # noqa: E402
 from cairn.processes import free_port  # noqa: E402
 
@@ -86,17 +87,8 @@ class Service:
         self.psutil = psutil.Process(self.process.pid)
 
     def __enter__(self) -> Service:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"cairn serve exited {self.process.returncode}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("cairn serve did not start")
+        wait_ready(f"{self.url}/health", self.process)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.process.terminate()

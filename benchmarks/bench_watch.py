@@ -41,6 +41,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_serving import wait_ready  # noqa: E402
 from benchmarks.common import du, machine, summary_ms, transformers_source, write_result  # noqa: E402
 from cairn.processes import free_port  # noqa: E402
 
@@ -110,17 +111,8 @@ class WatchingService:
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
     def __enter__(self) -> WatchingService:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"cairn serve exited {self.process.returncode}")
-            try:
-                if self.client.get("/health").status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("cairn serve did not start")
+        wait_ready(f"{self.url}/health", self.process)
+        return self
 
     def __exit__(self, *exc: object) -> None:
         self.client.close()
