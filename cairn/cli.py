@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -645,8 +646,17 @@ def serve(
             highlight=False,
             soft_wrap=True,
         )
+        # uvicorn shuts down gracefully on SIGTERM (systemd, docker stop, kill), then raises the signal
+        # again; without a handler of ours that would end the process before the blocks above stop
+        # the Redis and model server they started (seen: both left running after `kill`).
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         uvicorn.run(create_app(settings), host=settings.serve_host, port=settings.serve_port, log_level="info",
                     access_log=False)  # fmt: skip
+
+
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    """End `cairn serve` on SIGTERM through its ``finally`` blocks, with the conventional status 143."""
+    raise SystemExit(128 + signum)
 
 
 model_app = typer.Typer(help="The embedded model server (llama.cpp on the bundled SmolLM2-135M).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cairn.processes import http_ok
 from tests.serving.conftest import (
     CAIRN,
     RedisProcess,
@@ -186,3 +188,36 @@ def test_chunked_body_over_the_limit_is_413(service_index: Path, redis_server: R
             f"{server.url}/v1/chat/completions", content=body(), headers={"content-type": "application/json"}
         )
     assert reply.status_code == 413, reply.text
+
+
+def test_serve_stops_the_redis_it_started_on_sigterm(tmp_path: Path) -> None:
+    """`kill` (systemd, docker stop) ends `cairn serve` as Ctrl-C does: what it started stops with it."""
+    redis_port, port = free_port(), free_port()
+    env = {"CAIRN_DATA_DIR": str(tmp_path), "CAIRN_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+           "CAIRN_MODEL": "instant", "PATH": os.environ["PATH"]}  # fmt: skip
+    serve = subprocess.Popen([CAIRN, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not _redis_answers(redis_port):
+            assert serve.poll() is None and time.monotonic() < deadline, "cairn serve did not start Redis"
+            time.sleep(0.2)
+        while not http_ok(f"http://127.0.0.1:{port}/health", timeout=1):
+            assert serve.poll() is None and time.monotonic() < deadline, "cairn serve did not start"
+            time.sleep(0.2)
+        serve.send_signal(signal.SIGTERM)
+        code = serve.wait(30)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+    assert code == 143, serve.stderr.read()[-2000:] if serve.stderr else code
+    assert not _redis_answers(redis_port)  # the Redis it started is gone
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
