@@ -102,10 +102,7 @@ class AcrossReposRetriever(BaseRetriever):
                 key = (embedding.model, embedding.max_tokens)
                 if key not in vectors:
                     vectors[key] = retriever.index.embed_queries(inputs)
-                found = [
-                    retriever.invoke(query, one, vector=vector, **kwargs)
-                    for query, one, vector in zip(inputs, configs, vectors[key], strict=True)
-                ]
+                found = retriever.batch(list(inputs), configs, vectors=vectors[key], **kwargs)
             else:
                 found = retriever.batch(list(inputs), configs, **kwargs)
             per_repo.append([[in_repo(d, name) for d in ranking] for ranking in found])

@@ -109,15 +109,15 @@ class CodeRetriever(BaseRetriever):
         config: RunnableConfig | Sequence[RunnableConfig] | None = None,
         *,
         return_exceptions: bool = False,
+        vectors: Sequence[np.ndarray] | None = None,
         **kwargs: Any,
     ) -> list[list[Document]]:
-        """Search several queries, their embeddings computed in one batch; one ranking each."""
+        """Search several queries, their embeddings computed in one batch (or given); one ranking each."""
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
-        vectors: Sequence[np.ndarray | None] = (
-            self.index.embed_queries(inputs) if self.uses_vectors else [None] * len(inputs)
-        )
+        if vectors is None:
+            vectors = self.index.embed_queries(inputs) if self.uses_vectors else [None] * len(inputs)
         return [
             self.invoke(query, one, vector=vector, **kwargs)
             for query, one, vector in zip(inputs, configs, vectors, strict=True)

@@ -100,25 +100,19 @@ class RunTelemetry(BaseCallbackHandler):
 
     # ------------------------------------------------------------ spans
 
-    def _parent_span(self, parent: UUID | None) -> Span | None:
-        while parent is not None:
-            run = self.runs.get(parent)
-            if run is None:
-                return None
-            if run.span is not None:
-                return run.span
+    def _nearest(self, parent: UUID | None, attribute: str) -> Any:
+        """Return ``attribute`` of the closest run up the tree from ``parent`` that has it set, else None."""
+        while parent is not None and (run := self.runs.get(parent)) is not None:
+            if (value := getattr(run, attribute)) is not None:
+                return value
             parent = run.parent
         return None
 
+    def _parent_span(self, parent: UUID | None) -> Span | None:
+        return self._nearest(parent, "span")
+
     def _node_of(self, parent: UUID | None) -> str | None:
-        while parent is not None:
-            run = self.runs.get(parent)
-            if run is None:
-                return None
-            if run.node is not None:
-                return run.node
-            parent = run.parent
-        return None
+        return self._nearest(parent, "node")
 
     def _start(
         self, run_id: UUID, parent: UUID | None, name: str, kind: SpanKind, attributes: dict[str, Any], *,
