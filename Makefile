@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch traces eval eval-retrieval vendor screenshots clean help
+.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak fuzz traces eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -92,6 +92,17 @@ bench-page: install  ## The web page's weight, time to interactive and long task
 
 bench-tracing: install  ## What tracing costs a request: tracing off, on, and on and exporting over OTLP/HTTP (minutes).
 	$(BIN)/python benchmarks/bench_tracing.py
+
+bench-scale: install  ## Requests/s and p50/p95 at concurrency 1/8/32 with 1 and 2 workers, RSS per worker (minutes).
+	$(BIN)/python benchmarks/bench_scale.py
+
+bench-soak: install  ## 32 streaming sessions for 10 minutes on 2 workers, Redis restarted half-way (about 12 minutes).
+	$(BIN)/python benchmarks/bench_scale.py --soak --minutes 10
+
+URL ?= http://127.0.0.1:8000
+fuzz: install  ## Schemathesis against a running service (URL=...): every check, 50 examples per operation, a fresh seed.
+	$(BIN)/st --config-file tests/serving/schemathesis.toml run $(URL)/openapi.json --checks all --max-examples 50 \
+	  $${CAIRN_KEY:+-H "Authorization: Bearer $$CAIRN_KEY"}
 
 bench-repos: install  ## One service on five repositories: RSS with 1 and 5 loaded indexes, and under a budget (minutes).
 	$(BIN)/python benchmarks/bench_repos.py

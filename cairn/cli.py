@@ -7,7 +7,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial, wraps
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -598,6 +598,14 @@ def serve(
             "(default: CAIRN_WATCH).",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes (default: CAIRN_WORKERS, 1); they share sessions and rate limits through Redis.",
+        ),
+    ] = None,
 ) -> None:
     """Serve the agent: OpenAI-compatible API, LangServe routes and playground, sessions in Redis."""
     import uvicorn
@@ -610,7 +618,7 @@ def serve(
     settings = _settings(index, repo)
     settings = settings.model_copy(
         update={"serve_host": host or settings.serve_host, "serve_port": port or settings.serve_port,
-                "watch": settings.watch if watch is None else watch}
+                "watch": settings.watch if watch is None else watch, "workers": workers or settings.workers}
     )  # fmt: skip
     if not is_loopback(settings.serve_host) and not settings.api_keys:
         raise UnsafeBind(
@@ -639,6 +647,7 @@ def serve(
                 if settings.watch
                 else ""
             )
+            + (f"  workers         {settings.workers} processes\n" if settings.workers > 1 else "")
             + f"  try:  curl -s {base}/v1/chat/completions{auth} -H 'Content-Type: application/json' "
             '-d \'{"model": "cairn-agent", "messages": [{"role": "user", "content": '
             '"How does the LRU cache evict entries?"}]}\'\n'
@@ -650,8 +659,46 @@ def serve(
         # again; without a handler of ours that would end the process before the blocks above stop
         # the Redis and model server they started (seen: both left running after `kill`).
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        uvicorn.run(create_app(settings), host=settings.serve_host, port=settings.serve_port, log_level="info",
-                    access_log=False)  # fmt: skip
+        if settings.workers == 1:
+            uvicorn.run(create_app(settings), host=settings.serve_host, port=settings.serve_port, log_level="info",
+                        access_log=False)  # fmt: skip
+            return
+        with _watching_for_workers(settings):
+            # Each worker process builds its own app from CAIRN_* (set here to what this command resolved).
+            _export_for_workers(settings)
+            uvicorn.run("serving.app:create_app", factory=True, workers=settings.workers, host=settings.serve_host,
+                        port=settings.serve_port, log_level="info", access_log=False)  # fmt: skip
+
+
+def _export_for_workers(settings: Settings) -> None:
+    """Put what `cairn serve` resolved from its options into the environment its worker processes read."""
+    import os
+
+    if settings.index_dir is None:
+        os.environ.pop("CAIRN_INDEX_DIR", None)
+    else:
+        os.environ["CAIRN_INDEX_DIR"] = str(settings.index_dir)
+    if settings.default_repo:
+        os.environ["CAIRN_DEFAULT_REPO"] = settings.default_repo
+    os.environ["CAIRN_WORKERS"] = str(settings.workers)
+    os.environ["CAIRN_WATCH"] = "false"  # one watcher, in this process, writes the indexes; workers read them
+
+
+@contextlib.contextmanager
+def _watching_for_workers(settings: Settings) -> Iterator[None]:
+    """With several workers and --watch, follow the sources once, here: each new generation is read by
+    every worker on its next question (they check the index's CURRENT pointer)."""
+    if not settings.watch:
+        yield
+        return
+    from ingest.watch import WatchGroup
+    from retrievers import cached_embedder
+
+    group = WatchGroup(settings, embedder_factory=lambda: cached_embedder(settings)).start()
+    try:
+        yield
+    finally:
+        group.stop()
 
 
 def _exit_on_sigterm(signum: int, frame: Any) -> None:

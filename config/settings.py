@@ -259,6 +259,13 @@ class Settings(BaseSettings):
         description="Address `cairn serve` binds; a non-loopback address requires API_KEYS.",
     )
     serve_port: int = Field(default=8000, ge=1, le=65535, description="Port `cairn serve` listens on.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Worker processes of `cairn serve` (each loads the embedding model and the indexes; "
+        "sessions and rate limits are shared through Redis).",
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="API keys accepted as `Authorization: Bearer KEY` on every route but /health "
@@ -280,7 +287,8 @@ class Settings(BaseSettings):
     rate_limit: int = Field(
         default=0,
         ge=0,
-        description="Requests per minute allowed per API key (or per client address without keys); 0: no limit.",
+        description="Requests per minute allowed per API key (or per client address without keys), across every "
+        "worker and replica sharing the Redis; 0: no limit.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

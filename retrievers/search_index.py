@@ -160,9 +160,10 @@ class SearchIndex:
             return hits
 
     def _keyword(self, query: str, k: int, flt: SearchFilter) -> list[Hit]:
-        if not len(self.chunks) or k <= 0:
+        tokens = tokenize(query)
+        if not len(self.chunks) or k <= 0 or not tokens:  # no word in the query (e.g. "???"): nothing matches
             return []
-        scores = self._bm25.get_scores(tokenize(query))
+        scores = self._bm25.get_scores(tokens)
         mask = self.mask(flt)
         if mask is not None:
             scores = np.where(mask, scores, 0.0)

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from cairn import __version__, telemetry
@@ -27,9 +27,10 @@ from ingest.watch import WatchBatch, WatchGroup
 from retrievers import IndexSpec, cached_embedder, load_search_index, loaded_indexes
 from serving.errors import REDIS_ERRORS, add_error_handlers
 from serving.observability import ObservabilityMiddleware
+from serving.openapi import cairn_openapi, known_query_only
 from serving.routes import api, health, metrics, openai, sessions, web
 from serving.routes.langserve import add_langserve
-from serving.security import AccessMiddleware
+from serving.security import AccessMiddleware, SharedRateLimit
 from serving.service import Service
 
 log = logging.getLogger("cairn.serving")
@@ -101,6 +102,7 @@ def create_app(
         version=__version__,
         description="Ask questions about an indexed repository; answers cite path:start-end.",
         lifespan=lifespan,
+        dependencies=[Depends(known_query_only)],
         # FastAPI's own OpenTelemetry: the HTTP server span of each request (the parent of the agent's
         # spans, continuing an incoming `traceparent`); Cairn's metrics are its own, at /metrics.
         telemetry={
@@ -112,6 +114,7 @@ def create_app(
         },
     )
     app.state.cairn = service
+    app.openapi = lambda: cairn_openapi(app)  # type: ignore[method-assign]
     add_error_handlers(app)
     app.include_router(health.router)
     app.include_router(metrics.router)
@@ -135,6 +138,10 @@ def create_app(
         max_body_bytes=settings.max_body_bytes,
         rate_limit=settings.rate_limit,
         open_paths={"/metrics"} if settings.metrics_public else (),
+        # kept in Redis: the limit holds across workers and replicas
+        limiter=SharedRateLimit(settings.rate_limit, lambda: service.saver.client, settings.redis_prefix)
+        if settings.rate_limit
+        else None,
     )
     # outermost of Cairn's middleware: it counts every answer, a 401 or 429 included
     app.add_middleware(ObservabilityMiddleware, metrics=service.metrics)

@@ -103,7 +103,9 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, str(exc.detail), f"http_{exc.status_code}", headers=exc.headers)
+        # a 422 raised by a library route (LangServe's checks) is a malformed request, which this API answers 400
+        status = 400 if exc.status_code == 422 else exc.status_code
+        return error_response(status, str(exc.detail), f"http_{status}", headers=exc.headers)
 
     @app.exception_handler(ModelUnreachable)
     async def _model(request: Request, exc: ModelUnreachable) -> JSONResponse:

@@ -24,10 +24,21 @@ class Check(BaseModel):
     hint: str | None = None
 
 
+class Replica(BaseModel):
+    """Which process answered: behind a load balancer, /ready is asked of each replica and worker."""
+
+    host: str = Field(description="The machine's host name.")
+    pid: int = Field(description="The worker process.")
+    workers: int = Field(description="Worker processes of this replica (CAIRN_WORKERS).")
+    started_at: float = Field(description="When this worker started (Unix time).")
+    version: str
+
+
 class Readiness(BaseModel):
     """Whether the service can answer: the index, the model endpoint and Redis, each checked."""
 
     ready: bool
+    replica: Replica | None = None
     checks: dict[str, Check] = Field(
         description="index (with `repos`: each repository's state, a missing source folder included), model and redis"
     )

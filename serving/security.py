@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import ipaddress
 import json
+import logging
 import math
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
+import redis.exceptions
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cairn.telemetry import trace_id_of
+
+log = logging.getLogger("cairn.serving")
 
 #: Paths that never need a key: liveness probes run without credentials, and the web page and its
 #: assets hold no secrets (the page asks for a key when the API answers 401).
@@ -104,18 +110,91 @@ class TokenBuckets:
         self._buckets = {who: b for who, b in self._buckets.items() if now - b[1] < full_after}
 
 
+# One client's bucket in Redis, refilled and taken from atomically (KEYS[1]: the bucket; ARGV: capacity,
+# tokens per second, the key's lifetime in ms). The clock is the Redis server's, so replicas on several
+# machines agree whatever their own clocks say. Returns the seconds to wait, as a string (Lua numbers
+# come back truncated to integers otherwise); "0" when a token was taken.
+_TAKE = """
+if redis.replicate_commands then redis.replicate_commands() end  -- Redis 5/6: TIME before a write
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(bucket[1]) or capacity
+local at = tonumber(bucket[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
+local wait = 0
+if tokens < 1 then wait = (1 - tokens) / rate else tokens = tokens - 1 end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return tostring(wait)
+"""
+
+
+class SharedRateLimit:
+    """Per-client token buckets kept in Redis, so the limit holds across workers and replicas.
+
+    Each bucket is one key (``PREFIX:rl:WHO``), updated by one Lua script: atomic, and on a Redis
+    Cluster a single slot. A bucket expires once it would have refilled completely, so idle clients
+    cost nothing. API keys are stored as a hash, never as themselves. While Redis does not answer,
+    each process limits on its own (``TokenBuckets``) rather than refusing every request.
+    """
+
+    def __init__(self, per_minute: int, client: Callable[[], Any], prefix: str = "cairn") -> None:
+        self.capacity = per_minute
+        self.per_second = per_minute / 60.0
+        self.client = client  # read on each call: the session store may swap in a cluster client
+        self.prefix = prefix
+        self.ttl_ms = 61_000  # a bucket is full again after a minute; then it is no different from a new one
+        self.local = TokenBuckets(per_minute)
+        self._scripts: dict[int, Any] = {}
+        self._warned = 0.0
+
+    def key(self, who: str) -> str:
+        """Return the Redis key of a client's bucket (an API key appears only as its SHA-256)."""
+        kind, _, value = who.partition(":")
+        if kind == "key":
+            value = hashlib.sha256(value.encode()).hexdigest()[:32]
+        return f"{self.prefix}:rl:{kind}:{value}"
+
+    async def take(self, who: str) -> float:
+        """Take one token from ``who``'s bucket; return 0, or the seconds until a token is free."""
+        client = self.client()
+        script = self._scripts.get(id(client))
+        if script is None:
+            script = self._scripts[id(client)] = client.register_script(_TAKE)
+        try:
+            wait = await script(keys=[self.key(who)], args=[self.capacity, self.per_second, self.ttl_ms])
+        except (redis.exceptions.RedisError, OSError) as exc:  # down or busy: limit in this process meanwhile
+            now = time.monotonic()
+            if now - self._warned > 60:
+                self._warned = now
+                log.warning("rate limit: Redis is not answering (%s); limiting per process meanwhile", exc)
+            return self.local.take(who)
+        return float(wait)
+
+
 class AccessMiddleware:
     """Check the API key (when keys are configured), rate-limit per key, and cap the request body."""
 
     def __init__(
-        self, app: ASGIApp, *, keys: list[str], max_body_bytes: int, rate_limit: int, open_paths: Iterable[str] = ()
+        self,
+        app: ASGIApp,
+        *,
+        keys: list[str],
+        max_body_bytes: int,
+        rate_limit: int,
+        open_paths: Iterable[str] = (),
+        limiter: SharedRateLimit | None = None,
     ) -> None:
         self.app = app
         self.open_paths = frozenset(open_paths)
         self.keys = [k.encode() for k in keys]
         self.max_body_bytes = max_body_bytes
         self.rate_limit = rate_limit
-        self.buckets = TokenBuckets(rate_limit) if rate_limit else None
+        #: the shared limiter (Redis) when the app has one, else buckets in this process
+        self.limiter = limiter
+        self.buckets = TokenBuckets(rate_limit) if rate_limit and limiter is None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,9 +218,10 @@ class AccessMiddleware:
             if not any(hmac.compare_digest(key.encode(), k) for k in self.keys):
                 await _reply(send, 401, "Invalid API key", "invalid_api_key", [(b"www-authenticate", b"Bearer")])
                 return
-        if self.buckets is not None and not is_open(path, self.open_paths):
+        if self.rate_limit and not is_open(path, self.open_paths):
             client = scope.get("client") or ("?", 0)
-            wait = self.buckets.take(f"key:{key}" if self.keys else f"ip:{client[0]}")
+            who = f"key:{key}" if self.keys else f"ip:{client[0]}"
+            wait = await self.limiter.take(who) if self.limiter is not None else self.buckets.take(who)
             if wait > 0:
                 await _reply(
                     send,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from langchain_core.tools import ToolException
+from pydantic import WithJsonSchema
 
 from cairn.errors import CairnError
 from graphs.agent.resources import load_indexes
@@ -39,7 +40,13 @@ async def list_retrievers(service: ServiceDep) -> RetrieverList:
 async def search(
     service: ServiceDep,
     q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for.")],
-    mode: Annotated[str, Query(description="A retriever: hybrid, dense, keyword or a plugin's.")] = "hybrid",
+    mode: Annotated[
+        str,
+        Query(
+            description="A retriever: hybrid, dense, keyword or a plugin's.",
+            json_schema_extra={"enum": available_retrievers()},
+        ),
+    ] = "hybrid",
     k: Annotated[int, Query(ge=1, le=50, description="How many results.")] = 8,
     path: Annotated[list[str] | None, Query(description="Only files matching these globs (gitignore style).")] = None,
     language: Annotated[list[str] | None, Query(description="Only these languages, e.g. python.")] = None,
@@ -90,7 +97,11 @@ async def read_file(
     service: ServiceDep,
     path: Annotated[str, Path(description="A file of the index, relative to the repository root, as cited.")],
     start: Annotated[int, Query(ge=1, description="First line of the range (1-based).")] = 1,
-    end: Annotated[int | None, Query(ge=1, description="Last line of the range (default: start).")] = None,
+    end: Annotated[
+        int | None,
+        Query(ge=1, description="Last line of the range (default: start)."),
+        WithJsonSchema({"type": "integer", "minimum": 1}),  # absent means "start"; there is no null in a query
+    ] = None,
     context: Annotated[int, Query(ge=0, le=200, description="Lines of context on each side.")] = 8,
     repo: RepoQuery = None,
 ) -> FileExcerpt:

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import time
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from cairn import __version__
-from serving.schemas import Health, Readiness
+from serving.schemas import Health, Readiness, Replica
 from serving.service import ServiceDep
 
 router = APIRouter(tags=["health"])
+
+#: When this worker process started (it imports this module once).
+STARTED_AT = time.time()
 
 
 @router.get("/health", response_model=Health)
@@ -22,11 +28,14 @@ async def health() -> Health:
 
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready"}})
 async def ready(service: ServiceDep) -> JSONResponse:
-    """Whether the index is loaded and the model endpoint and Redis answer; says what is missing."""
+    """Whether the index is loaded and the model endpoint and Redis answer; says what is missing, and which
+    replica and worker process answered."""
     checks = {
         "index": await asyncio.to_thread(service.check_index),
         "model": await service.check_model(),
         "redis": await service.check_redis(),
     }
-    body = Readiness(ready=all(check["ok"] for check in checks.values()), checks=checks)  # type: ignore[arg-type]
+    replica = Replica(host=socket.gethostname(), pid=os.getpid(), workers=service.settings.workers,
+                      started_at=STARTED_AT, version=__version__)  # fmt: skip
+    body = Readiness(ready=all(check["ok"] for check in checks.values()), checks=checks, replica=replica)  # type: ignore[arg-type]
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=200 if body.ready else 503)

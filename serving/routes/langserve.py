@@ -4,15 +4,41 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from graphs.agent.state import InputState
 from serving.errors import ServiceError
 from serving.service import Service
 
 #: The context fields a LangServe client may set for its run. Never folders or endpoints: a client
 #: must not make the service read another index or send code to a model it was not configured with.
 CLIENT_FIELDS = frozenset({"repo", "retriever", "k", "max_rounds", "plan", "temperature", "max_tokens", "stop"})
+
+
+#: The messages the agent reads (their chunk classes are subclasses, and become these).
+_KINDS = (HumanMessage, AIMessage, SystemMessage)
+
+
+class AgentInput(BaseModel):
+    """What a LangServe client sends: the conversation, ending with the user's question.
+
+    The graph's own input state (``graphs.agent.state.InputState``) takes any messages; over HTTP a
+    run without a question is refused with a 400 before it starts, not failed half-way through a
+    stream.
+    """
+
+    messages: list[AnyMessage] = Field(min_length=1, description="The conversation; the last is the question.")
+
+    @field_validator("messages")
+    @classmethod
+    def _ends_with_question(cls, value: list[AnyMessage]) -> list[AnyMessage]:
+        last = value[-1]
+        if not isinstance(last, HumanMessage) or not str(last.text).strip():
+            raise ValueError("the last message must be a non-empty human message (the question)")
+        # The agent reads who said what and the text; whatever else a client attached (metadata,
+        # non-text parts, tool messages) is dropped, as the OpenAI route drops it, rather than echoed.
+        return [kind(content=str(m.text)) for m in value for kind in _KINDS if isinstance(m, kind)]
 
 
 async def sent_configurable(request: Request) -> dict[str, Any]:
@@ -31,6 +57,44 @@ async def sent_configurable(request: Request) -> dict[str, Any]:
     config = body.get("config") if isinstance(body, dict) else None
     configurable = config.get("configurable") if isinstance(config, dict) else None
     return dict(configurable) if isinstance(configurable, dict) else {}
+
+
+async def checked_body(request: Request) -> None:
+    """Refuse, with a 400, a run request whose body LangServe would fail on with a 500.
+
+    LangServe validates ``input`` against the input schema but takes ``config`` and ``kwargs`` on
+    trust: ``"config": null`` or a list of configs of another length than the inputs broke it.
+    """
+    if request.method != "POST":
+        return
+    try:
+        body = await request.json()  # cached on the request: LangServe reads the same body
+    except ValueError as exc:
+        raise ServiceError(400, f"The request body is not JSON: {exc}", "invalid_json") from exc
+    if not isinstance(body, dict):
+        raise ServiceError(400, "The request body must be a JSON object", "invalid_request")
+    batch = request.url.path.endswith("/batch")
+    config = body.get("config", {})
+    if batch:  # LangServe validates a batch's inputs outside its error handling: a bad one was a 500
+        inputs = body.get("inputs")
+        if not isinstance(inputs, list):
+            raise ServiceError(400, "`inputs` must be a list of inputs", "invalid_request")
+        for number, one in enumerate(inputs):
+            try:
+                AgentInput.model_validate(one)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                raise ServiceError(400, f"Invalid request: inputs[{number}]: {problems}", "invalid_request") from exc
+    if batch and isinstance(config, list):
+        if len(config) != len(inputs):
+            raise ServiceError(400, f"{len(config)} configs for {len(inputs)} inputs: send one config, or one per "
+                               "input", "invalid_config")  # fmt: skip
+        if not all(isinstance(one, dict) for one in config):
+            raise ServiceError(400, "Every config must be a JSON object", "invalid_config")
+    elif not isinstance(config, dict):
+        raise ServiceError(400, "`config` must be a JSON object", "invalid_config")
+    if not isinstance(body.get("kwargs", {}), dict):
+        raise ServiceError(400, "`kwargs` must be a JSON object", "invalid_request")
 
 
 def add_langserve(app: FastAPI, service: Service) -> None:
@@ -53,9 +117,10 @@ def add_langserve(app: FastAPI, service: Service) -> None:
 
     add_routes(
         app,
-        service.graph.with_types(input_type=InputState),
+        service.graph.with_types(input_type=AgentInput),
         path="/agent",
         per_req_config_modifier=with_service_context,
+        dependencies=[Depends(checked_body)],
         enabled_endpoints=[
             "invoke",
             "batch",

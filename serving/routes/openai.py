@@ -17,7 +17,7 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 STREAM_DOC = {
     "description": "With `stream: true`: server-sent events, one `chat.completion.chunk` per `data:` line, "
     "ending with `data: [DONE]`.",
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "content": {"text/event-stream": {}},
 }
 
 

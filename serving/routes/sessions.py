@@ -21,7 +21,7 @@ router = APIRouter(prefix="/sessions", tags=["sessions"])
 async def list_sessions(
     service: ServiceDep,
     limit: Annotated[int, Query(ge=1, le=500, description="At most this many sessions.")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Skip this many (most recent first).")] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Skip this many (most recent first).")] = 0,
 ) -> SessionList:
     """Sessions, most recently used first."""
     try:
