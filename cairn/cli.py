@@ -829,6 +829,43 @@ def repos_remove(
     out.print(f"Removed repository {name} ({removed}); its source folder is untouched.")
 
 
+sessions_app = typer.Typer(help="The service's sessions in Redis (CAIRN_REDIS_URL, CAIRN_REDIS_PREFIX).")
+app.add_typer(sessions_app, name="sessions")
+
+
+@sessions_app.command("migrate")
+@_reports_errors
+def sessions_migrate() -> None:
+    """Move sessions stored before Redis Cluster support into the hash-tagged key layout (safe to run again)."""
+    import asyncio
+
+    from cairn.errors import RedisUnavailable
+    from serving.checkpoint import RedisCheckpointSaver
+    from serving.errors import REDIS_ERRORS
+
+    settings = Settings()
+
+    async def migrate() -> tuple[str | None, int, int]:
+        saver = await RedisCheckpointSaver.connect(
+            settings.redis_url, prefix=settings.redis_prefix, ttl=settings.session_ttl
+        )
+        try:
+            moved = await saver.migrate()
+            return saver.mode, moved, await saver.reindex()
+        finally:
+            await saver.aclose()
+
+    try:
+        mode, moved, listed = asyncio.run(migrate())
+    except REDIS_ERRORS as exc:
+        raise RedisUnavailable(
+            f"Redis at {settings.redis_url} does not answer ({type(exc).__name__}: {exc})",
+            "start redis-server (cairn serve starts one on loopback), or check CAIRN_REDIS_URL",
+        ) from exc
+    out.print(f"Migrated {moved} session(s) to the hash-tagged layout ({mode} Redis at {settings.redis_url}, "
+              f"prefix {settings.redis_prefix!r}); {listed} session(s) in all.", highlight=False)  # fmt: skip
+
+
 @app.command()
 def version() -> None:
     """Print Cairn's version."""

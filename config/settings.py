@@ -273,7 +273,8 @@ class Settings(BaseSettings):
     )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description="Redis (>= 6.2, or Valkey) that keeps conversation sessions; core commands only, no modules.",
+        description="Redis (>= 6.2, or Valkey) that keeps conversation sessions; core commands only, no modules. "
+        "One server or any node of a Redis Cluster (found by asking the server).",
     )
     redis_prefix: str = Field(default="cairn", description="Prefix of every Redis key Cairn writes.")
     session_ttl: int = Field(

@@ -1,29 +1,44 @@
-"""A LangGraph checkpointer on core Redis commands (Redis >= 6.2, Valkey; no modules).
+"""A LangGraph checkpointer on core Redis commands (Redis >= 6.2, Valkey; no modules), clustered or not.
 
 ``langgraph-checkpoint-redis`` needs RedisJSON and RediSearch, which plain Redis servers (Debian's,
 most managed offerings, Valkey) do not have. This saver uses hashes, sorted sets and MULTI/EXEC only.
 
 Layout (``P`` = the key prefix, ``T`` and ``N`` the URL-quoted thread id and namespace)::
 
-    P:threads              zset   thread id -> time of its last write (the sessions list)
-    P:t:T:ns               set    the thread's checkpoint namespaces
-    P:t:T:N:ids            zset   checkpoint ids (score 0: ordered by id, which is time-ordered)
-    P:t:T:N:cp:ID          hash   checkpoint, metadata, parent id, run id (serialized by ``serde``)
-    P:t:T:N:wr:ID          hash   "task_id|idx" -> pending write
-    P:t:T:usage            hash   tokens the session's turns used (the service adds them)
+    P:sessions             zset   thread id -> time of its last write: the sessions list (an index, see below)
+    P:{T}:at               string time of the thread's last write (the thread exists while this key does)
+    P:{T}:ns               set    the thread's checkpoint namespaces
+    P:{T}:N:ids            zset   checkpoint ids (score 0: ordered by id, which is time-ordered)
+    P:{T}:N:cp:ID          hash   checkpoint, metadata, parent id, run id (serialized by ``serde``)
+    P:{T}:N:wr:ID          hash   "task_id|idx" -> pending write
+    P:{T}:usage            hash   tokens the session's turns used (the service adds them)
 
-Each checkpoint is stored whole (channel values included), so a checkpoint never depends on another
-key to be read back. Every write of a checkpoint happens in one MULTI/EXEC transaction: a killed
-service leaves either the whole checkpoint or none of it. With a TTL, every key of a thread is given
-the TTL again on each write, so a session expires that long after its last turn, all at once.
+``{T}`` is a Redis Cluster hash tag: every key of one thread hashes to one slot, so each write of a
+checkpoint is still one MULTI/EXEC transaction on a cluster (a killed service leaves either the whole
+checkpoint or none of it). Quoting keeps ``{``, ``}`` and ``:`` out of ``T``. Each checkpoint is stored
+whole (channel values included), so it never depends on another key to be read back. With a TTL, every
+key of a thread is given the TTL again on each write (one script, in the thread's slot), so a session
+expires that long after its last turn, all at once.
+
+``P:sessions`` is the one key that spans threads, so it is never written in a thread's transaction:
+a thread is added to it *before* its checkpoint is written and removed *after* the thread is deleted.
+Listing checks each entry against its thread's ``at`` key and drops the dead ones (deleted, expired,
+or a write that never happened), so a lost index write never lists a session that is gone; a failed
+add is rebuilt from a SCAN of the ``at`` keys (``reindex``) on the next listing.
+
+Whether the server is a cluster is asked of it (``INFO cluster``) on first use: on a cluster node the
+saver switches to redis-py's cluster client (``redis.asyncio.cluster.RedisCluster``), which follows the
+cluster's slots and failovers. Data in the layout before hash tags (``P:threads``, ``P:t:T:...``) is
+not read; ``migrate`` (``cairn sessions migrate``) moves it into this one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any, Literal, TypeVar
 from urllib.parse import quote, unquote
 
 import ormsgpack
@@ -41,14 +56,30 @@ from langgraph.checkpoint.base import (
     writes_sort_key,
 )
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
+log = logging.getLogger("cairn.serving")
+
+T = TypeVar("T")
+
+#: The two kinds of server the saver tells apart (``INFO cluster``'s ``cluster_enabled``).
+Mode = Literal["standalone", "cluster"]
+
+#: A sessions-list entry younger than this whose thread has no ``at`` key yet is a write under way: kept.
+INDEX_GRACE_S = 60.0
+
+#: Errors of a cluster that answers but cannot serve a slot right now (a master down, a failover under way).
+CLUSTER_ERRORS = (redis.exceptions.ClusterError, redis.exceptions.RedisClusterException)
+
 # Refresh the TTL of every key of one thread (KEYS[1] = its namespace set; ARGV = thread base, ttl).
+# Every key it touches carries the thread's hash tag, so on a cluster they all live in KEYS[1]'s slot.
 _TOUCH = """
 local ttl = tonumber(ARGV[2])
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', ARGV[1] .. 'usage', ttl)
+redis.call('EXPIRE', ARGV[1] .. 'at', ttl)
 for _, ns in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local base = ARGV[1] .. ns .. ':'
   redis.call('EXPIRE', base .. 'ids', ttl)
@@ -61,28 +92,96 @@ return 1
 """
 
 
+#: How long a request waits for a cluster to fail a lost master over to its replica before giving up.
+#: Redis's failover starts after ``cluster-node-timeout`` (15 s by default; keep it lower with Cairn).
+FAILOVER_WAIT_S = 20.0
+
+#: What a failover looks like to a client: the old master refuses connections, its slots are briefly down.
+FAILOVER_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+)
+
+
+async def _through_failover(send: Callable[[], Awaitable[T]]) -> T:
+    """Await ``send()``, again with backoff while a cluster fails over (up to ``FAILOVER_WAIT_S``)."""
+    deadline = time.monotonic() + FAILOVER_WAIT_S
+    delay = 0.05
+    while True:
+        try:
+            return await send()
+        except FAILOVER_ERRORS:
+            if time.monotonic() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.5)
+
+
+class FailoverRedisCluster(RedisCluster):
+    """redis-py's cluster client, waiting out a failover instead of failing at once.
+
+    redis-py retries a command on a lost node right away (its ``retry`` sets only the count: no
+    backoff, redis-py 8.1), so every retry lands before the replica is promoted (seconds later).
+    """
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """Run one command, through a failover."""
+        run = super().execute_command
+        return await _through_failover(lambda: run(*args, **kwargs))
+
+
 def _q(text: str) -> str:
     return quote(text, safe="")
 
 
+def _glob(text: str) -> str:
+    """Escape a text for a SCAN MATCH pattern."""
+    return "".join(f"\\{c}" if c in "*?[]\\" else c for c in text)
+
+
 class RedisCheckpointSaver(BaseCheckpointSaver[str]):
-    """Checkpoints and pending writes in Redis, atomically per write, with an optional TTL.
+    """Checkpoints and pending writes in Redis or a Redis Cluster, atomically per write, with an optional TTL.
 
     Use it from async code (the service does); the sync methods hop onto the saver's event loop
-    from other threads, as LangGraph's own async savers do.
+    from other threads, as LangGraph's own async savers do. ``client`` is the connection in use: the
+    client it was given, or the cluster client it switched to on finding a cluster (see ``mode``). It
+    changes once, at the first use (``ping``, which the service's start-up calls): read ``saver.client``
+    when using it rather than keeping it, and keep each script or transaction to one hash slot.
     """
 
-    def __init__(self, client: Redis, *, prefix: str = "cairn", ttl: int = 0) -> None:
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        prefix: str = "cairn",
+        ttl: int = 0,
+        url: str | None = None,
+        timeout: float = 5.0,
+    ) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(f"the key prefix {prefix!r} has a brace: a session's hash tag must be its keys' first")
         super().__init__()
-        self.client = client
+        self.client: Redis | RedisCluster = client
         self.prefix = prefix
         self.ttl = ttl
+        #: "standalone" or "cluster" once the server was asked (None before the first use).
+        self.mode: Mode | None = "cluster" if isinstance(client, RedisCluster) else None
+        self._url = url
+        self._timeout = timeout
+        self._detecting = asyncio.Lock()
+        self._index_stale = False
         self._touch = client.register_script(_TOUCH)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
     def from_url(cls, url: str, *, prefix: str = "cairn", ttl: int = 0, timeout: float = 5.0) -> RedisCheckpointSaver:
-        """Return a saver on a new connection pool for ``url`` (socket timeouts of ``timeout`` seconds)."""
+        """Return a saver on a new connection pool for ``url`` (socket timeouts of ``timeout`` seconds).
+
+        Nothing is sent yet: whether ``url`` is a cluster node is found on first use (or ``connect``).
+        """
         # A restarted Redis leaves pooled connections dead; retry once on a fresh one instead of failing.
         client = Redis.from_url(
             url,
@@ -91,22 +190,85 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
-        return cls(client, prefix=prefix, ttl=ttl)
+        return cls(client, prefix=prefix, ttl=ttl, url=url, timeout=timeout)
+
+    @classmethod
+    async def connect(
+        cls, url: str, *, prefix: str = "cairn", ttl: int = 0, timeout: float = 5.0
+    ) -> RedisCheckpointSaver:
+        """Return a saver for ``url`` that has already found whether it talks to a cluster (raises if unreachable)."""
+        saver = cls.from_url(url, prefix=prefix, ttl=ttl, timeout=timeout)
+        await saver.ping()
+        return saver
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self.client.aclose()
 
+    async def _ready(self) -> None:
+        """Ask the server once whether it is a cluster node; if so, switch ``client`` to the cluster client."""
+        if self.mode is not None:
+            return
+        async with self._detecting:
+            if self.mode is not None:
+                return
+            info = await self.client.info("cluster")
+            if not info.get("cluster_enabled"):
+                self.mode = "standalone"
+                return
+            plain, self.client = self.client, self._cluster_client()
+            self._touch = self.client.register_script(_TOUCH)
+            self.mode = "cluster"
+            await plain.aclose()
+            log.info("Redis at %s is a cluster node: using the cluster client", self._url or "the given client")
+
+    def _cluster_client(self) -> FailoverRedisCluster:
+        """Return a cluster client that starts from the node the plain client talks to."""
+        options: dict[str, Any] = {
+            "socket_timeout": self._timeout,
+            "socket_connect_timeout": self._timeout,
+        }
+        if self._url is not None:
+            return FailoverRedisCluster.from_url(self._url, **options)
+        given = self.client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+        return FailoverRedisCluster(
+            host=given.get("host", "127.0.0.1"),
+            port=given.get("port", 6379),
+            username=given.get("username"),
+            password=given.get("password"),
+            **options,
+        )
+
+    async def _pipeline(self, fill: Callable[[Any], object], *, transaction: bool) -> list[Any]:
+        """Send the commands ``fill`` queues as one pipeline (MULTI/EXEC with ``transaction``); return the replies.
+
+        On a cluster, a pipeline that fails because a master is down is sent again until its replica
+        has taken over (``FAILOVER_WAIT_S``). Every pipeline here can be sent twice but the usage
+        counters, which a reply lost after EXEC would count twice.
+        """
+
+        async def send() -> list[Any]:
+            async with self.client.pipeline(transaction=transaction) as pipe:
+                fill(pipe)
+                return await pipe.execute()
+
+        if self.mode == "cluster":
+            return await _through_failover(send)
+        return await send()
+
     # ------------------------------------------------------------------ keys
 
-    def _threads_key(self) -> str:
-        return f"{self.prefix}:threads"
+    def _index_key(self) -> str:
+        return f"{self.prefix}:sessions"
 
     def _thread_base(self, thread_id: str) -> str:
-        return f"{self.prefix}:t:{_q(thread_id)}:"
+        return f"{self.prefix}:{{{_q(thread_id)}}}:"
 
     def _ns_key(self, thread_id: str) -> str:
         return self._thread_base(thread_id) + "ns"
+
+    def _at_key(self, thread_id: str) -> str:
+        return self._thread_base(thread_id) + "at"
 
     def _base(self, thread_id: str, ns: str) -> str:
         return f"{self._thread_base(thread_id)}{_q(ns)}:"
@@ -126,11 +288,13 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         if not checkpoint_ids:
             return []
         base = self._base(thread_id, ns)
-        async with self.client.pipeline(transaction=False) as pipe:
+
+        def fill(pipe: Any) -> None:
             for cid in checkpoint_ids:
                 pipe.hgetall(f"{base}cp:{cid}")
                 pipe.hgetall(f"{base}wr:{cid}")
-            raw = await pipe.execute()
+
+        raw = await self._pipeline(fill, transaction=False)
         out: list[CheckpointTuple | None] = []
         for n, cid in enumerate(checkpoint_ids):
             record, writes = raw[2 * n], raw[2 * n + 1]
@@ -162,6 +326,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Return the checkpoint the config names, or the thread's latest in its namespace."""
+        await self._ready()
         configurable = config["configurable"]
         thread_id, ns = str(configurable["thread_id"]), configurable.get("checkpoint_ns", "")
         checkpoint_id = get_checkpoint_id(config)
@@ -183,10 +348,11 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         """Yield checkpoints newest first, by thread/namespace when given, filtered on metadata."""
+        await self._ready()
         if config is not None:
             threads = [str(config["configurable"]["thread_id"])]
         else:
-            threads = [t.decode() for t in await self.client.zrevrange(self._threads_key(), 0, -1)]
+            threads = await self._indexed_threads()
         ns_wanted = config["configurable"].get("checkpoint_ns") if config is not None else None
         before_id = get_checkpoint_id(before) if before else None
         remaining = limit
@@ -220,6 +386,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store a checkpoint (whole, in one transaction) and return the config that names it."""
+        await self._ready()
         configurable = config["configurable"]
         thread_id, ns = str(configurable["thread_id"]), configurable.get("checkpoint_ns", "")
         parent = configurable.get("checkpoint_id") or ""
@@ -234,13 +401,17 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
             "parent": parent,
             "run_id": str(full_metadata.get("run_id") or ""),
         }
+        now = time.time()
+        await self._index(thread_id, now)
         base = self._base(thread_id, ns)
-        async with self.client.pipeline(transaction=True) as pipe:
+
+        def fill(pipe: Any) -> None:
             pipe.hset(f"{base}cp:{checkpoint['id']}", mapping=record)
             pipe.zadd(f"{base}ids", {checkpoint["id"]: 0})
             pipe.sadd(self._ns_key(thread_id), _q(ns))
-            pipe.zadd(self._threads_key(), {thread_id: time.time()})
-            await pipe.execute()
+            pipe.set(self._at_key(thread_id), repr(now))
+
+        await self._pipeline(fill, transaction=True)
         await self._refresh_ttl(thread_id)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
 
@@ -252,20 +423,24 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         """Store a task's pending writes; a regular write already stored is kept, special ones replaced."""
+        await self._ready()
         configurable = config["configurable"]
         thread_id, ns = str(configurable["thread_id"]), configurable.get("checkpoint_ns", "")
         key = f"{self._base(thread_id, ns)}wr:{configurable['checkpoint_id']}"
-        async with self.client.pipeline(transaction=True) as pipe:
-            for idx, (channel, value) in enumerate(writes):
-                slot = WRITES_IDX_MAP.get(channel, idx)
-                type_, blob = self.serde.dumps_typed(value)
-                packed = ormsgpack.packb([task_id, channel, type_, blob, task_path])
-                field = f"{task_id}|{slot}"
-                if slot >= 0:
+        rows = []
+        for idx, (channel, value) in enumerate(writes):
+            slot = WRITES_IDX_MAP.get(channel, idx)
+            type_, blob = self.serde.dumps_typed(value)
+            rows.append((f"{task_id}|{slot}", ormsgpack.packb([task_id, channel, type_, blob, task_path]), slot >= 0))
+
+        def fill(pipe: Any) -> None:
+            for field, packed, keep in rows:
+                if keep:
                     pipe.hsetnx(key, field, packed)
                 else:
                     pipe.hset(key, field, packed)
-            await pipe.execute()
+
+        await self._pipeline(fill, transaction=True)
         await self._refresh_ttl(thread_id)
 
     async def _refresh_ttl(self, thread_id: str) -> None:
@@ -273,7 +448,8 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
             await self._touch(keys=[self._ns_key(thread_id)], args=[self._thread_base(thread_id), self.ttl])
 
     async def _thread_keys(self, thread_id: str) -> list[str]:
-        keys: list[str] = []
+        """Return every key of a thread (all in its hash slot)."""
+        keys = [self._ns_key(thread_id), self._at_key(thread_id), self._thread_base(thread_id) + "usage"]
         for ns in await self._namespaces(thread_id):
             base = self._base(thread_id, ns)
             keys.append(f"{base}ids")
@@ -282,64 +458,69 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         return keys
 
     async def adelete_thread(self, thread_id: str) -> None:
-        """Delete every checkpoint and write of a thread, in one transaction."""
+        """Delete every checkpoint and write of a thread (one transaction), then its sessions-list entry."""
+        await self._ready()
         thread_id = str(thread_id)
         keys = await self._thread_keys(thread_id)
-        async with self.client.pipeline(transaction=True) as pipe:
-            if keys:
-                pipe.delete(*keys)
-            pipe.delete(self._ns_key(thread_id), self._thread_base(thread_id) + "usage")
-            pipe.zrem(self._threads_key(), thread_id)
-            await pipe.execute()
+        await self._pipeline(lambda pipe: pipe.delete(*keys), transaction=True)
+        await self.client.zrem(self._index_key(), thread_id)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) that the given runs created, in every thread."""
+        await self._ready()
         wanted = {str(r) for r in run_ids}
         if not wanted:
             return
-        for raw in await self.client.zrange(self._threads_key(), 0, -1):
-            thread_id = raw.decode()
+        for thread_id in await self._indexed_threads():
             for ns in await self._namespaces(thread_id):
                 base = self._base(thread_id, ns)
                 ids = await self._ids(thread_id, ns)
-                async with self.client.pipeline(transaction=False) as pipe:
-                    for cid in ids:
-                        pipe.hget(f"{base}cp:{cid}", "run_id")
-                    runs = await pipe.execute()
+                runs = await self._pipeline(
+                    lambda pipe, base=base, ids=ids: [pipe.hget(f"{base}cp:{cid}", "run_id") for cid in ids],
+                    transaction=False,
+                )
                 doomed = [cid for cid, run in zip(ids, runs, strict=True) if run and run.decode() in wanted]
                 if doomed:
                     await self._delete_checkpoints(thread_id, ns, doomed)
 
     async def _delete_checkpoints(self, thread_id: str, ns: str, checkpoint_ids: Sequence[str]) -> None:
         base = self._base(thread_id, ns)
-        async with self.client.pipeline(transaction=True) as pipe:
+
+        def fill(pipe: Any) -> None:
             for cid in checkpoint_ids:
                 pipe.delete(f"{base}cp:{cid}", f"{base}wr:{cid}")
             pipe.zrem(f"{base}ids", *checkpoint_ids)
-            await pipe.execute()
+
+        await self._pipeline(fill, transaction=True)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
-        """Copy every checkpoint and write of one thread to another (one transaction)."""
+        """Copy every checkpoint and write of one thread to another (one transaction, in the target's slot)."""
+        await self._ready()
         source, target = str(source_thread_id), str(target_thread_id)
         namespaces = await self._namespaces(source)
         if not namespaces:
             return
-        async with self.client.pipeline(transaction=True) as pipe:
-            for ns in namespaces:
-                src, dst = self._base(source, ns), self._base(target, ns)
-                ids = await self._ids(source, ns)
-                for cid in ids:
-                    record = await self.client.hgetall(f"{src}cp:{cid}")
-                    writes = await self.client.hgetall(f"{src}wr:{cid}")
-                    if not record:
-                        continue
-                    pipe.hset(f"{dst}cp:{cid}", mapping=record)
-                    if writes:
-                        pipe.hset(f"{dst}wr:{cid}", mapping=writes)
-                    pipe.zadd(f"{dst}ids", {cid: 0})
-                pipe.sadd(self._ns_key(target), _q(ns))
-            pipe.zadd(self._threads_key(), {target: time.time()})
-            await pipe.execute()
+        now = time.time()
+        await self._index(target, now)
+        copies: list[tuple[str, str, dict[bytes, bytes], dict[bytes, bytes]]] = []  # (ns, id, record, writes)
+        for ns in namespaces:
+            src = self._base(source, ns)
+            for cid in await self._ids(source, ns):
+                record = await self.client.hgetall(f"{src}cp:{cid}")
+                if record:
+                    copies.append((ns, cid, record, await self.client.hgetall(f"{src}wr:{cid}")))
+
+        def fill(pipe: Any) -> None:
+            for ns, cid, record, writes in copies:
+                dst = self._base(target, ns)
+                pipe.hset(f"{dst}cp:{cid}", mapping=record)
+                if writes:
+                    pipe.hset(f"{dst}wr:{cid}", mapping=writes)
+                pipe.zadd(f"{dst}ids", {cid: 0})
+            pipe.sadd(self._ns_key(target), *map(_q, namespaces))
+            pipe.set(self._at_key(target), repr(now))
+
+        await self._pipeline(fill, transaction=True)
         await self._refresh_ttl(target)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
@@ -349,6 +530,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         """
         if strategy not in {"keep_latest", "delete"}:
             raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
+        await self._ready()
         for thread_id in map(str, thread_ids):
             if strategy == "delete":
                 await self.adelete_thread(thread_id)
@@ -358,38 +540,160 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                 if older:
                     await self._delete_checkpoints(thread_id, ns, older)
 
-    # ------------------------------------------------------------------ sessions
+    # ------------------------------------------------------------------ the sessions list
+
+    async def _index(self, thread_id: str, when: float) -> None:
+        """Add a thread to the sessions list before its write; a failure is repaired by the next listing."""
+        try:
+            await self.client.zadd(self._index_key(), {thread_id: when})
+        except (redis.exceptions.RedisError, *CLUSTER_ERRORS, OSError) as exc:
+            # the index can live on another node than the thread: its loss must not lose the turn
+            self._index_stale = True
+            log.warning("could not add session %r to %s (%s); it is rebuilt on the next listing",
+                        thread_id, self._index_key(), exc)  # fmt: skip
+
+    async def _indexed_threads(self) -> list[str]:
+        if self._index_stale:
+            await self.reindex()
+        return [t.decode() for t in await self.client.zrevrange(self._index_key(), 0, -1)]
+
+    async def _alive(self, thread_ids: Sequence[str]) -> list[bool]:
+        """Whether each thread still has its ``at`` key (on a cluster, one request per node)."""
+        found = await self._pipeline(
+            lambda pipe: [pipe.exists(self._at_key(thread_id)) for thread_id in thread_ids], transaction=False
+        )
+        return [bool(n) for n in found]
+
+    async def reindex(self) -> int:
+        """Rebuild the sessions list from a SCAN of every thread's ``at`` key (every master of a cluster).
+
+        Returns how many sessions it lists. Entries of threads that are gone are dropped by the next listing.
+        """
+        await self._ready()
+        self._index_stale = False
+        pattern = f"{_glob(self.prefix)}:{{*}}:at"
+        start = len(self.prefix) + 2
+        found: dict[str, float] = {}
+        async for raw in self.client.scan_iter(match=pattern, count=1000):
+            key = raw.decode()
+            tag = key[start : -len("}:at")]
+            if "}" in tag:  # not a thread's key (the prefix itself ends in a pattern that matched)
+                continue
+            when = await self.client.get(key)
+            if when is not None:
+                found[unquote(tag)] = float(when)
+        if found:
+            await self.client.zadd(self._index_key(), found)
+        return len(found)
 
     async def thread_ids(self, limit: int = 100, offset: int = 0) -> list[tuple[str, float]]:
-        """Return (thread id, last write time) pairs, most recent first; expired threads are dropped."""
+        """Return (thread id, last write time) pairs, most recent first; expired and deleted threads are dropped."""
+        await self._ready()
+        if self._index_stale:  # an add was lost: rebuild before listing
+            await self.reindex()
         if self.ttl > 0:
-            await self.client.zremrangebyscore(self._threads_key(), "-inf", time.time() - self.ttl)
-        raw = await self.client.zrevrange(self._threads_key(), offset, offset + limit - 1, withscores=True)
-        return [(t.decode(), score) for t, score in raw]
+            await self.client.zremrangebyscore(self._index_key(), "-inf", time.time() - self.ttl)
+        while True:
+            raw = await self.client.zrevrange(self._index_key(), offset, offset + limit - 1, withscores=True)
+            page = [(t.decode(), score) for t, score in raw]
+            alive = await self._alive([t for t, _ in page]) if page else []
+            settled = time.time() - INDEX_GRACE_S
+            dead = [t for (t, score), ok in zip(page, alive, strict=True) if not ok and score < settled]
+            if not dead:
+                return [entry for entry, ok in zip(page, alive, strict=True) if ok]
+            await self.client.zrem(self._index_key(), *dead)  # then read the page again, without them
 
     async def record_usage(self, thread_id: str, usage: dict[str, int]) -> None:
         """Add a turn's token counts to the session's totals."""
+        await self._ready()
         key = self._thread_base(thread_id) + "usage"
-        async with self.client.pipeline(transaction=True) as pipe:
+
+        def fill(pipe: Any) -> None:
             for name, value in usage.items():
                 pipe.hincrby(key, name, int(value))
             pipe.hincrby(key, "turns", 1)
-            await pipe.execute()
+
+        await self._pipeline(fill, transaction=True)
         await self._refresh_ttl(thread_id)
 
     async def session_usage(self, thread_id: str) -> dict[str, int]:
         """Return the session's token totals (prompt_tokens, completion_tokens, total_tokens, turns)."""
+        await self._ready()
         raw = await self.client.hgetall(self._thread_base(thread_id) + "usage")
         return {k.decode(): int(v) for k, v in raw.items()}
 
     async def has_thread(self, thread_id: str) -> bool:
         """Whether the thread has anything stored."""
-        return await self.client.zscore(self._threads_key(), thread_id) is not None
+        await self._ready()
+        return bool(await self.client.exists(self._at_key(thread_id)))
 
     async def ping(self) -> None:
-        """Raise if Redis does not answer; remember the event loop for the sync methods."""
+        """Raise if Redis does not answer; find whether it is a cluster; remember the event loop for sync methods."""
         self._loop = asyncio.get_running_loop()
+        await self._ready()
         await self.client.ping()
+
+    # ------------------------------------------------------------------ the layout before hash tags
+
+    def _old_base(self, thread_id: str) -> str:
+        return f"{self.prefix}:t:{_q(thread_id)}:"
+
+    async def old_layout_sessions(self) -> int:
+        """Return how many sessions are still in the layout before hash tags (``cairn sessions migrate``)."""
+        await self._ready()
+        return int(await self.client.zcard(f"{self.prefix}:threads"))
+
+    async def migrate(self) -> int:
+        """Move every session of the layout before hash tags into this one; return how many were moved.
+
+        Per session: its keys are copied in one transaction (a session already in the new layout is
+        left as it is), then the old keys are deleted, then it leaves the old list. Safe to run again
+        after an interruption, and while the service runs.
+        """
+        await self._ready()
+        old_index = f"{self.prefix}:threads"
+        moved = 0
+        for raw, when in await self.client.zrange(old_index, 0, -1, withscores=True):
+            thread_id = raw.decode()
+            old = self._old_base(thread_id)
+            old_keys = [f"{old}ns", f"{old}usage"]
+            spaces = [n.decode() for n in await self.client.smembers(f"{old}ns")]
+            copy: list[tuple[str, dict[bytes, bytes]]] = []
+            ids: dict[str, list[str]] = {}
+            for quoted in spaces:
+                base = f"{old}{quoted}:"
+                ids[quoted] = [i.decode() for i in await self.client.zrange(f"{base}ids", 0, -1)]
+                old_keys.append(f"{base}ids")
+                for cid in ids[quoted]:
+                    for kind in ("cp", "wr"):
+                        old_keys.append(f"{base}{kind}:{cid}")
+                        copy.append((f"{self._thread_base(thread_id)}{quoted}:{kind}:{cid}",
+                                     await self.client.hgetall(f"{base}{kind}:{cid}")))  # fmt: skip
+            usage = await self.client.hgetall(f"{old}usage")
+            if not await self.client.exists(self._at_key(thread_id)):
+                await self._index(thread_id, when)
+                new = self._thread_base(thread_id)
+
+                def fill(pipe: Any, new: str = new, ids: dict = ids, copy: list = copy, usage: dict = usage,
+                         when: float = when) -> None:  # fmt: skip
+                    for key, mapping in copy:
+                        if mapping:
+                            pipe.hset(key, mapping=mapping)
+                    for quoted, cids in ids.items():
+                        if cids:
+                            pipe.zadd(f"{new}{quoted}:ids", dict.fromkeys(cids, 0))
+                        pipe.sadd(f"{new}ns", quoted)
+                    if usage:
+                        pipe.hset(f"{new}usage", mapping=usage)
+                    pipe.set(f"{new}at", repr(when))
+
+                await self._pipeline(fill, transaction=True)
+                await self._refresh_ttl(thread_id)
+                moved += 1
+            for key in old_keys:  # one by one: the old keys of one session span slots
+                await self.client.delete(key)
+            await self.client.zrem(old_index, thread_id)
+        return moved
 
     # ------------------------------------------------------------------ sync
 

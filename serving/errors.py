@@ -18,8 +18,16 @@ from models.errors import translate_model_error
 
 log = logging.getLogger("cairn.serving")
 
-#: What a lost or refused Redis connection raises (redis-py's own errors, or the socket's).
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+#: What a lost or refused Redis connection raises (redis-py's own errors, or the socket's), and what a
+#: cluster raises while a slot has no master (a master down without a replica, or a failover too slow).
+REDIS_ERRORS = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    OSError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.SlotNotCoveredError,
+)
 
 
 class ErrorResponse(BaseModel):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
+import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from urllib.parse import urlparse
 
 from cairn.errors import RedisUnavailable
-from cairn.processes import ChildProcess
+from cairn.processes import ChildProcess, wait_until
 from config import Settings
 from serving.security import is_loopback
 
@@ -42,6 +44,77 @@ def start_redis(port: int, data_dir: Path, *, host: str = "127.0.0.1", extra: Se
         redis_command(port, data_dir, host=host, extra=extra), name="redis-server", log_path=data_dir / "redis.log"
     )
     return process.start(lambda: redis_answers(host, port), timeout=10, error=RedisUnavailable)
+
+
+def free_cluster_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """Return ``count`` ports free on ``host`` whose cluster bus ports (port + 10000) are free too."""
+    ports: list[int] = []
+    rng = random.Random()
+    while len(ports) < count:
+        port = rng.randrange(20000, 45000)
+        if port not in ports and _bindable(host, port) and _bindable(host, port + 10000):
+            ports.append(port)
+    return ports
+
+
+def _bindable(host: str, port: int) -> bool:
+    try:
+        with socket.socket() as sock:
+            sock.bind((host, port))
+    except OSError:
+        return False
+    return True
+
+
+def start_redis_cluster(
+    ports: Sequence[int], data_dir: Path, *, replicas: int = 0, host: str = "127.0.0.1", node_timeout_ms: int = 2000
+) -> list[ChildProcess]:
+    """Start one cluster-mode redis-server per port and join them (``redis-cli --cluster create``).
+
+    A cluster node also listens on its port + 10000 (the cluster bus), so ports are at most 55535
+    (``free_cluster_ports`` picks such ports).
+
+    With ``replicas`` R, every R+1 ports make one master and R replicas (so 6 ports and 1 replica:
+    3 masters, 3 replicas). Each node keeps its data and ``nodes.conf`` in DATA_DIR/PORT. Returns the
+    processes, in port order; stop them all to stop the cluster. Every write is fsynced: this is the
+    cluster of the tests and ``make bench-cluster`` (docs/deploy.md#redis-cluster sets up a real one).
+    """
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        raise RedisUnavailable("redis-cli is not installed", "run 'make install' (apt-get install redis-server)")
+    extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+             "--cluster-node-timeout", str(node_timeout_ms), "--appendfsync", "always"]  # fmt: skip
+    nodes: list[ChildProcess] = []
+    try:
+        for port in ports:
+            nodes.append(start_redis(port, data_dir / str(port), host=host, extra=extra))
+        create = [cli, "--cluster", "create", *(f"{host}:{port}" for port in ports),
+                  "--cluster-replicas", str(replicas), "--cluster-yes"]  # fmt: skip
+        done = subprocess.run(create, capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0 or "[OK] All 16384 slots covered" not in done.stdout:
+            raise RedisUnavailable(f"redis-cli --cluster create failed: {(done.stdout + done.stderr)[-500:]}")
+        if not wait_until(lambda: all(_cluster_ok(cli, host, port) for port in ports), timeout=30):
+            raise RedisUnavailable(f"the cluster on {host}:{ports[0]}.. did not report cluster_state:ok")
+    except BaseException:
+        for node in nodes:
+            node.stop()
+        raise
+    return nodes
+
+
+def _cluster_ok(cli: str, host: str, port: int) -> bool:
+    """Whether a cluster node reports ``cluster_state:ok`` and, for a replica, has synced with its master.
+
+    A replica killed before its first sync has no data to take over with: it never fails over.
+    """
+
+    def ask(*command: str) -> str:
+        return subprocess.run([cli, "-h", host, "-p", str(port), *command], capture_output=True, text=True,
+                              timeout=5, check=False).stdout  # fmt: skip
+
+    replication = ask("info", "replication")
+    synced = "role:slave" not in replication or "master_link_status:up" in replication
+    return synced and "cluster_state:ok" in ask("cluster", "info")
 
 
 @contextlib.contextmanager

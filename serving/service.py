@@ -185,17 +185,25 @@ class Service:
         return {"ok": True, "model": spec, "endpoint": url}
 
     async def check_redis(self) -> dict[str, Any]:
-        """Whether Redis answers a PING within two seconds."""
+        """Whether Redis answers a PING within two seconds, whether it is one server or a cluster (``mode``).
+
+        Sessions still in the key layout before hash tags are reported as a warning (they are not read
+        until ``cairn sessions migrate`` moves them).
+        """
         try:
             await asyncio.wait_for(self.saver.ping(), timeout=2.0)
+            old = await asyncio.wait_for(self.saver.old_layout_sessions(), timeout=2.0)
         except (TimeoutError, *REDIS_ERRORS) as exc:
             return {
                 "ok": False,
                 "url": self.settings.redis_url,
                 "error": f"{type(exc).__name__}: {exc}",
-                "hint": "start redis-server, or check CAIRN_REDIS_URL",
+                "hint": "start redis-server (or every node of the cluster), or check CAIRN_REDIS_URL",
             }
-        return {"ok": True, "url": self.settings.redis_url}
+        check: dict[str, Any] = {"ok": True, "url": self.settings.redis_url, "mode": self.saver.mode}
+        if old:
+            check["warning"] = f"{old} session(s) in the old key layout are not shown: run `cairn sessions migrate`"
+        return check
 
     def check_index(self) -> dict[str, Any]:
         """Whether the default index is loaded (path, chunks, generation), and how each repository stands.

@@ -18,7 +18,7 @@ import uvicorn
 
 from cairn.processes import ChildProcess, http_ok
 from config import Settings
-from serving.redis_server import start_redis
+from serving.redis_server import free_cluster_ports, start_redis, start_redis_cluster
 from tests.conftest import ROOT, SAMPLE_REPO, free_port
 
 CAIRN = str(Path(sys.executable).with_name("cairn"))
@@ -46,6 +46,50 @@ class RedisProcess:
         if self.process is not None:
             self.process.stop()
             self.process = None
+
+
+class RedisClusterProcess:
+    """A Redis Cluster on loopback: ``masters`` cluster-mode redis-servers (each with ``replicas`` replicas)."""
+
+    def __init__(self, data_dir: Path, *, masters: int = 3, replicas: int = 0) -> None:
+        self.data_dir = data_dir
+        self.replicas = replicas
+        self.ports = free_cluster_ports(masters * (1 + replicas))
+        self.nodes: list[ChildProcess] = []
+
+    @property
+    def url(self) -> str:
+        """The URL of one node, as an operator would point CAIRN_REDIS_URL at it."""
+        return f"redis://127.0.0.1:{self.ports[0]}/0"
+
+    def start(self) -> RedisClusterProcess:
+        if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+            pytest.fail("redis-server is not installed: run `make test` (it installs Debian's redis-server)")
+        # a short node timeout: a killed master is failed over in about two seconds
+        self.nodes = start_redis_cluster(self.ports, self.data_dir, replicas=self.replicas, node_timeout_ms=1000)
+        return self
+
+    def node(self, port: int) -> ChildProcess:
+        """The process of the node on ``port``."""
+        return self.nodes[self.ports.index(port)]
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+        self.nodes = []
+
+    def __enter__(self) -> RedisClusterProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    """Three masters, no replicas, for the session (a test that kills a node starts a cluster of its own)."""
+    with RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 
 import pytest
+import redis.exceptions
 from langchain_core.messages import AIMessage, HumanMessage
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.graph import START, MessagesState, StateGraph
+from typer.testing import CliRunner
 
+from cairn.cli import app
 from serving.checkpoint import RedisCheckpointSaver
 
 pytestmark = pytest.mark.integration
@@ -64,7 +69,7 @@ async def test_ttl_applies_to_every_key_of_a_session(redis_url: str) -> None:
     prefix = f"ttl-{uuid.uuid4().hex[:8]}"
     saver = RedisCheckpointSaver.from_url(redis_url, prefix=prefix, ttl=120)
     await _echo_graph(saver).ainvoke({"messages": [HumanMessage("hi")]}, {"configurable": {"thread_id": "t"}})
-    keys = [k for k in await saver.client.keys(f"{prefix}:t:*")]
+    keys = await saver.client.keys(f"{prefix}:{{*")
     assert keys
     ttls = [await saver.client.ttl(k) for k in keys]
     assert all(0 < t <= 120 for t in ttls), dict(zip(keys, ttls, strict=True))
@@ -90,3 +95,86 @@ async def test_sync_methods_are_refused_on_the_event_loop(redis_url: str) -> Non
     with pytest.raises(RuntimeError, match="async"):
         saver.get_tuple({"configurable": {"thread_id": "x"}})
     await saver.aclose()
+
+
+async def test_a_lost_sessions_list_write_is_repaired(redis_url: str) -> None:
+    prefix = f"idx-{uuid.uuid4().hex[:8]}"
+    saver = RedisCheckpointSaver.from_url(redis_url, prefix=prefix)
+    graph = _echo_graph(saver)
+    await graph.ainvoke({"messages": [HumanMessage("hi")]}, {"configurable": {"thread_id": "kept"}})
+
+    async def refused(*args, **kwargs):
+        raise redis.exceptions.ConnectionError("the node of the sessions list is down")
+
+    saver.client.zadd = refused  # the list's write is lost; the turn itself is stored
+    await graph.ainvoke({"messages": [HumanMessage("hi")]}, {"configurable": {"thread_id": "unlisted"}})
+    del saver.client.zadd
+    # an entry whose turn never got written (a crash in between), a minute old
+    await saver.client.zadd(f"{prefix}:sessions", {"ghost": time.time() - 120})
+    assert {t for t, _ in await saver.thread_ids()} == {"kept", "unlisted"}  # rebuilt from a SCAN, ghost dropped
+    assert await saver.client.zscore(f"{prefix}:sessions", "ghost") is None
+    assert await saver.has_thread("unlisted") and not await saver.has_thread("ghost")
+
+    await saver.client.delete(f"{prefix}:sessions")  # lost altogether
+    assert await saver.thread_ids() == []
+    assert await saver.reindex() == 2
+    assert {t for t, _ in await saver.thread_ids()} == {"kept", "unlisted"}
+    await saver.aclose()
+
+
+class _OldLayoutSaver(RedisCheckpointSaver):
+    """Writes the layout before hash tags: ``P:threads`` and ``P:t:T:...`` (its ``at`` keys are dropped after)."""
+
+    def _index_key(self) -> str:
+        return f"{self.prefix}:threads"
+
+    def _thread_base(self, thread_id: str) -> str:
+        return self._old_base(thread_id)
+
+
+def test_cairn_sessions_migrate_moves_sessions_of_the_old_layout(redis_url: str) -> None:
+    prefix = f"mig-{uuid.uuid4().hex[:8]}"
+    alice, other = {"configurable": {"thread_id": "alice"}}, {"configurable": {"thread_id": "a:b"}}
+
+    async def write_old() -> set[bytes]:
+        old = _OldLayoutSaver.from_url(redis_url, prefix=prefix)
+        graph = _echo_graph(old)
+        await graph.ainvoke({"messages": [HumanMessage("one")]}, alice)
+        await graph.ainvoke({"messages": [HumanMessage("two")]}, alice)
+        await graph.ainvoke({"messages": [HumanMessage("three")]}, other)
+        await old.record_usage("alice", {"total_tokens": 42})
+        await old.client.delete(*await old.client.keys(f"{prefix}:t:*:at"))
+        keys = set(await old.client.keys(f"{prefix}:*"))
+        await old.aclose()
+        return keys
+
+    old_keys = asyncio.run(write_old())
+    assert {k.decode().split(":")[1] for k in old_keys} == {"threads", "t"}
+
+    async def before() -> tuple[list, int, object]:
+        saver = RedisCheckpointSaver.from_url(redis_url, prefix=prefix)
+        found = (await saver.thread_ids(), await saver.old_layout_sessions(), await saver.aget_tuple(alice))
+        await saver.aclose()
+        return found
+
+    assert asyncio.run(before()) == ([], 2, None)  # not read until migrated
+
+    env = {"CAIRN_REDIS_URL": redis_url, "CAIRN_REDIS_PREFIX": prefix}
+    done = CliRunner(env=env).invoke(app, ["sessions", "migrate"])
+    assert done.exit_code == 0, done.output
+    assert "Migrated 2 session(s)" in done.output and "standalone" in done.output
+
+    async def after() -> None:
+        saver = RedisCheckpointSaver.from_url(redis_url, prefix=prefix)
+        assert await saver.client.keys(f"{prefix}:t:*") == [] and not await saver.client.exists(f"{prefix}:threads")
+        assert {t for t, _ in await saver.thread_ids()} == {"alice", "a:b"}
+        assert await saver.old_layout_sessions() == 0
+        assert (await saver.session_usage("alice"))["total_tokens"] == 42
+        state = await _echo_graph(saver).ainvoke({"messages": [HumanMessage("four")]}, alice)
+        assert [m.content for m in state["messages"]] == ["one", "turn 1", "two", "turn 2", "four", "turn 3"]
+        assert len([c async for c in saver.alist(alice)]) > 3  # the history came along, not only the latest
+        await saver.aclose()
+
+    asyncio.run(after())
+    again = CliRunner(env=env).invoke(app, ["sessions", "migrate"])
+    assert again.exit_code == 0 and "Migrated 0 session(s)" in again.output and "2 session(s) in all" in again.output
