@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
@@ -672,8 +673,6 @@ def serve(
 
 def _export_for_workers(settings: Settings) -> None:
     """Put what `cairn serve` resolved from its options into the environment its worker processes read."""
-    import os
-
     if settings.index_dir is None:
         os.environ.pop("CAIRN_INDEX_DIR", None)
     else:

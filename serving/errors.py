@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 import redis.exceptions
 from fastapi import FastAPI, Request
@@ -94,6 +96,15 @@ def translate(exc: BaseException, *, model: str, timeout: float, redis_url: str)
     return ServiceError(500, f"Internal error: {type(exc).__name__}: {exc}", "internal_error", "server_error")
 
 
+def describe_errors(errors: Sequence[Any]) -> str:
+    """Return validation errors (pydantic's or FastAPI's) as one line: ``where: what; where: what``."""
+    problems = []
+    for error in errors:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
+        problems.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
+    return "; ".join(problems)
+
+
 def add_error_handlers(app: FastAPI) -> None:
     """Answer every error in OpenAI's body shape: ours, validation errors, HTTP errors, model errors."""
 
@@ -103,11 +114,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body")
-            problems.append(f"{where}: {error.get('msg')}" if where else str(error.get("msg")))
-        return error_response(400, "Invalid request: " + "; ".join(problems), "invalid_request")
+        return error_response(400, "Invalid request: " + describe_errors(exc.errors()), "invalid_request")
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -147,7 +147,8 @@ class SharedRateLimit:
         self.prefix = prefix
         self.ttl_ms = 61_000  # a bucket is full again after a minute; then it is no different from a new one
         self.local = TokenBuckets(per_minute)
-        self._scripts: dict[int, Any] = {}
+        self._client: Any = None  # the client the script below was registered with
+        self._script: Any = None
         self._warned = 0.0
 
     def key(self, who: str) -> str:
@@ -160,11 +161,10 @@ class SharedRateLimit:
     async def take(self, who: str) -> float:
         """Take one token from ``who``'s bucket; return 0, or the seconds until a token is free."""
         client = self.client()
-        script = self._scripts.get(id(client))
-        if script is None:
-            script = self._scripts[id(client)] = client.register_script(_TAKE)
+        if client is not self._client:
+            self._client, self._script = client, client.register_script(_TAKE)
         try:
-            wait = await script(keys=[self.key(who)], args=[self.capacity, self.per_second, self.ttl_ms])
+            wait = await self._script(keys=[self.key(who)], args=[self.capacity, self.per_second, self.ttl_ms])
         except (redis.exceptions.RedisError, OSError) as exc:  # down or busy: limit in this process meanwhile
             now = time.monotonic()
             if now - self._warned > 60:

@@ -8,7 +8,7 @@ from fastapi import Depends, FastAPI, Request
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from serving.errors import ServiceError
+from serving.errors import ServiceError, describe_errors
 from serving.service import Service
 
 #: The context fields a LangServe client may set for its run. Never folders or endpoints: a client
@@ -83,7 +83,7 @@ async def checked_body(request: Request) -> None:
             try:
                 AgentInput.model_validate(one)
             except ValidationError as exc:
-                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                problems = describe_errors(exc.errors())
                 raise ServiceError(400, f"Invalid request: inputs[{number}]: {problems}", "invalid_request") from exc
     if batch and isinstance(config, list):
         if len(config) != len(inputs):
