@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch traces eval eval-retrieval vendor screenshots clean help
+.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-million traces eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -99,7 +99,10 @@ bench-repos: install  ## One service on five repositories: RSS with 1 and 5 load
 bench-watch: install  ## cairn serve --watch on rich's source: save → searchable p50/p95, a 200-file branch switch (minutes).
 	$(BIN)/python benchmarks/bench_watch.py
 
-bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch  ## All benchmarks.
+bench-million: install  ## A 1M-chunk index: flat vs HNSW build, RSS, disk, hybrid p50/p95, HNSW recall (~35 min; first run embeds 12k chunks).
+	$(BIN)/python benchmarks/bench_million.py
+
+bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-million  ## All benchmarks.
 
 eval-retrieval: install  ## hit@5 / MRR of each retriever on the golden set (needs the benchmark index).
 	$(BIN)/python -m evals.retrieval --index /tmp/cairn-bench/index
