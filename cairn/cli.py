@@ -330,6 +330,142 @@ def search(
     err.print(f"{len(docs)} results in {elapsed_ms:.1f} ms ({mode})", style="dim")
 
 
+def _navigate(settings: Settings, lookup: Callable[[Any], Any]) -> tuple[list[tuple[str, Any]], float]:
+    """Run a symbol-graph lookup on each index a command reads; return (repository, result) pairs and ms.
+
+    The repository is "" unless the command reads every repository (paths then start with its name).
+
+    Across repositories a name missing from one is not an error as long as another has it.
+    """
+    from cairn.errors import SymbolNotFound
+    from ingest.repos import ALL, default_repo
+    from retrievers.navigation import symbol_graph
+
+    spans = default_repo(settings) == ALL
+    indexes = _load_indexes(settings)
+    graphs = {name: symbol_graph(index) for name, index in indexes.items()}
+    started = time.perf_counter()
+    found, missing = [], None
+    for name, graph in graphs.items():
+        try:
+            found.append((name if spans else "", lookup(graph)))
+        except SymbolNotFound as exc:
+            missing = exc
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if not found and missing is not None:
+        raise missing
+    return found, elapsed_ms
+
+
+def _in_repo(record: dict[str, Any], repo: str) -> dict[str, Any]:
+    """Prefix a navigation record's path and citation with its repository (across repositories)."""
+    if not repo:
+        return record
+    record = dict(record)
+    for key in ("path", "citation"):
+        record[key] = f"{repo}/{record[key]}"
+    if record.get("caller"):
+        record["caller"] = _in_repo(record["caller"], repo)
+    if "references" in record:
+        record["references"] = [{**r, "citation": f"{repo}/{r['citation']}"} for r in record["references"]]
+    return record
+
+
+@app.command("def")
+@_reports_errors
+def def_(
+    name: Annotated[str, typer.Argument(help="A symbol: a plain name (put) or a qualified one (Store.put).")],
+    index: IndexOption = None,
+    repo: RepoOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the definitions as JSON.")] = False,
+) -> None:
+    """Print where a function, class or method is defined (path:start-end), from the symbol graph.
+
+    An ambiguous name lists every candidate with its qualified name; exit code 17 when there is none.
+    """
+    from retrievers.navigation import definition_record, find_definition
+
+    found, elapsed_ms = _navigate(_settings(index, repo), lambda graph: find_definition(graph, name))
+    records = [_in_repo(definition_record(site), repo_name) for repo_name, sites in found for site in sites]
+    if as_json:
+        payload = {"name": name, "ms": round(elapsed_ms, 2), "ambiguous": len(records) > 1, "definitions": records}
+        out.print_json(json.dumps(payload))
+        return
+    if len(records) > 1:
+        err.print(f"{name} is ambiguous: {len(records)} definitions", style="dim")
+    for record in records:
+        out.print(f"[bold]{record['citation']}[/]  {record['kind']} {record['qualified_name']}", highlight=False)
+    err.print(f"{len(records)} definitions in {elapsed_ms:.1f} ms", style="dim")
+
+
+@app.command()
+@_reports_errors
+def refs(
+    name: Annotated[str, typer.Argument(help="A symbol: a plain name (put) or a qualified one (Store.put).")],
+    index: IndexOption = None,
+    repo: RepoOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="List at most this many uses.")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the callers as JSON.")] = False,
+) -> None:
+    """Print the callers and other uses of a symbol, grouped by the definition that holds them.
+
+    Exit code 17 when the name is neither defined nor used in the index.
+    """
+    from retrievers.navigation import caller_record, find_references
+
+    found, elapsed_ms = _navigate(
+        _settings(index, repo), lambda graph: (find_references(graph, name, limit), graph.count_references(name))
+    )
+    records = [_in_repo(caller_record(group), repo_name) for repo_name, (groups, _) in found for group in groups]
+    uses = sum(len(record["references"]) for record in records)
+    total = sum(count for _, (_, count) in found)
+    if as_json:
+        payload = {"name": name, "ms": round(elapsed_ms, 2), "uses": uses, "total": total, "callers": records}
+        out.print_json(json.dumps(payload))
+        return
+    for record in records:
+        caller = record["caller"]
+        where = f"{caller['kind']} {caller['qualified_name']}" if caller else "top level"
+        out.print(f"[bold]{record['citation']}[/]  {where}", highlight=False)
+        lines = ", ".join(f"{r['line']} ({r['kind']})" for r in record["references"])
+        out.print(f"      lines {lines}", highlight=False)
+    listed = f" (the first {uses} listed; --limit for more)" if total > uses else ""
+    err.print(f"{total} uses in {len(records)} places{listed} in {elapsed_ms:.1f} ms", style="dim")
+
+
+@app.command("map")
+@_reports_errors
+def map_(
+    index: IndexOption = None,
+    repo: RepoOption = None,
+    tokens: Annotated[int, typer.Option("--tokens", min=16, help="Token budget of the map.")] = 1024,
+    focus: Annotated[
+        list[str] | None, typer.Option("--focus", help="Rank from these files' point of view (repeatable).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the ranked definitions as JSON.")] = False,
+) -> None:
+    """Print a map of the repository: its most used definitions, grouped by file, fitted to --tokens.
+
+    Definitions are ranked by PageRank over the symbol graph's references between files (like aider's
+    repo map); --focus personalises the ranking towards the named files and what they use.
+    """
+    from retrievers.navigation import definition_record, symbol_graph
+    from retrievers.repo_map import repo_map
+
+    indexes = _load_indexes(_settings(index, repo))
+    if len(indexes) != 1:
+        raise CairnError("cairn map draws one repository", "name it with --repo NAME")
+    started = time.perf_counter()
+    text, ranked = repo_map(symbol_graph(next(iter(indexes.values()))), tokens, focus)
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    if as_json:
+        records = [definition_record(item.site) | {"score": round(item.score, 6)} for item in ranked]
+        out.print_json(json.dumps({"tokens": tokens, "ms": round(elapsed_ms, 1), "definitions": records, "map": text}))
+        return
+    out.print(text or "(no definitions are used across files)", highlight=False, markup=False)
+    err.print(f"{len(ranked)} definitions in {elapsed_ms:.0f} ms", style="dim")
+
+
 def _state_summary(state: dict[str, Any]) -> dict[str, Any]:
     keys = ("question", "queries", "searched", "rounds", "relevant", "answer", "sources", "citations",
             "dropped_citations", "fallbacks", "tool_calls")  # fmt: skip
@@ -523,12 +659,16 @@ def eval_(
     import asyncio
 
     from evals.datasets import resolve_dataset
+    from evals.navigation import is_navigation_dataset
     from evals.report import compare as compare_reports
     from evals.runner import run_eval, write_report
     from models import parse_model_spec
     from models.embedded import embedded_model
 
     path = resolve_dataset(dataset)
+    if is_navigation_dataset(path):
+        _navigation_eval(path, out_dir or Path(Settings().data_dir) / "evals" / path.stem)
+        return
     settings = Settings()
     if model:
         settings = settings.model_copy(update={"model": model})
@@ -571,6 +711,25 @@ def eval_(
             f"Eval gate failed: {failed}; questions: {', '.join(gate['failing_questions']) or '-'}",
             f"see {paths['markdown']}; thresholds are CAIRN_EVAL_MIN_*",
         )
+    out.print("[green]gate passed[/]")
+
+
+def _navigation_eval(path: Path, target: Path) -> None:
+    """Score the symbol graph on a navigation dataset against Python's ast; gate on precision and recall."""
+    from evals.navigation import run_navigation_eval
+
+    err.print(f"evaluating {path} (symbol graph against Python's ast) ...")
+    report = run_navigation_eval(path)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "report.json").write_text(json.dumps(report, indent=1), encoding="utf-8")
+    for kind, scores in report["kinds"].items():
+        out.print(f"  {kind:<11} {scores['questions']:>3} questions  precision {scores['precision']}  "
+                  f"recall {scores['recall']}  ({scores['answers']} answers)", highlight=False)  # fmt: skip
+    out.print(f"\nreport: {target / 'report.json'}; graph {report['graph_s']} s, ast {report['ast_s']} s",
+              highlight=False)  # fmt: skip
+    if not report["gate"]["passed"]:
+        failed = ", ".join(f"{m} {v['value']} < {v['threshold']}" for m, v in report["gate"]["failed_metrics"].items())
+        raise GateFailed(f"Navigation eval gate failed: {failed}", f"see {target / 'report.json'}")
     out.print("[green]gate passed[/]")
 
 

@@ -45,6 +45,8 @@ class ExitCode(IntEnum):
     """no repository of that name (the message lists the names; see cairn repos)"""
     REPOSITORY_NAME_TAKEN = 16
     """another source folder is already indexed under that name (choose one with --name)"""
+    SYMBOL_NOT_FOUND = 17
+    """cairn def / cairn refs: the symbol graph has no definition or use of that name"""
     INTERRUPTED = 130
     """interrupted (Ctrl-C); the index on disk is unchanged unless a new one was completed"""
 
@@ -79,6 +81,13 @@ class IndexMissing(CairnError):
 
     exit_code = ExitCode.INDEX_MISSING
     http_status = 503
+
+
+class SymbolNotFound(CairnError):
+    """No definition or use of a name in the symbol graph."""
+
+    exit_code = ExitCode.SYMBOL_NOT_FOUND
+    http_status = 404
 
 
 class IndexCorrupted(CairnError):

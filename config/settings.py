@@ -251,7 +251,7 @@ class Settings(BaseSettings):
     tools: Annotated[list[str] | None, NoDecode] = Field(
         default=None,
         description="Tools the agent may use, by name (default: all registered: search_code, read_file, grep, "
-        "outline, and any plugin tools).",
+        "outline, find_definition, find_references, imports, imported_by, and any plugin tools).",
     )
 
     serve_host: str = Field(

@@ -66,6 +66,7 @@ def _package_corpus(package: str) -> Callable[[], Corpus]:
 CORPORA: dict[str, Callable[[], Corpus]] = {
     "sample": lambda: Corpus("sample", ROOT / "examples" / "sample-repo", "in-repo"),
     "httpx": _package_corpus("httpx"),
+    "transformers": _package_corpus("transformers"),
 }
 
 

@@ -52,8 +52,12 @@ class ChunkingOptions:
     overlap_lines: int = 4
 
 
-def chunk_file(path: str, text: str, options: ChunkingOptions) -> list[Chunk]:
-    """Return the chunks of one file's text, choosing the chunker by the file's language."""
+def chunk_file(path: str, text: str, options: ChunkingOptions, *, tree: Any = None) -> list[Chunk]:
+    """Return the chunks of one file's text, choosing the chunker by the file's language.
+
+    ``tree`` is the file's tree-sitter parse when the caller already has it (``parse_code``, on the text
+    with ``\r\n`` already turned into ``\n``), so ingest parses each file once for chunks and symbols.
+    """
     text = text.replace("\r\n", "\n")
     language = detect_language(path)
     if not text.strip():
@@ -63,7 +67,7 @@ def chunk_file(path: str, text: str, options: ChunkingOptions) -> list[Chunk]:
     if language == "markdown":
         return _chunk_markdown(path, text, options)
     if language in TREE_SITTER_GRAMMARS:
-        chunks = _chunk_code(path, text, language, options)
+        chunks = _chunk_code(path, text, language, options, tree)
         if chunks is not None:
             return chunks
     lines = text.split("\n")
@@ -241,11 +245,17 @@ class _CodeChunker:
         self._emit(start, end, symbol, kind)
 
 
-def _chunk_code(path: str, text: str, language: str, options: ChunkingOptions) -> list[Chunk] | None:
-    parser = _parser(TREE_SITTER_GRAMMARS[language])
-    if parser is None:
+def parse_code(language: str, text: str) -> Any:
+    """Return the tree-sitter parse of ``text`` (with ``\n`` line ends), or None when no grammar reads it."""
+    grammar = TREE_SITTER_GRAMMARS.get(language)
+    parser = _parser(grammar) if grammar else None
+    return None if parser is None else parser.parse(text.encode("utf-8", "surrogatepass"))
+
+
+def _chunk_code(path: str, text: str, language: str, options: ChunkingOptions, tree: Any = None) -> list[Chunk] | None:
+    tree = tree if tree is not None else parse_code(language, text)
+    if tree is None:
         return None
-    tree = parser.parse(text.encode("utf-8", "surrogatepass"))
     lines = text.split("\n")
     chunker = _CodeChunker(path, lines, language, options)
     chunker.block(tree.root_node.named_children, None, 0, len(lines) - 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import time
@@ -18,11 +19,14 @@ from cairn.errors import EmbeddingModelMismatch, IndexCorrupted, IndexMissing
 from cairn.telemetry import span, tracer
 from config import Settings
 from ingest.chunk_table import ChunkTable, ChunkTableBuilder
-from ingest.chunking import Chunk, ChunkingOptions, chunk_file
+from ingest.chunking import Chunk, ChunkingOptions, chunk_file, parse_code
 from ingest.embedder import Embedder, TextEmbedder, embedding_input
+from ingest.languages import detect_language
 from ingest.manifest import FORMAT, FORMAT_VERSION, ChunkingInfo, Counts, EmbeddingInfo, FileRecord, Manifest
 from ingest.store import Generation, check_writable, open_generation, writer_lock
 from ingest.store import write_generation as _write_generation
+from ingest.symbol_graph import SymbolGraphUpdate, graph_file
+from ingest.symbols import FileSymbols, extract_symbols, has_tag_query
 from ingest.tokens import tokenize
 from ingest.walker import SourceFile, walk_repository
 
@@ -124,6 +128,25 @@ def _file_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _chunks_and_symbols(path: str, text: str, options: ChunkingOptions) -> tuple[list[Chunk], FileSymbols | None]:
+    """Chunk a file and read its symbols off the same parse (symbols None for languages without a query)."""
+    text = text.replace("\r\n", "\n")
+    language = detect_language(path)
+    tree = parse_code(language, text) if has_tag_query(language) else None
+    chunks = list(chunk_file(path, text, options, tree=tree))
+    return chunks, (extract_symbols(path, language, tree) if tree is not None else None)
+
+
+def _symbols_only(source: SourceFile) -> FileSymbols | None:
+    """Return the symbols of an unchanged file (for a previous generation that has no graph yet)."""
+    language = detect_language(source.path)
+    if not has_tag_query(language):
+        return None
+    text = source.abs_path.read_bytes().decode("utf-8", "replace").replace("\r\n", "\n")
+    tree = parse_code(language, text)
+    return extract_symbols(source.path, language, tree) if tree is not None else None
+
+
 def ingest_repository(
     repo: Path,
     settings: Settings,
@@ -174,6 +197,19 @@ def _ingest(
         chunking = ChunkingInfo(options.max_chars, options.overlap_lines)
         same_chunking = previous is not None and previous.manifest.chunking == chunking
         old_files: dict[str, FileRecord] = previous.manifest.files if previous else {}
+        # The symbol graph follows the same rules: start from the previous generation's, replace the rows
+        # of files that changed. A previous generation without one gets it for every file (backfill).
+        graph_base = graph_file(previous.path) if previous is not None else None
+        graph = SymbolGraphUpdate(base=graph_base)
+        backfill = previous is not None and graph_base is None
+
+        def reuse_symbols(source: SourceFile) -> None:
+            # Backfilling is best effort: a file that cannot be read or parsed now keeps its chunks and
+            # simply has no symbols until it changes, rather than failing an ingest that embeds nothing.
+            if backfill:
+                with contextlib.suppress(Exception):
+                    if (symbols := _symbols_only(source)) is not None:
+                        graph.replace(symbols)
 
         # Like git's "racy" check: a file modified within the clock granularity of the previous scan
         # could have changed again with the same size and mtime, so its content is hashed regardless.
@@ -193,6 +229,7 @@ def _ingest(
                 and source.mtime_ns < racy_before
             ):
                 files_meta[source.path] = rows.reuse_file(old, source)
+                reuse_symbols(source)
                 result.files_unchanged += 1
                 progress.file_done()
                 continue
@@ -206,17 +243,20 @@ def _ingest(
             digest = _file_digest(data)
             if same_chunking and old and old["sha256"] == digest:
                 files_meta[source.path] = rows.reuse_file(old, source, digest=digest)
+                reuse_symbols(source)
                 result.files_unchanged += 1
                 progress.file_done()
                 continue
             try:
-                chunks = list(chunk_file(source.path, data.decode("utf-8", "replace"), options))
+                chunks, symbols = _chunks_and_symbols(source.path, data.decode("utf-8", "replace"), options)
             except Exception as exc:  # a parser bug on one file must not stop the ingest, nor a watcher
                 result.failed[source.path] = f"{type(exc).__name__}: {exc}"
                 result.skipped["unparsable"] += 1
                 result.skipped_examples.setdefault("unparsable", []).append(source.path)
                 progress.file_done()
                 continue
+            if symbols is not None:
+                graph.replace(symbols)
             first = len(rows)
             for chunk in chunks:
                 rows.add(chunk)
@@ -235,6 +275,7 @@ def _ingest(
 
         result.files_total = len(files_meta)
         result.files_deleted = len(set(old_files) - set(files_meta))
+        graph.remove(set(old_files) - set(files_meta))
         result.chunks_total = len(rows)
         if (
             previous is not None
@@ -243,6 +284,7 @@ def _ingest(
             and previous.manifest.faiss_index == settings.faiss_index
             and previous.manifest.format_version == FORMAT_VERSION
             and previous.manifest.repo_root == str(repo_root)  # a moved repository gets a manifest saying so
+            and graph_base is not None
             and _same_stats(old_files, files_meta)
         ):
             result.chunks_reused = len(rows)
@@ -283,6 +325,7 @@ def _ingest(
                 vocab=vocab,
                 faiss_kind=settings.faiss_index,
                 hnsw_m=settings.hnsw_m,
+                symbols=graph,
             )
         timings["write"] = time.perf_counter() - write_start
     timings["total"] = time.perf_counter() - clock

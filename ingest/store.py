@@ -13,6 +13,8 @@ Layout of an index folder::
         tokens.npy       keyword token ids of all chunks back to back
         token_offsets.npy  chunk i's tokens are tokens[offsets[i]:offsets[i+1]]
         bm25/            the bm25s index (scores matrix and vocabulary)
+        symbols.db       the symbol graph: definitions, references, imports (ingest/symbol_graph.py);
+                         absent in generations written before it existed (the next ingest adds it)
 
 An ingest builds a generation in ``.tmp-*``, fsyncs it, renames it to ``gen-*`` and only then points
 CURRENT at it; a reader resolves CURRENT once and reads that generation. A killed ingest therefore
@@ -38,6 +40,7 @@ import numpy as np
 from cairn.errors import IndexCorrupted, IndexLocked, IndexMissing
 from ingest.chunk_table import ChunkTable, legacy_rows_to_table
 from ingest.manifest import FORMAT, FORMAT_VERSION, Manifest
+from ingest.symbol_graph import SymbolGraph, SymbolGraphUpdate, graph_file
 
 READABLE_VERSIONS = (1, 2)  # format 1 (chunks.jsonl) is read, and rewritten as 2 by the next ingest
 CURRENT = "CURRENT"
@@ -54,6 +57,7 @@ class Generation:
     faiss_index: Any
     bm25: Any
     _tokens: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _symbols: SymbolGraph | None = field(default=None, repr=False)
 
     @property
     def embedding_model(self) -> str:
@@ -68,6 +72,14 @@ class Generation:
                 np.load(self.path / "token_offsets.npy"),
             )
         return self._tokens
+
+    def symbols(self) -> SymbolGraph | None:
+        """Return the symbol graph, opened on first use; None for a generation written without one."""
+        if self._symbols is None:
+            path = graph_file(self.path)
+            root_name = Path(self.manifest.repo_root).name
+            self._symbols = SymbolGraph(path, root_name) if path is not None else None
+        return self._symbols
 
     def vocabulary(self) -> dict[str, int]:
         """Return the keyword vocabulary (token -> id) the token ids refer to."""
@@ -240,6 +252,7 @@ def write_generation(
     vocab: dict[str, int],
     faiss_kind: str = "flat",
     hnsw_m: int = 32,
+    symbols: SymbolGraphUpdate | None = None,
 ) -> Path:
     """Write a complete generation beside the live one and swap it in; return its folder."""
     import faiss
@@ -263,6 +276,8 @@ def write_generation(
         np.save(tmp / "tokens.npy", tokens.astype(np.int32, copy=False))
         np.save(tmp / "token_offsets.npy", token_offsets.astype(np.int64, copy=False))
         build_bm25(tokens, token_offsets, vocab).save(str(tmp / "bm25"), show_progress=False)
+        if symbols is not None:
+            symbols.write(tmp)
         manifest.write(tmp / "manifest.json")
         _fsync_tree(tmp)
         final = index_dir / f"gen-{time.time_ns()}"

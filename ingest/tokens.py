@@ -58,3 +58,22 @@ def tokenize(text: str) -> list[str]:
     for word in _WORD.findall(text):
         extend(_expand(word))
     return tokens
+
+
+_IDENTIFIER = re.compile(
+    r"\b(?:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+"  # dotted.names
+    r"|[a-z0-9]+_[a-z0-9_]+"  # snake_case
+    r"|[A-Za-z][a-z0-9]+[A-Z][A-Za-z0-9]*"  # camelCase
+    r"|(?=[A-Za-z0-9]*[a-z])[A-Z][A-Za-z0-9]*[A-Z][A-Za-z0-9]*"  # CapWords with two capitals (not HTTP)
+    r"|[A-Za-z_]\w*\(\))"  # calls()
+)
+
+
+def identifiers_in(text: str) -> list[str]:
+    """Return code-like names in text: dotted.names, snake_case, camelCase, CapWords, calls()."""
+    seen: list[str] = []
+    for match in _IDENTIFIER.findall(text):
+        name = match.rstrip("()")
+        if name not in seen:
+            seen.append(name)
+    return seen

@@ -19,7 +19,11 @@ from config import Settings
 from ingest.chunking import Chunk
 from ingest.embedder import Embedder, TextEmbedder
 from ingest.store import CURRENT, Generation, open_generation
-from ingest.tokens import tokenize
+from ingest.symbol_graph import DefinitionSite
+from ingest.tokens import identifiers_in, tokenize
+
+#: A name defined in more places than this says little about which chunk a query means: not ranked.
+MAX_SYMBOL_SITES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,7 @@ class SearchIndex:
         self._languages = self.chunks.language_column()
         self._masks: OrderedDict[SearchFilter, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._path_ids: dict[str, int] | None = None
 
     @property
     def embedder(self) -> TextEmbedder:
@@ -176,6 +181,47 @@ class SearchIndex:
             if scores[row] > 0
         ]
 
+    def symbols(self, query: str, k: int, flt: SearchFilter = SearchFilter()) -> list[Hit]:
+        """Return the chunks that define the identifiers a query names (``LRUCache.put``, ``encode_record``).
+
+        Read from the symbol graph, in the order the query names them; empty when the query names no
+        identifier, the index has no graph, or a name is defined in more than MAX_SYMBOL_SITES places.
+        """
+        names = identifiers_in(query)
+        graph = self.generation.symbols() if names else None
+        if graph is None:
+            return []
+        with span("search symbols", **{"cairn.k": k, "cairn.filtered": bool(flt)}) as current:
+            mask = self.mask(flt)
+            rows: list[int] = []
+            for name in names:
+                sites = graph.definitions(name, limit=MAX_SYMBOL_SITES + 1)
+                if len(sites) > MAX_SYMBOL_SITES:
+                    continue
+                for site in sites:
+                    row = self.definition_row(site)
+                    if row is not None and row not in rows and (mask is None or mask[row]):
+                        rows.append(row)
+            hits = [Hit(self.chunks[row], row, 1.0, rank) for rank, row in enumerate(rows[:k], start=1)]
+            current.set_attribute("cairn.documents.count", len(hits))
+            return hits
+
+    def definition_row(self, site: DefinitionSite) -> int | None:
+        """Return the chunk that holds a definition's first line (the one named after it, if several)."""
+        if self._path_ids is None:
+            self._path_ids = {path: i for i, path in enumerate(self.chunks.paths)}
+        path_id = self._path_ids.get(site.path)
+        if path_id is None:
+            return None
+        table = self.chunks
+        rows = np.flatnonzero(
+            (table.path_ids == path_id) & (table.starts <= site.start_line) & (table.ends >= site.start_line)
+        )
+        if not len(rows):
+            return None
+        named = [int(row) for row in rows if table.symbols[row] == site.qualified]
+        return named[0] if named else int(rows[-1])
+
     def hybrid(
         self,
         query: str,
@@ -185,7 +231,11 @@ class SearchIndex:
         depth: int = 50,
         rrf_k: int = 60,
     ) -> list[Hit]:
-        """Fuse dense and keyword rankings by reciprocal rank fusion and return the top k."""
+        """Fuse dense, keyword and symbol rankings by reciprocal rank fusion and return the top k.
+
+        The symbol ranking (``symbols``) joins only when the query names identifiers the symbol graph
+        defines, so a chunk that defines a named symbol outranks chunks that only mention it.
+        """
         return self.hybrid_by_vector(query, self.embedder.embed_query(query), k, flt, depth=depth, rrf_k=rrf_k)
 
     def hybrid_by_vector(
@@ -201,6 +251,8 @@ class SearchIndex:
         """Hybrid search for a query whose vector is already computed."""
         wide = max(depth, k)
         rankings = [self.dense_by_vector(vector, wide, flt), self.keyword(query, wide, flt)]
+        if symbols := self.symbols(query, wide, flt):
+            rankings.append(symbols)
         with span("search fusion", **{"cairn.k": k, "cairn.rrf_k": rrf_k}) as current:
             hits = fuse(rankings, k, rrf_k=rrf_k)
             current.set_attribute("cairn.documents.count", len(hits))

@@ -25,6 +25,7 @@ from graphs.agent.citations import check_citations, render_answer, source_of
 from graphs.agent.context import Context, run_context
 from graphs.agent.resources import Resources, resources_for
 from graphs.agent.state import AgentState, ToolCallRecord
+from ingest.tokens import identifiers_in
 from models import Judgement
 from models.reasoning import split_thinking
 from prompts.agent import ANALYZE, ANALYZE_WITH_TOOLS, ANSWER, NOTHING_FOUND, PLAN, REFINE
@@ -34,24 +35,6 @@ log = logging.getLogger("cairn.agent")
 MAX_QUERIES = 4
 MAX_TOOL_CALLS = 4
 EXCERPT_CHARS = 600  # of each chunk shown to analyze, which only judges relevance
-
-_IDENTIFIER = re.compile(
-    r"\b(?:[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)+"  # dotted.names
-    r"|[a-z0-9]+_[a-z0-9_]+"  # snake_case
-    r"|[A-Za-z][a-z0-9]+[A-Z][A-Za-z0-9]*"  # camelCase
-    r"|(?=[A-Za-z0-9]*[a-z])[A-Z][A-Za-z0-9]*[A-Z][A-Za-z0-9]*"  # CapWords with two capitals (not HTTP)
-    r"|[A-Za-z_]\w*\(\))"  # calls()
-)
-
-
-def identifiers_in(text: str) -> list[str]:
-    """Return code-like names in text: dotted.names, snake_case, camelCase, CapWords, calls()."""
-    seen: list[str] = []
-    for match in _IDENTIFIER.findall(text):
-        name = match.rstrip("()")
-        if name not in seen:
-            seen.append(name)
-    return seen
 
 
 def _question_of(messages: Sequence[AnyMessage]) -> str:

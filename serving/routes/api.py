@@ -1,4 +1,4 @@
-"""The page's API: hybrid search over HTTP and indexed files as highlighted lines."""
+"""The page's API: hybrid search, exact navigation (definitions, references) and files as highlighted lines."""
 
 from __future__ import annotations
 
@@ -12,10 +12,26 @@ from pydantic import WithJsonSchema
 from cairn.errors import CairnError
 from graphs.agent.resources import load_indexes
 from retrievers import AcrossReposRetriever, available_retrievers, check_retriever, load_search_index, make_retriever
+from retrievers.navigation import (
+    REFERENCES_LIMIT,
+    caller_record,
+    definition_record,
+    find_definition,
+    find_references,
+    symbol_graph,
+)
 from serving.errors import ServiceError, documented
 from serving.service import ServiceDep
 from serving.web.code_view import excerpt_window, highlighted_file
-from serving.web.schemas import FileExcerpt, FileLine, RetrieverList, SearchResult, SearchResults
+from serving.web.schemas import (
+    Definitions,
+    FileExcerpt,
+    FileLine,
+    References,
+    RetrieverList,
+    SearchResult,
+    SearchResults,
+)
 from tools import confine, tool_context_for
 
 router = APIRouter(prefix="/api", tags=["page"])
@@ -90,6 +106,82 @@ async def search(
             )
         )
     return SearchResults(query=q, mode=mode, results=results)
+
+
+SymbolQuery = Annotated[
+    str,
+    Query(min_length=1, max_length=500, description="A symbol: a plain name (put) or a qualified one (Store.put)."),
+]
+
+
+def _prefixed(record: dict, repo: str) -> dict:
+    """Prefix a navigation record's paths with its repository (across repositories)."""
+    record = {**record, "path": f"{repo}/{record['path']}", "citation": f"{repo}/{record['citation']}"}
+    if record.get("caller"):
+        record["caller"] = _prefixed(record["caller"], repo)
+    if "references" in record:
+        record["references"] = [{**r, "citation": f"{repo}/{r['citation']}"} for r in record["references"]]
+    return record
+
+
+async def _navigate(service, repo: str | None, lookup, to_record) -> list[dict]:
+    """Run a symbol-graph lookup on the repository (or each of them) and return its records as JSON."""
+    context = service.context_for_repo(repo)
+    await service.require_index(context)
+    indexes = await asyncio.to_thread(load_indexes, context)
+
+    def run() -> list[dict]:
+        records: list[dict] = []
+        missing: CairnError | None = None
+        for name, index in indexes.items():
+            try:
+                found = lookup(symbol_graph(index))
+            except CairnError as exc:
+                missing = exc
+                continue
+            records.extend(_prefixed(to_record(r), name) if context.spans_repos else to_record(r) for r in found)
+        if not records and missing is not None:
+            raise missing
+        return records
+
+    try:
+        return await asyncio.to_thread(run)
+    except CairnError as exc:
+        raise ServiceError(exc.http_status, f"{exc.message} ({exc.hint})", type(exc).__name__) from exc
+
+
+@router.get("/definitions", response_model=Definitions, responses=documented(400, 401, 404, 503))
+async def definitions(service: ServiceDep, name: SymbolQuery, repo: RepoQuery = None) -> Definitions:
+    """Where a symbol is defined, from the symbol graph, as `cairn def` prints it.
+
+    An ambiguous name returns every candidate (`ambiguous: true`) with its qualified name; a name with
+    no definition is a 404 (`SymbolNotFound`); a missing `name` is a 400.
+    """
+    records = await _navigate(service, repo, lambda graph: find_definition(graph, name), definition_record)
+    return Definitions(name=name, ambiguous=len(records) > 1, definitions=records)  # type: ignore[arg-type]
+
+
+@router.get("/references", response_model=References, responses=documented(400, 401, 404, 503))
+async def references(
+    service: ServiceDep,
+    name: SymbolQuery,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="List at most this many uses.")] = REFERENCES_LIMIT,
+    repo: RepoQuery = None,
+) -> References:
+    """The callers and other uses of a symbol grouped by enclosing definition, as `cairn refs` prints them.
+
+    A name neither defined nor used is a 404 (`SymbolNotFound`); a missing `name` is a 400.
+    """
+    total = 0
+
+    def lookup(graph):
+        nonlocal total
+        total += graph.count_references(name)
+        return find_references(graph, name, limit)
+
+    records = await _navigate(service, repo, lookup, caller_record)
+    uses = sum(len(record["references"]) for record in records)
+    return References(name=name, uses=uses, total=total, callers=records)  # type: ignore[arg-type]
 
 
 @router.get("/files/{path:path}", response_model=FileExcerpt, responses=documented(400, 401, 404, 503))

@@ -53,3 +53,49 @@ class FileExcerpt(BaseModel):
     end: int = Field(description="The requested range's last line (clamped to the file).")
     lines: list[FileLine] = Field(description="The range and its context, at most 400 lines.")
     truncated: bool = Field(description="Whether the range was longer than the cap and was cut.")
+
+
+class Definition(BaseModel):
+    """Where a symbol is defined, from the symbol graph."""
+
+    name: str
+    qualified_name: str = Field(description="The name with its enclosing classes, e.g. Store.put.")
+    kind: str = Field(description="class, function, method, constant, interface, type, ...")
+    path: str
+    start_line: int
+    end_line: int
+    citation: str = Field(description="path:start-end")
+
+
+class Definitions(BaseModel):
+    """Every definition of a name; more than one when it is ambiguous."""
+
+    name: str
+    ambiguous: bool = Field(description="True when several definitions match: pick by qualified_name.")
+    definitions: list[Definition]
+
+
+class ReferenceLine(BaseModel):
+    """One use of a name."""
+
+    line: int
+    kind: str = Field(description="call, class (a base class), type, or use (a class-like name).")
+    citation: str = Field(description="path:line-line")
+
+
+class Caller(BaseModel):
+    """The uses of a name inside one definition, or at a file's top level (caller null)."""
+
+    path: str
+    caller: Definition | None = Field(description="The definition that holds these uses.")
+    citation: str = Field(description="The caller's path:start-end (the uses' span at top level).")
+    references: list[ReferenceLine]
+
+
+class References(BaseModel):
+    """The uses of a name grouped by the definition that holds them."""
+
+    name: str
+    uses: int = Field(description="How many uses are listed (at most `limit`).")
+    total: int = Field(description="How many uses the symbol graph holds.")
+    callers: list[Caller]

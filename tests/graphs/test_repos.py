@@ -89,7 +89,8 @@ def test_across_repositories_each_tool_takes_the_repository(data_dir: Path, monk
     monkeypatch.setattr(search_index, "_open_indexes", type(search_index._open_indexes)())
     monkeypatch.setattr(search_index, "_embedder", lambda *args: FakeEmbedder())
     tools = {t.name: t for t in resources_for(context(data_dir, repo="*", use_tools=True)).tools}
-    assert set(tools) == {"search_code", "read_file", "grep", "outline"}
+    assert set(tools) == {"search_code", "read_file", "grep", "outline", "find_definition", "find_references",
+                          "imports", "imported_by"}  # fmt: skip
     assert tools["read_file"].args["repo"]["enum"] == ["billing", "tinykv"]
     found = tools["search_code"].invoke({"type": "tool_call", "id": "1", "name": "search_code",
                                          "args": {"query": "invoice", "repo": "billing", "k": 2}})  # fmt: skip

@@ -254,6 +254,7 @@ def test_killing_ingest_at_any_moment_leaves_a_usable_index(tmp_path, fake_embed
         generation = open_generation(index_dir)  # never raises: some complete generation is live
         assert len(generation.chunks) == generation.faiss_index.ntotal == expected
         assert generation.bm25.scores["num_docs"] == expected
+        assert len(generation.symbols().definitions("f0_0")) == 1  # its symbol graph came with it, whole
         outcomes.append(generation.path.name)
     # A later ingest cleans up what the killed ones left behind.
     _ingest(repo, settings, fake_embedder, rebuild=True)

@@ -114,10 +114,10 @@ def test_a_file_that_fails_to_chunk_is_reported_and_watching_goes_on(watched, mo
     repo, settings, watcher, recorder = watched
     real_chunk_file = pipeline.chunk_file
 
-    def chunk_file(path, text, options):
+    def chunk_file(path, text, options, **kwargs):
         if "broken" in path:
             raise ValueError("parser exploded")
-        return real_chunk_file(path, text, options)
+        return real_chunk_file(path, text, options, **kwargs)
 
     monkeypatch.setattr(pipeline, "chunk_file", chunk_file)
     (repo / "broken.py").write_text("def broken(:\n")

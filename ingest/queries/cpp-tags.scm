@@ -1,0 +1,29 @@
+; C++: definitions, references and includes (captures as in python-tags.scm). @qualifier is the
+; class of an out-of-line method definition (Foo::bar).
+
+(function_definition declarator: [
+  (function_declarator declarator: (identifier) @name.definition.function)
+  (pointer_declarator declarator: (function_declarator declarator: (identifier) @name.definition.function))
+  (reference_declarator (function_declarator declarator: (identifier) @name.definition.function))
+]) @definition.function
+(function_definition declarator: (function_declarator declarator: (field_identifier) @name.definition.method)) @definition.method
+(function_definition declarator: (function_declarator
+  declarator: (qualified_identifier scope: (_) @qualifier name: (identifier) @name.definition.method))) @definition.method
+(class_specifier name: (type_identifier) @name.definition.class body: (_)) @definition.class
+(struct_specifier name: (type_identifier) @name.definition.class body: (_)) @definition.class
+(union_specifier name: (type_identifier) @name.definition.class body: (_)) @definition.class
+(enum_specifier name: (type_identifier) @name.definition.enum body: (_)) @definition.enum
+(type_definition declarator: (type_identifier) @name.definition.type) @definition.type
+(alias_declaration name: (type_identifier) @name.definition.type) @definition.type
+(namespace_definition name: (namespace_identifier) @name.definition.module) @definition.module
+(preproc_function_def name: (identifier) @name.definition.macro) @definition.macro
+
+(call_expression
+  function: [
+    (identifier) @name.reference.call
+    (field_expression field: (field_identifier) @name.reference.call)
+    (qualified_identifier name: (identifier) @name.reference.call)
+  ]) @reference.call
+(type_identifier) @name.reference.type @reference.type
+
+(preproc_include path: (_) @import.module) @import
