@@ -43,10 +43,12 @@ def load_golden(path: Path = DEFAULT_GOLDEN) -> list[GoldenQuestion]:
 
 
 def score_rankings(ranks: Sequence[int | None], *, hit_k: int = 5, mrr_k: int = 10) -> dict[str, float]:
-    """Return hit@hit_k and MRR@mrr_k for first-relevant ranks (None: not found)."""
+    """Return hit@1, hit@hit_k and MRR@mrr_k for first-relevant ranks (None: not found)."""
+    firsts = [hit_at_k(r, 1) for r in ranks]
     hits = [hit_at_k(r, hit_k) for r in ranks]
     reciprocal = [reciprocal_rank(r, mrr_k) for r in ranks]
     return {
+        "hit@1": round(statistics.fmean(firsts), 4) if firsts else 0.0,
         f"hit@{hit_k}": round(statistics.fmean(hits), 4) if hits else 0.0,
         f"mrr@{mrr_k}": round(statistics.fmean(reciprocal), 4) if reciprocal else 0.0,
     }
@@ -90,9 +92,9 @@ def main() -> None:
     if args.json:
         print(json.dumps(report, indent=1))
         return
-    print(f"{'retriever':<10} {'hit@5':>7} {'mrr@10':>7}   ({len(load_golden(args.golden))} questions)")
+    print(f"{'retriever':<10} {'hit@1':>7} {'hit@5':>7} {'mrr@10':>7}   ({len(load_golden(args.golden))} questions)")
     for mode, result in report.items():
-        print(f"{mode:<10} {result['hit@5']:>7.3f} {result['mrr@10']:>7.3f}")
+        print(f"{mode:<10} {result['hit@1']:>7.3f} {result['hit@5']:>7.3f} {result['mrr@10']:>7.3f}")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,17 @@ them, each with a ``path:start-end`` citation.
 
 from __future__ import annotations
 
+import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from langchain_core.documents import Document
+
 from cairn.errors import IndexMissing, SymbolNotFound
 from ingest.symbol_graph import DefinitionSite, ImportSite, ReferenceSite, SymbolGraph
-from retrievers.search_index import SearchIndex
+from retrievers.langchain_retrievers import hit_to_document
+from retrievers.search_index import MAX_SYMBOL_SITES, Hit, SearchIndex
 
 
 @dataclass(slots=True)
@@ -98,3 +103,107 @@ def import_record(site: ImportSite) -> dict[str, Any]:
         "path": site.path, "line": site.line, "module": site.module, "name": site.name,
         "resolved": site.resolved, "citation": site.citation,
     }  # fmt: skip
+
+
+# ---------------------------------------------------------------- lookups the agent's plan makes
+
+#: A symbol or module as a question writes it: ``fuse``, ``Store.put``, ``fuse()``, `` `fuse` ``, ``a/b.py``.
+_NAME = r"`?(?P<name>[A-Za-z_][\w.]*(?:/[\w.]+)*)(?:\(\))?`?"
+#: Words a pattern's name slot can catch that are never the symbol asked about.
+_NOT_NAMES = frozenset(
+    "a an the this that these those it its my our your their any each every function method class module "
+    "file code variable constant".split()
+)
+_LOOKUP_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (kind, re.compile(pattern, re.IGNORECASE))
+    for kind, pattern in (
+        ("references", rf"\b(?:what|who|which\s+\w+)\s+(?:else\s+)?(?:calls?|uses?|invokes?|references?)\s+{_NAME}"),
+        ("references", rf"\b(?:callers?|call\s+sites?|usages?|uses|references)\s+(?:of|to|for)\s+{_NAME}"),
+        ("references", rf"\bwhere\s+(?:is|are|does)\s+{_NAME}\s+(?:get\s+)?(?:used|called|invoked|referenced)"),
+        ("references", rf"\b{_NAME}\s+(?:is|are|gets?)\s+(?:called|used|invoked)\s+(?:from|by|where)"),
+        ("importers", rf"\b(?:what|who|which\s+\w+)\s+imports?\s+{_NAME}"),
+        ("importers", rf"\bimporters\s+of\s+{_NAME}"),
+        ("importers", rf"\b{_NAME}\s+(?:is|are)\s+imported\b"),
+        ("definition", rf"\bwhere\s+(?:is|are)\s+{_NAME}\s+(?:defined|declared|implemented)"),
+        ("definition", rf"\b(?:definition|implementation|source)\s+of\s+{_NAME}"),
+        ("definition", rf"\bwhere\s+(?:is|are)\s+{_NAME}\s*\?"),
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A symbol-graph lookup a question asks for: the definitions of a name, its uses, or a module's importers."""
+
+    kind: str
+    """"definition", "references" or "importers"."""
+    target: str
+    """A symbol (``fuse``, ``Store.put``) or, for importers, a module or file (``tinykv.store``, ``a/b.py``)."""
+
+
+def lookups_in(question: str) -> list[Lookup]:
+    """Return the navigation lookups a question asks for ("what calls X", "where is X defined", ...).
+
+    Found by phrase, not by a model: the name is the word the phrase names (``fuse``, `` `Store.put` ``,
+    ``encode()``). A name the index does not know yields nothing at lookup time, so a false match is harmless.
+    """
+    lookups: list[Lookup] = []
+    for kind, pattern in _LOOKUP_PATTERNS:
+        for match in pattern.finditer(question):
+            name = match.group("name").rstrip(".")
+            if name.lower() in _NOT_NAMES or len(name) < 2:
+                continue
+            lookup = Lookup(kind, name)
+            if lookup not in lookups:
+                lookups.append(lookup)
+    return lookups
+
+
+def _module_path(graph: SymbolGraph, index: SearchIndex, target: str) -> str | None:
+    """Return the indexed file a module name (``pkg.mod``) or path (``pkg/mod.py``) means, or None."""
+    if target in index.chunks.paths:
+        return target
+    stem = target.removesuffix(".py").replace(".", "/") if "/" not in target else posixpath.splitext(target)[0]
+    return graph.resolve(stem)
+
+
+def lookup_documents(index: SearchIndex, lookup: Lookup, limit: int) -> list[Document]:
+    """Return the chunks that answer a lookup, best first, as Documents citing ``path:start-end``.
+
+    A definition lookup gives the chunk of each definition (nothing when the name is defined in more
+    than MAX_SYMBOL_SITES places: the question needs narrowing, which search handles); a references
+    lookup gives the name's definition and then the chunk around each calling place; an importers
+    lookup gives the chunk holding each import statement. Empty when the index has no graph or no answer.
+    """
+    graph = index.generation.symbols()
+    if graph is None:
+        return []
+    rows: list[int] = []
+    method = f"graph:{lookup.kind}"
+
+    def add(row: int | None) -> None:
+        if row is not None and row not in rows:
+            rows.append(row)
+
+    if lookup.kind in ("definition", "references"):
+        sites = graph.definitions(lookup.target, limit=MAX_SYMBOL_SITES + 1)
+        if len(sites) <= MAX_SYMBOL_SITES:
+            for site in sites[: 1 if lookup.kind == "references" else limit]:
+                add(index.definition_row(site))
+    if lookup.kind == "references":
+        for reference in graph.references(lookup.target, limit=REFERENCES_LIMIT):
+            if len(rows) >= limit:
+                break
+            add(index.row_at(reference.path, reference.line))
+    elif lookup.kind == "importers":
+        path = _module_path(graph, index, lookup.target)
+        for site in graph.imported_by(path) if path else []:
+            if len(rows) >= limit:
+                break
+            add(index.row_at(site.path, site.line))
+    documents = []
+    for rank, row in enumerate(rows[:limit], start=1):
+        document = hit_to_document(Hit(index.chunks[row], row, 1.0, rank), method)
+        document.metadata["lookup"] = f"{lookup.kind} {lookup.target}"
+        documents.append(document)
+    return documents

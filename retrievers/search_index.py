@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import posixpath
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,15 @@ from ingest.tokens import identifiers_in, tokenize
 
 #: A name defined in more places than this says little about which chunk a query means: not ranked.
 MAX_SYMBOL_SITES = 8
+#: A folder or file name shared by more than this share of the files (and MIN_PATH_FILES) names no place.
+MAX_PATH_SHARE = 0.02
+MIN_PATH_FILES = 3
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.py\b)?")
+#: Words that name folders in many repositories without saying where to look.
+_NOT_PATH_WORDS = frozenset(
+    "the and for how what does are with from this that when where which into can should use used using "
+    "code file files function class method src lib test tests docs".split()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +79,7 @@ class SearchIndex:
         embedder: TextEmbedder | Callable[[], TextEmbedder],
         *,
         ef_search: int = 128,
+        rank_paths: bool = True,
     ) -> None:
         self.generation = generation
         self._embedder = embedder
@@ -78,6 +91,8 @@ class SearchIndex:
         self._masks: OrderedDict[SearchFilter, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._path_ids: dict[str, int] | None = None
+        self._path_terms: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
+        self.rank_paths = rank_paths
 
     @property
     def embedder(self) -> TextEmbedder:
@@ -132,12 +147,13 @@ class SearchIndex:
             current.set_attribute("cairn.documents.count", len(hits))
             return hits
 
-    def _dense(self, vector: np.ndarray, k: int, flt: SearchFilter) -> list[Hit]:
+    def _dense(self, vector: np.ndarray, k: int, flt: SearchFilter, mask: np.ndarray | None = None) -> list[Hit]:
         import faiss
 
         if not len(self.chunks) or k <= 0:
             return []
-        mask = self.mask(flt)
+        if mask is None:
+            mask = self.mask(flt)
         params = None
         if mask is not None:
             if not mask.any():
@@ -164,12 +180,13 @@ class SearchIndex:
             current.set_attribute("cairn.documents.count", len(hits))
             return hits
 
-    def _keyword(self, query: str, k: int, flt: SearchFilter) -> list[Hit]:
+    def _keyword(self, query: str, k: int, flt: SearchFilter, mask: np.ndarray | None = None) -> list[Hit]:
         tokens = tokenize(query)
         if not len(self.chunks) or k <= 0 or not tokens:  # no word in the query (e.g. "???"): nothing matches
             return []
         scores = self._bm25.get_scores(tokens)
-        mask = self.mask(flt)
+        if mask is None:
+            mask = self.mask(flt)
         if mask is not None:
             scores = np.where(mask, scores, 0.0)
         k = min(k, len(scores))
@@ -208,19 +225,92 @@ class SearchIndex:
 
     def definition_row(self, site: DefinitionSite) -> int | None:
         """Return the chunk that holds a definition's first line (the one named after it, if several)."""
+        return self.row_at(site.path, site.start_line, symbol=site.qualified)
+
+    def row_at(self, path: str, line: int, *, symbol: str | None = None) -> int | None:
+        """Return the chunk of ``path`` that holds ``line``: the one named ``symbol`` if several, else the innermost."""
         if self._path_ids is None:
-            self._path_ids = {path: i for i, path in enumerate(self.chunks.paths)}
-        path_id = self._path_ids.get(site.path)
+            self._path_ids = {p: i for i, p in enumerate(self.chunks.paths)}
+        path_id = self._path_ids.get(path)
         if path_id is None:
             return None
         table = self.chunks
-        rows = np.flatnonzero(
-            (table.path_ids == path_id) & (table.starts <= site.start_line) & (table.ends >= site.start_line)
-        )
+        rows = np.flatnonzero((table.path_ids == path_id) & (table.starts <= line) & (table.ends >= line))
         if not len(rows):
             return None
-        named = [int(row) for row in rows if table.symbols[row] == site.qualified]
-        return named[0] if named else int(rows[-1])
+        named = [int(row) for row in rows if symbol is not None and table.symbols[row] == symbol]
+        if named:
+            return named[0]
+        return int(rows[np.argmin(table.ends[rows] - table.starts[rows])])
+
+    def paths_named(self, query: str) -> tuple[list[str], np.ndarray | None]:
+        """Return the folders and files a query names ("in BERT", "generation", "data collator") and their rows.
+
+        A plain word names a folder of the index (``models/bert/`` for "BERT"); a file is named by its
+        stem written as code (``trainer.py``, ``data_collator``) or as two words ("stopping criteria" for
+        ``stopping_criteria.py``), because a file stem is often an ordinary word ("default", "client")
+        that a question uses without meaning the file. Leading underscores are ignored (``_config.py``).
+        Only selective names count: at most MAX_PATH_SHARE of the files (or MIN_PATH_FILES), not every file.
+        """
+        words = _WORD.findall(query)
+        coded = {w.lower().removesuffix(".py") for w in words if "_" in w.strip("_") or w.endswith(".py")}
+        lowered = [w.lower().removesuffix(".py").strip("_") for w in words]
+        candidates = [(w, w in coded) for w in lowered if w not in _NOT_PATH_WORDS and len(w) >= 3]
+        candidates += [(f"{a}_{b}", True) for a, b in pairwise(lowered)]
+        folders, files = self._path_vocabulary()
+        names, selected = [], None
+        for term, as_file in dict.fromkeys(candidates):
+            found = folders.get(term)
+            if as_file and term in files:
+                found = files[term] if found is None else found | files[term]
+            if found is None:
+                continue
+            names.append(term)
+            selected = found if selected is None else selected | found
+        if selected is None:
+            return [], None
+        return names, selected[self.chunks.path_ids]
+
+    def _path_vocabulary(self) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """Map each selective folder name, and each file stem, to the files it names (masks over paths)."""
+        if self._path_terms is None:
+            paths = self.chunks.paths
+            limit = max(MIN_PATH_FILES, int(MAX_PATH_SHARE * len(paths)))
+            vocabularies: list[dict[str, np.ndarray]] = []
+            for of_path in (lambda p: p.split("/")[:-1], lambda p: [posixpath.splitext(p.rsplit("/", 1)[-1])[0]]):
+                where: dict[str, list[int]] = {}
+                for i, path in enumerate(paths):
+                    for term in {name.lower().strip("_") for name in of_path(path)}:
+                        where.setdefault(term, []).append(i)
+                vocabulary = {}
+                for term, ids in where.items():
+                    if term and len(ids) <= limit and len(ids) < len(paths):
+                        mask = np.zeros(len(paths), dtype=bool)
+                        mask[ids] = True
+                        vocabulary[term] = mask
+                vocabularies.append(vocabulary)
+            self._path_terms = (vocabularies[0], vocabularies[1])
+        return self._path_terms
+
+    def by_path(
+        self, query: str, vector: np.ndarray, k: int, flt: SearchFilter = SearchFilter(), *, rrf_k: int = 60
+    ) -> list[Hit]:
+        """Return the best chunks under the paths the query names (``paths_named``), dense and keyword fused.
+
+        Empty when the query names no path. Joined to hybrid's fusion as one more ranking, it lifts the
+        chunks of the folder or file a question names ("Llama's attention") over copies elsewhere.
+        """
+        names, named = self.paths_named(query)
+        if named is None:
+            return []
+        with span("search paths", **{"cairn.k": k, "cairn.paths": ", ".join(names)}) as current:
+            user = self.mask(flt)
+            mask = named if user is None else named & user
+            if not mask.any():
+                return []
+            hits = fuse([self._dense(vector, k, flt, mask), self._keyword(query, k, flt, mask)], k, rrf_k=rrf_k)
+            current.set_attribute("cairn.documents.count", len(hits))
+            return hits
 
     def hybrid(
         self,
@@ -231,10 +321,11 @@ class SearchIndex:
         depth: int = 50,
         rrf_k: int = 60,
     ) -> list[Hit]:
-        """Fuse dense, keyword and symbol rankings by reciprocal rank fusion and return the top k.
+        """Fuse dense, keyword, symbol and path rankings by reciprocal rank fusion and return the top k.
 
         The symbol ranking (``symbols``) joins only when the query names identifiers the symbol graph
-        defines, so a chunk that defines a named symbol outranks chunks that only mention it.
+        defines, so a chunk that defines a named symbol outranks chunks that only mention it; the path
+        ranking (``by_path``) only when it names a folder or file, so "in BERT" prefers ``models/bert/``.
         """
         return self.hybrid_by_vector(query, self.embedder.embed_query(query), k, flt, depth=depth, rrf_k=rrf_k)
 
@@ -253,6 +344,8 @@ class SearchIndex:
         rankings = [self.dense_by_vector(vector, wide, flt), self.keyword(query, wide, flt)]
         if symbols := self.symbols(query, wide, flt):
             rankings.append(symbols)
+        if self.rank_paths and (by_path := self.by_path(query, vector, wide, flt, rrf_k=rrf_k)):
+            rankings.append(by_path)
         with span("search fusion", **{"cairn.k": k, "cairn.rrf_k": rrf_k}) as current:
             hits = fuse(rankings, k, rrf_k=rrf_k)
             current.set_attribute("cairn.documents.count", len(hits))

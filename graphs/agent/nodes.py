@@ -13,6 +13,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Sequence
+from itertools import zip_longest
 from typing import Any, Literal
 
 from langchain_core.documents import Document
@@ -29,6 +30,8 @@ from ingest.tokens import identifiers_in
 from models import Judgement
 from models.reasoning import split_thinking
 from prompts.agent import ANALYZE, ANALYZE_WITH_TOOLS, ANSWER, NOTHING_FOUND, PLAN, REFINE
+from retrievers import in_repo
+from retrievers.navigation import Lookup, lookup_documents, lookups_in
 
 log = logging.getLogger("cairn.agent")
 
@@ -103,10 +106,15 @@ async def plan(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
     queries = _dedupe([question, *planned, *identifiers_in(question), *context_names])[:MAX_QUERIES]
     if history and not planned and context_names:
         standalone = f"{question} (earlier: {', '.join(context_names[:3])})"
-    step(runtime, Node.PLAN, "done", queries=queries, question=standalone)
+    # "What calls X", "where is X defined", "which modules import X": answered from the symbol graph too.
+    lookups = [{"kind": lookup.kind, "target": lookup.target} for lookup in lookups_in(question)]
+    if not lookups and standalone != question:
+        lookups = [{"kind": lookup.kind, "target": lookup.target} for lookup in lookups_in(standalone)]
+    step(runtime, Node.PLAN, "done", queries=queries, question=standalone, lookups=lookups)
     return {
         "question": standalone,
         "queries": queries,
+        "lookups": lookups,
         "planned_by": "model" if ask_model else "question",
         "searched": [],
         "documents": [],
@@ -154,16 +162,40 @@ async def retrieve(state: AgentState, runtime: Runtime[Context]) -> dict[str, An
     """
     context, resources = await _resolve(runtime)
     queries = state.get("queries", [])
+    lookups = [Lookup(**lookup) for lookup in state.get("lookups", [])] if not state.get("rounds") else []
     step(runtime, Node.RETRIEVE, "running", queries=queries)
     # Embedding the queries and searching are CPU work: off the event loop, so a service stays responsive.
     rankings: list[list[Document]] = await asyncio.to_thread(resources.retriever.batch, queries) if queries else []
+    exact = await asyncio.to_thread(_looked_up, resources, lookups, context.k) if lookups else []
     previous = state.get("documents", [])
     kept_before = [d for i, d in enumerate(previous) if i in set(state.get("relevant", []))]
     seen = {_key(d) for d in kept_before}
+    exact = [d for d in exact if _key(d) not in seen]
+    seen |= {_key(d) for d in exact}
     found = [d for d in fuse_rankings(rankings, context.rrf_k) if _key(d) not in seen]
-    kept = fit_budget([*kept_before, *found[: context.k]], context.document_tokens)
-    step(runtime, Node.RETRIEVE, "done", found=len(found), kept=len(kept))
+    # The graph's answers first, then search's best: at least two chunks of each when both found some.
+    searched = found[: max(context.k - len(exact), min(2, len(found)))]
+    kept = fit_budget([*kept_before, *exact, *searched], context.document_tokens)
+    step(runtime, Node.RETRIEVE, "done", found=len(found) + len(exact), looked_up=len(exact), kept=len(kept))
     return {"documents": kept, "relevant": [], "searched": [*state.get("searched", []), *queries]}
+
+
+def _looked_up(resources: Resources, lookups: Sequence[Lookup], k: int) -> list[Document]:
+    """Run plan's symbol-graph lookups on every index searched; up to k chunks, the lookups interleaved."""
+    per_lookup: list[list[Document]] = []
+    spans_repos = len(resources.indexes) > 1
+    for lookup in lookups:
+        documents: list[Document] = []
+        for name, index in resources.indexes.items():
+            found = lookup_documents(index, lookup, k)
+            documents.extend(in_repo(document, name) if spans_repos and name else document for document in found)
+        per_lookup.append(documents)
+    merged: list[Document] = []
+    for documents in zip_longest(*per_lookup):
+        for document in documents:
+            if document is not None and _key(document) not in {_key(d) for d in merged}:
+                merged.append(document)
+    return merged[:k]
 
 
 # ---------------------------------------------------------------- analyze

@@ -41,6 +41,8 @@ class AgentState(InputState, total=False):
     """The latest question rewritten to stand alone (plan)."""
     queries: list[str]
     """Search queries of the current round (plan, then refine)."""
+    lookups: list[dict[str, str]]
+    """Symbol-graph lookups the question asks for (plan): ``{"kind": "references", "target": "fuse"}``."""
     planned_by: str
     """Who chose the first queries: "model" (a standalone rewrite) or "question" (the question as asked)."""
     searched: list[str]

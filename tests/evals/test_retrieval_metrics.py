@@ -8,6 +8,7 @@ from evals.retrieval import DEFAULT_GOLDEN, GoldenQuestion, evaluate, load_golde
 def test_hit_and_mrr() -> None:
     scores = score_rankings([1, 2, None, 7], hit_k=5, mrr_k=10)
     assert scores["hit@5"] == pytest.approx(0.5)
+    assert scores["hit@1"] == pytest.approx(0.25)
     assert scores["mrr@10"] == pytest.approx((1 + 0.5 + 0 + 1 / 7) / 4, abs=1e-4)
 
 

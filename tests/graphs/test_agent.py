@@ -332,3 +332,37 @@ async def test_each_node_reports_its_steps_in_order(index_dir) -> None:
     assert by_step[("retrieve", "running")]["queries"] == ["torn record?", "decode_records crc32"]
     assert by_step[("retrieve", "done")]["kept"] >= 2 and by_step[("analyze", "done")]["relevant"] == 2
     assert by_step[("answer", "done")]["citations"] == ["tinykv/wal.py:24-36"]
+
+
+async def test_what_calls_x_is_answered_from_the_symbol_graph(index_dir) -> None:
+    ctx = context(
+        index_dir,
+        plan="auto",
+        **models(
+            analyze=QueuedChatModel(replies=['{"relevant": [1, 2], "sufficient": true, "missing": ""}']),
+            answer=QueuedChatModel(replies=["Store.compact calls it [tinykv/store.py:54-64]."]),
+        ),
+    )
+    state = await graph.ainvoke({"messages": [HumanMessage("What calls encode_record?")]}, context=ctx)
+    assert state["lookups"] == [{"kind": "references", "target": "encode_record"}]
+    from_graph = [d for d in state["documents"] if d.metadata["retriever"] == "graph:references"]
+    # the graph's chunks come first: the definition, then each calling chunk (keyword search fills the rest)
+    assert state["documents"][: len(from_graph)] == from_graph and len(from_graph) >= 2
+    assert from_graph[0].metadata["symbol"] == "encode_record"
+    assert "tinykv/store.py:54-64" in [d.metadata["citation"] for d in from_graph]
+    assert any(not d.metadata["retriever"].startswith("graph:") for d in state["documents"])
+    assert state["citations"] == ["tinykv/store.py:54-64"]
+
+
+async def test_a_question_without_navigation_makes_no_lookup(index_dir) -> None:
+    ctx = context(
+        index_dir,
+        plan="auto",
+        **models(
+            analyze=QueuedChatModel(replies=['{"relevant": [1], "sufficient": true, "missing": ""}']),
+            answer=QueuedChatModel(replies=["It rewrites the file."]),
+        ),
+    )
+    state = await graph.ainvoke({"messages": [HumanMessage("how does compaction work?")]}, context=ctx)
+    assert state["lookups"] == []
+    assert not any(d.metadata["retriever"].startswith("graph:") for d in state["documents"])
