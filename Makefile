@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million fuzz traces eval eval-retrieval vendor screenshots clean help
+.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-onnx fuzz traces eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -116,7 +116,13 @@ bench-cluster: install  ## Session request p50/p95 on one Redis against a 3-mast
 bench-million: install  ## A 1M-chunk index: flat vs HNSW build, RSS, disk, hybrid p50/p95, HNSW recall (~35 min; first run embeds 12k chunks).
 	$(BIN)/python benchmarks/bench_million.py
 
-bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-cluster  ## All benchmarks but the million-chunk one (make bench-million).
+bench-ranking: install  ## Retrieval quality without and with the symbol and path rankings (the golden set needs bench-ingest's index).
+	$(BIN)/python benchmarks/bench_symbol_ranking.py
+
+bench-onnx: install  ## Query embedding on ONNX Runtime vs torch: latency, chunks/s, agreement, golden-set quality (minutes).
+	$(BIN)/python benchmarks/bench_onnx.py
+
+bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-cluster bench-ranking bench-onnx  ## All benchmarks but the million-chunk one (make bench-million).
 
 eval-retrieval: install  ## hit@5 / MRR of each retriever on the golden set (needs the benchmark index).
 	$(BIN)/python -m evals.retrieval --index /tmp/cairn-bench/index

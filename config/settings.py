@@ -102,6 +102,21 @@ class Settings(BaseSettings):
         ),
     )
     embedding_device: str = Field(default="cpu", description="Torch device for embeddings: cpu, cuda, mps.")
+    embedding_backend: Literal["torch", "onnx"] = Field(
+        default="torch",
+        description=(
+            "What embeds queries: 'torch', or 'onnx' (ONNX Runtime on the same model, exported locally once "
+            "into DATA_DIR/onnx; needs the onnx extra; twice as fast per query here). Chunks are always "
+            "embedded by torch, so an index serves either."
+        ),
+    )
+    embedding_query_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Threads ONNX Runtime embeds one query on (with CAIRN_EMBEDDING_BACKEND=onnx); one query "
+        "gains little from more, and a busy service's requests already fill the cores.",
+    )
     embedding_batch_size: int = Field(default=32, ge=1, le=4096, description="Chunks per embedding batch.")
     embedding_max_tokens: int = Field(
         default=128,

@@ -66,9 +66,22 @@ def embedding_input(path: str, symbol: str | None, text: str) -> str:
 
 
 class Embedder:
-    """A sentence-transformers model that returns L2-normalised float32 vectors."""
+    """A sentence-transformers model that returns L2-normalised float32 vectors.
 
-    def __init__(self, model_name: str, *, device: str = "cpu", max_tokens: int = 256) -> None:
+    With ``backend="onnx"`` queries go through ONNX Runtime (``ingest.onnx_encoder``: the same model,
+    exported locally once into ``onnx_dir``, on ``query_threads`` threads); document batches stay on torch.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        device: str = "cpu",
+        max_tokens: int = 256,
+        backend: str = "torch",
+        onnx_dir: Path | None = None,
+        query_threads: int = 1,
+    ) -> None:
         self.model_name = model_name
         path = resolve_model_path(model_name)
         from sentence_transformers import SentenceTransformer
@@ -90,6 +103,39 @@ class Embedder:
         self.dimension = int(dimension())
         #: Seconds spent inside the model's encode() by embed_documents, for overhead accounting.
         self.encode_seconds = 0.0
+        self.backend = backend
+        self._queries: Any = None
+        if backend == "onnx":
+            self._queries = self._onnx_queries(path, onnx_dir, query_threads)
+        elif backend != "torch":
+            raise EmbeddingModelUnavailable(
+                f"Unknown embedding backend {backend!r}", "set CAIRN_EMBEDDING_BACKEND to 'torch' or 'onnx'"
+            )
+
+    def _onnx_queries(self, path: Path, onnx_dir: Path | None, threads: int) -> Any:
+        """Export the model for ONNX Runtime (once) and check it embeds as torch does."""
+        from ingest.onnx_encoder import OnnxQueryEncoder, onnx_available
+
+        if not onnx_available():
+            raise EmbeddingModelUnavailable(
+                "CAIRN_EMBEDDING_BACKEND=onnx needs the packages onnxruntime and onnx, which are not installed",
+                "pip install 'cairn[onnx]' (or set CAIRN_EMBEDDING_BACKEND=torch)",
+            )
+        if self._model.device.type != "cpu":
+            raise EmbeddingModelUnavailable(
+                "CAIRN_EMBEDDING_BACKEND=onnx runs on the CPU only",
+                "set CAIRN_EMBEDDING_DEVICE=cpu, or CAIRN_EMBEDDING_BACKEND=torch",
+            )
+        encoder = OnnxQueryEncoder(self._model, path, onnx_dir or path / "onnx", threads=threads)
+        probe = ["How is the cache evicted?", "def put(self, key, value):\n    self.items[key] = value"]
+        expected = self._model.encode(probe, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        agreement = float(np.min(np.sum(encoder.encode(probe) * expected, axis=1)))
+        if agreement < 0.999:
+            raise EmbeddingModelUnavailable(
+                f"The ONNX export of {path} embeds differently from torch (cosine {agreement:.4f})",
+                "set CAIRN_EMBEDDING_BACKEND=torch",
+            )
+        return encoder
 
     def embed_documents(
         self,
@@ -123,5 +169,13 @@ class Embedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         """Embed one query into a (dimension,) float32 vector."""
+        if self._queries is not None:
+            return self._queries.encode([text])[0]
         vector = self._model.encode([text], normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vector[0], dtype=np.float32)
+
+    def embed_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed a few queries in one batch (the agent's queries of a round)."""
+        if self._queries is not None:
+            return self._queries.encode(texts) if texts else np.empty((0, self.dimension), dtype=np.float32)
+        return self.embed_documents(texts, batch_size=max(1, len(texts)))

@@ -354,7 +354,10 @@ class SearchIndex:
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Embed several queries in one batch (one forward pass instead of one per query)."""
         with span("embed queries", **{"cairn.queries.count": len(queries)}):
-            return self.embedder.embed_documents(list(queries), batch_size=max(1, len(queries)))
+            embedder = self.embedder
+            if isinstance(embedder, Embedder):
+                return embedder.embed_queries(list(queries))
+            return embedder.embed_documents(list(queries), batch_size=max(1, len(queries)))
 
 
 def _search_one_thread(index: Any, queries: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -398,6 +401,9 @@ class IndexSpec:
     embedding_device: str = "cpu"
     ef_search: int = 128
     memory_budget_bytes: int = Settings.model_fields["index_memory_mb"].default * 1024 * 1024
+    embedding_backend: str = "torch"
+    onnx_dir: Path | None = None
+    query_threads: int = 1
 
     @classmethod
     def from_settings(cls, settings: Settings, index_dir: Path | None = None) -> IndexSpec:
@@ -408,12 +414,19 @@ class IndexSpec:
             settings.embedding_device,
             settings.hnsw_ef_search,
             settings.index_memory_mb * 1024 * 1024,
+            settings.embedding_backend,
+            settings.data_dir / "onnx",
+            settings.embedding_query_threads,
         )
 
 
 @lru_cache(maxsize=4)
-def _embedder(model: str, device: str, max_tokens: int) -> Embedder:
-    return Embedder(model, device=device, max_tokens=max_tokens)
+def _embedder(
+    model: str, device: str, max_tokens: int, backend: str = "torch", onnx_dir: Path | None = None, threads: int = 1
+) -> Embedder:
+    return Embedder(
+        model, device=device, max_tokens=max_tokens, backend=backend, onnx_dir=onnx_dir, query_threads=threads
+    )
 
 
 _embedder_lock = threading.Lock()
@@ -422,7 +435,14 @@ _embedder_lock = threading.Lock()
 def cached_embedder(settings: Settings) -> Embedder:
     """Return the settings' embedding model as loaded once per process, shared with query embedding."""
     with _embedder_lock:  # several watchers warming up at once load it once
-        return _embedder(settings.embedding_model, settings.embedding_device, settings.embedding_max_tokens)
+        return _embedder(
+            settings.embedding_model,
+            settings.embedding_device,
+            settings.embedding_max_tokens,
+            settings.embedding_backend,
+            settings.data_dir / "onnx",
+            settings.embedding_query_threads,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -493,4 +513,5 @@ def _open(index_dir: Path, spec: IndexSpec) -> SearchIndex:
     # Indexes from before the manifest recorded it were embedded at the setting's default.
     max_tokens = embedding.max_tokens or Settings.model_fields["embedding_max_tokens"].default
     model, device = embedding.model, spec.embedding_device
-    return SearchIndex(generation, lambda: _embedder(model, device, max_tokens), ef_search=spec.ef_search)
+    options = (spec.embedding_backend, spec.onnx_dir, spec.query_threads)
+    return SearchIndex(generation, lambda: _embedder(model, device, max_tokens, *options), ef_search=spec.ef_search)

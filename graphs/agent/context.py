@@ -89,6 +89,8 @@ class Context:
     index_memory_mb: int = _setting("index_memory_mb")
     embedding_model: str = _setting("embedding_model")
     embedding_device: str = _setting("embedding_device")
+    embedding_backend: Literal["torch", "onnx"] = _setting("embedding_backend")
+    embedding_query_threads: int = _setting("embedding_query_threads")
     hnsw_ef_search: int = _setting("hnsw_ef_search")
     rrf_k: int = _setting("rrf_k")
     fusion_depth: int = _setting("fusion_depth")
@@ -188,7 +190,8 @@ class Context:
             raise CairnError("This run spans every repository, not one index", "use index_specs(), or name one")
         index_dir = Path(self.index_dir) if name is None else self.repositories().get(name)
         return IndexSpec(index_dir, self.embedding_model, self.embedding_device, self.hnsw_ef_search,
-                         self.index_memory_mb * 1024 * 1024)  # fmt: skip
+                         self.index_memory_mb * 1024 * 1024, self.embedding_backend, Path(self.data_dir) / "onnx",
+                         self.embedding_query_threads)  # fmt: skip
 
     def index_specs(self) -> dict[str, IndexSpec]:
         """Return repository name → index spec of every index the run searches ("" for ``index_dir``)."""

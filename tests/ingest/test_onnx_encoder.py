@@ -1,0 +1,79 @@
+"""CAIRN_EMBEDDING_BACKEND=onnx: queries embedded by ONNX Runtime equal torch's, from a local, atomic, cached export."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cairn.errors import EmbeddingModelUnavailable
+from config import Settings
+from ingest import onnx_encoder
+from ingest.embedder import Embedder, resolve_model_path
+from retrievers import SearchIndex, load_search_index
+
+pytestmark = pytest.mark.integration
+
+QUESTIONS = [
+    "How does the LRU cache evict its oldest entry?",
+    "x",
+    "def put(self, key, value):\n    self.items[key] = value\n" * 40,  # longer than 128 word-pieces: truncated
+]
+
+
+@pytest.fixture(scope="module")
+def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+@pytest.fixture(scope="module")
+def onnx_embedder(onnx_dir: Path) -> Embedder:
+    return Embedder("all-MiniLM-L6-v2", max_tokens=128, backend="onnx", onnx_dir=onnx_dir)
+
+
+def test_onnx_queries_embed_as_torch_does(onnx_embedder: Embedder, real_embedder: Embedder) -> None:
+    for question in QUESTIONS:
+        assert float(np.dot(onnx_embedder.embed_query(question), real_embedder.embed_query(question))) > 0.9999
+    together = onnx_embedder.embed_queries(QUESTIONS)
+    assert together.shape == (3, 384) and together.dtype == np.float32
+    assert np.allclose(np.linalg.norm(together, axis=1), 1.0, atol=1e-5)
+    assert np.min(np.sum(together * real_embedder.embed_queries(QUESTIONS), axis=1)) > 0.9999
+
+
+def test_the_export_is_written_once_and_reused(onnx_embedder: Embedder, onnx_dir: Path) -> None:
+    [exported] = list(onnx_dir.glob("*.onnx"))
+    written = exported.stat().st_mtime_ns
+    Embedder("all-MiniLM-L6-v2", max_tokens=128, backend="onnx", onnx_dir=onnx_dir)
+    assert [p.name for p in onnx_dir.iterdir()] == [exported.name] and exported.stat().st_mtime_ns == written
+
+
+def test_processes_racing_to_export_leave_one_whole_file(tmp_path: Path, real_embedder: Embedder) -> None:
+    model, path = real_embedder._model, resolve_model_path("all-MiniLM-L6-v2")
+    results: list[Path] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(onnx_encoder.export(model, path, tmp_path))) for _ in range(3)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(results)) == 1 and [p.name for p in tmp_path.iterdir()] == [results[0].name]
+
+
+def test_a_search_through_the_settings_finds_what_torch_finds(sample_index: SearchIndex, tmp_path: Path) -> None:
+    settings = Settings(index_dir=sample_index.generation.path.parent, data_dir=tmp_path, embedding_backend="onnx")
+    index = load_search_index(settings)
+    assert index.embedder.backend == "onnx" and list((tmp_path / "onnx").glob("*.onnx"))
+    for question in [QUESTIONS[0], "where are records checksummed?"]:
+        assert [h.row for h in index.hybrid(question, 5)] == [h.row for h in sample_index.hybrid(question, 5)]
+
+
+def test_without_onnx_runtime_the_error_says_what_to_install(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(onnx_encoder, "onnx_available", lambda: False)
+    with pytest.raises(EmbeddingModelUnavailable) as raised:
+        Embedder("all-MiniLM-L6-v2", backend="onnx", onnx_dir=tmp_path)
+    assert "onnxruntime" in raised.value.message and "CAIRN_EMBEDDING_BACKEND=torch" in raised.value.hint
+    with pytest.raises(EmbeddingModelUnavailable, match="Unknown embedding backend"):
+        Embedder("all-MiniLM-L6-v2", backend="tensorflow")
