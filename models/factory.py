@@ -134,14 +134,14 @@ def available_providers() -> list[str]:
 
 
 def _openai_compatible(spec: ModelSpec, config: ModelConfig) -> BaseChatModel:
-    from langchain_openai import ChatOpenAI
+    from models.bounded import BoundedChatOpenAI
 
     if not spec.base_url:
         raise ModelConfigError(
             f"Model setting {str(spec)!r} has no endpoint",
             "append @<base_url>, e.g. openai-compatible/qwen2.5-coder@http://127.0.0.1:8000/v1",
         )
-    return ChatOpenAI(
+    return BoundedChatOpenAI(
         model=spec.model,
         base_url=spec.base_url,
         api_key=config.api_key or "not-needed",
@@ -156,6 +156,8 @@ def _openai_compatible(spec: ModelSpec, config: ModelConfig) -> BaseChatModel:
         # servers (llama.cpp, vLLM, Ollama, LM Studio) all accept.
         extra_body={"max_tokens": config.max_tokens},
         stream_usage=True,
+        # and a server that ignores it is cut off there (a stream's content chunks are a token or more each)
+        stream_limit=config.max_tokens,
     )
 
 
