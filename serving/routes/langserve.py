@@ -80,11 +80,9 @@ async def checked_body(request: Request) -> None:
         if not isinstance(inputs, list):
             raise ServiceError(400, "`inputs` must be a list of inputs", "invalid_request")
         for number, one in enumerate(inputs):
-            try:
-                AgentInput.model_validate(one)
-            except ValidationError as exc:
-                problems = describe_errors(exc.errors())
-                raise ServiceError(400, f"Invalid request: inputs[{number}]: {problems}", "invalid_request") from exc
+            _check_input(one, f"inputs[{number}]: ")
+    elif "input" in body:
+        _check_input(body["input"], "")
     if batch and isinstance(config, list):
         if len(config) != len(inputs):
             raise ServiceError(400, f"{len(config)} configs for {len(inputs)} inputs: send one config, or one per "
@@ -95,6 +93,20 @@ async def checked_body(request: Request) -> None:
         raise ServiceError(400, "`config` must be a JSON object", "invalid_config")
     if not isinstance(body.get("kwargs", {}), dict):
         raise ServiceError(400, "`kwargs` must be a JSON object", "invalid_request")
+
+
+def _check_input(value: Any, where: str) -> None:
+    """Validate one run input as LangServe will, turning every failure into a 400.
+
+    Building LangChain messages can fail with a TypeError rather than a ValidationError (an AI
+    message chunk whose ``tool_call_chunks`` carry unknown keys did: a 500 found by Schemathesis).
+    """
+    try:
+        AgentInput.model_validate(value)
+    except ValidationError as exc:
+        raise ServiceError(400, f"Invalid request: {where}{describe_errors(exc.errors())}", "invalid_request") from exc
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ServiceError(400, f"Invalid request: {where}input: {exc}", "invalid_request") from exc
 
 
 def add_langserve(app: FastAPI, service: Service) -> None:

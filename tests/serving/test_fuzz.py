@@ -47,6 +47,13 @@ def test_schemathesis_finds_nothing(service: Server) -> None:
         ("POST", "/agent/stream", {"input": {"messages": [{"type": "ai", "content": "not a question"}]}},
          "invalid_request"),
         ("POST", "/agent/batch", {"inputs": {}}, "invalid_request"),
+        # a tool-call chunk with a key LangChain does not know: a TypeError inside the message's own validator
+        ("POST", "/agent/invoke", {"input": {"messages": [
+            {"type": "AIMessageChunk", "content": "x", "tool_call_chunks": [{"type": "tool_call_chunk", "odd": 1}]},
+            {"type": "human", "content": "q"}]}}, "invalid_request"),
+        ("POST", "/agent/batch", {"inputs": [{"messages": [
+            {"type": "AIMessageChunk", "content": "x", "tool_call_chunks": [{"type": "tool_call_chunk", "odd": 1}]},
+            {"type": "human", "content": "q"}]}]}, "invalid_request"),
         ("POST", "/agent/batch", {"inputs": [{"messages": [{"type": "human", "content": "q"}]}], "config": [{}, {}]},
          "invalid_config"),
     ],
