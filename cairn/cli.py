@@ -467,7 +467,7 @@ def map_(
 
 
 def _state_summary(state: dict[str, Any]) -> dict[str, Any]:
-    keys = ("question", "queries", "searched", "rounds", "relevant", "answer", "sources", "citations",
+    keys = ("question", "queries", "lookups", "searched", "rounds", "relevant", "answer", "sources", "citations",
             "dropped_citations", "fallbacks", "tool_calls")  # fmt: skip
     summary = {key: state.get(key) for key in keys}
     summary["documents"] = [
@@ -489,7 +489,8 @@ def describe_step(step: dict[str, Any]) -> str | None:
     if node == "retrieve":
         if status == "running":
             return "searching " + ", ".join(f'"{q}"' for q in step.get("queries", []))
-        return f"found {step.get('found', 0)} chunks, kept {step.get('kept', 0)}"
+        exact = f" ({step['looked_up']} from the symbol graph)" if step.get("looked_up") else ""
+        return f"found {step.get('found', 0)} chunks{exact}, kept {step.get('kept', 0)}"
     if node == "analyze":
         if status == "running":
             return f"reading {step.get('documents', 0)} chunks"

@@ -148,6 +148,7 @@ def cairn_extra(state: dict[str, Any], session: str | None, usage_estimated: boo
         "sources": state.get("sources", []),
         "dropped_citations": state.get("dropped_citations", []),
         "queries": state.get("searched", []),
+        "lookups": state.get("lookups", []),
         "rounds": state.get("rounds", 0),
         "fallbacks": state.get("fallbacks", []),
         "session_id": session,

@@ -173,7 +173,7 @@ async def retrieve(state: AgentState, runtime: Runtime[Context]) -> dict[str, An
     exact = [d for d in exact if _key(d) not in seen]
     seen |= {_key(d) for d in exact}
     found = [d for d in fuse_rankings(rankings, context.rrf_k) if _key(d) not in seen]
-    # The graph's answers first, then search's best: at least two chunks of each when both found some.
+    # The graph's answers first (up to k), then search's best to fill k: never fewer than two of those.
     searched = found[: max(context.k - len(exact), min(2, len(found)))]
     kept = fit_budget([*kept_before, *exact, *searched], context.document_tokens)
     step(runtime, Node.RETRIEVE, "done", found=len(found) + len(exact), looked_up=len(exact), kept=len(kept))
