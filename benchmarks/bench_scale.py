@@ -2,6 +2,7 @@
 
     python benchmarks/bench_scale.py [--rounds 5]                 # throughput (make bench-scale)
     python benchmarks/bench_scale.py --soak --minutes 10          # soak (make bench-soak)
+    python benchmarks/bench_scale.py --backends [--rounds 3]      # 1 worker: torch vs ONNX query embedding
 
 Throughput: `cairn serve --workers 1` and `cairn serve --workers 2` run side by side (the instant
 fake model, one real Redis, the sample index); in each round every concurrency (1, 8, 32) is sent to
@@ -58,20 +59,21 @@ def worker_rss_mb(service: subprocess.Popen) -> list[float]:
     return [round(p.memory_info().rss / 2**20, 1) for p in workers]
 
 
-def throughput(env: dict, rounds: int) -> dict:
-    services = {w: start_service(env, w) for w in (1, 2)}
+def throughput(services_env: dict[str, tuple[dict, int]], rounds: int) -> dict:
+    """Send each concurrency to every service (label → (env, workers)) in alternating order; medians."""
+    services = {label: start_service(env, workers) for label, (env, workers) in services_env.items()}
+    labels = list(services)
     try:
         for _, url in services.values():
             asyncio.run(load(url, 40, 8))  # warm every worker: model clients, index pages, pools
         runs: dict[str, list[dict]] = {}
         for r in range(rounds):
             for concurrency, n in ((1, 60), (8, 240), (32, 480)):
-                order = (1, 2) if r % 2 == 0 else (2, 1)
-                for workers in order:
-                    result = asyncio.run(load(services[workers][1], n, concurrency))
-                    runs.setdefault(f"w{workers}_c{concurrency}", []).append(result)
+                for label in labels if r % 2 == 0 else labels[::-1]:
+                    result = asyncio.run(load(services[label][1], n, concurrency))
+                    runs.setdefault(f"{label}_c{concurrency}", []).append(result)
                     print(
-                        f"round {r + 1} workers {workers} c{concurrency}: {result['requests_per_s']} req/s "
+                        f"round {r + 1} {label} c{concurrency}: {result['requests_per_s']} req/s "
                         f"p50 {result['p50_ms']} ms p95 {result['p95_ms']} ms errors {result['errors']}",
                         flush=True,
                     )
@@ -84,11 +86,12 @@ def throughput(env: dict, rounds: int) -> dict:
             }
             for name, results in runs.items()
         }
+        first, second = labels[0], labels[-1]
         for c in (1, 8, 32):
-            summary[f"ratio_c{c}_2_over_1"] = round(
-                summary[f"w2_c{c}"]["requests_per_s"] / summary[f"w1_c{c}"]["requests_per_s"], 2
+            summary[f"ratio_c{c}_{second}_over_{first}"] = round(
+                summary[f"{second}_c{c}"]["requests_per_s"] / summary[f"{first}_c{c}"]["requests_per_s"], 2
             )
-        summary["rss_mb"] = {f"workers_{w}": worker_rss_mb(service) for w, (service, _) in services.items()}
+        summary["rss_mb"] = {label: worker_rss_mb(service) for label, (service, _) in services.items()}
         return summary
     finally:
         for service, _ in services.values():
@@ -176,6 +179,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="throughput rounds (medians over them)")
     parser.add_argument("--soak", action="store_true", help="run the soak instead of the throughput benchmark")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the soak")
+    parser.add_argument(
+        "--backends", action="store_true",
+        help="one worker embedding queries with torch against one with ONNX Runtime, instead of 1 vs 2 workers",
+    )  # fmt: skip
     args = parser.parse_args()
 
     from config import Settings
@@ -196,10 +203,15 @@ def main() -> None:
     else:
         redis = start_redis(redis_port, work)
         try:
-            results["throughput"] = throughput(env, args.rounds)
+            if args.backends:
+                onnx = {**env, "CAIRN_EMBEDDING_BACKEND": "onnx"}
+                results["throughput"] = throughput({"torch": (env, 1), "onnx": (onnx, 1)}, args.rounds)
+                name = "scale-backends"
+            else:
+                results["throughput"] = throughput({"w1": (env, 1), "w2": (env, 2)}, args.rounds)
+                name = "scale"
         finally:
             redis.stop()
-        name = "scale"
     print(json.dumps({k: v for k, v in results.items() if k != "machine"}, indent=2))
     print(f"wrote {write_result(name, results)}")
 

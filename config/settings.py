@@ -102,11 +102,12 @@ class Settings(BaseSettings):
         ),
     )
     embedding_device: str = Field(default="cpu", description="Torch device for embeddings: cpu, cuda, mps.")
-    embedding_backend: Literal["torch", "onnx"] = Field(
-        default="torch",
+    embedding_backend: Literal["auto", "onnx", "torch"] = Field(
+        default="auto",
         description=(
-            "What embeds queries: 'torch', or 'onnx' (ONNX Runtime on the same model, exported locally once "
-            "into DATA_DIR/onnx; needs the onnx extra; twice as fast per query here). Chunks are always "
+            "What embeds queries: 'onnx' (ONNX Runtime on the same model, exported locally once into the "
+            "model's folder, or DATA_DIR/onnx when that is read-only; 2.5x faster per query here), 'torch', "
+            "or 'auto': onnx when its packages are installed and the device is the CPU. Chunks are always "
             "embedded by torch, so an index serves either."
         ),
     )

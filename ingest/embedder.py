@@ -69,7 +69,10 @@ class Embedder:
     """A sentence-transformers model that returns L2-normalised float32 vectors.
 
     With ``backend="onnx"`` queries go through ONNX Runtime (``ingest.onnx_encoder``: the same model,
-    exported locally once into ``onnx_dir``, on ``query_threads`` threads); document batches stay on torch.
+    exported locally once, on ``query_threads`` threads); document batches stay on torch. ``"auto"`` is
+    ONNX when its packages are installed and the device is the CPU, else torch. The export goes to
+    ``onnx_dir`` when given, else into the model's own folder (``onnx/``, as sentence-transformers lays
+    it out: one export per installation), or ``onnx_fallback_dir`` when that folder is read-only.
     """
 
     def __init__(
@@ -80,6 +83,7 @@ class Embedder:
         max_tokens: int = 256,
         backend: str = "torch",
         onnx_dir: Path | None = None,
+        onnx_fallback_dir: Path | None = None,
         query_threads: int = 1,
     ) -> None:
         self.model_name = model_name
@@ -103,16 +107,23 @@ class Embedder:
         self.dimension = int(dimension())
         #: Seconds spent inside the model's encode() by embed_documents, for overhead accounting.
         self.encode_seconds = 0.0
-        self.backend = backend
         self._queries: Any = None
+        if backend == "auto":
+            from ingest.onnx_encoder import onnx_available
+
+            backend = "onnx" if onnx_available() and self._model.device.type == "cpu" else "torch"
+        self.backend = backend
         if backend == "onnx":
+            if onnx_dir is None:
+                writable = os.access(path, os.W_OK)
+                onnx_dir = path / "onnx" if writable or onnx_fallback_dir is None else onnx_fallback_dir
             self._queries = self._onnx_queries(path, onnx_dir, query_threads)
         elif backend != "torch":
             raise EmbeddingModelUnavailable(
-                f"Unknown embedding backend {backend!r}", "set CAIRN_EMBEDDING_BACKEND to 'torch' or 'onnx'"
+                f"Unknown embedding backend {backend!r}", "set CAIRN_EMBEDDING_BACKEND to 'auto', 'torch' or 'onnx'"
             )
 
-    def _onnx_queries(self, path: Path, onnx_dir: Path | None, threads: int) -> Any:
+    def _onnx_queries(self, path: Path, onnx_dir: Path, threads: int) -> Any:
         """Export the model for ONNX Runtime (once) and check it embeds as torch does."""
         from ingest.onnx_encoder import OnnxQueryEncoder, onnx_available
 
@@ -126,7 +137,7 @@ class Embedder:
                 "CAIRN_EMBEDDING_BACKEND=onnx runs on the CPU only",
                 "set CAIRN_EMBEDDING_DEVICE=cpu, or CAIRN_EMBEDDING_BACKEND=torch",
             )
-        encoder = OnnxQueryEncoder(self._model, path, onnx_dir or path / "onnx", threads=threads)
+        encoder = OnnxQueryEncoder(self._model, path, onnx_dir, threads=threads)
         probe = ["How is the cache evicted?", "def put(self, key, value):\n    self.items[key] = value"]
         expected = self._model.encode(probe, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         agreement = float(np.min(np.sum(encoder.encode(probe) * expected, axis=1)))

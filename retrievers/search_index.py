@@ -401,8 +401,9 @@ class IndexSpec:
     embedding_device: str = "cpu"
     ef_search: int = 128
     memory_budget_bytes: int = Settings.model_fields["index_memory_mb"].default * 1024 * 1024
-    embedding_backend: str = "torch"
+    embedding_backend: str = "auto"
     onnx_dir: Path | None = None
+    """Where the ONNX export goes when the model's own folder is read-only."""
     query_threads: int = 1
 
     @classmethod
@@ -422,10 +423,10 @@ class IndexSpec:
 
 @lru_cache(maxsize=4)
 def _embedder(
-    model: str, device: str, max_tokens: int, backend: str = "torch", onnx_dir: Path | None = None, threads: int = 1
+    model: str, device: str, max_tokens: int, backend: str = "auto", onnx_dir: Path | None = None, threads: int = 1
 ) -> Embedder:
     return Embedder(
-        model, device=device, max_tokens=max_tokens, backend=backend, onnx_dir=onnx_dir, query_threads=threads
+        model, device=device, max_tokens=max_tokens, backend=backend, onnx_fallback_dir=onnx_dir, query_threads=threads
     )
 
 

@@ -89,7 +89,7 @@ class Context:
     index_memory_mb: int = _setting("index_memory_mb")
     embedding_model: str = _setting("embedding_model")
     embedding_device: str = _setting("embedding_device")
-    embedding_backend: Literal["torch", "onnx"] = _setting("embedding_backend")
+    embedding_backend: Literal["auto", "onnx", "torch"] = _setting("embedding_backend")
     embedding_query_threads: int = _setting("embedding_query_threads")
     hnsw_ef_search: int = _setting("hnsw_ef_search")
     rrf_k: int = _setting("rrf_k")

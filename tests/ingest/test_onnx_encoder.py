@@ -65,7 +65,9 @@ def test_processes_racing_to_export_leave_one_whole_file(tmp_path: Path, real_em
 def test_a_search_through_the_settings_finds_what_torch_finds(sample_index: SearchIndex, tmp_path: Path) -> None:
     settings = Settings(index_dir=sample_index.generation.path.parent, data_dir=tmp_path, embedding_backend="onnx")
     index = load_search_index(settings)
-    assert index.embedder.backend == "onnx" and list((tmp_path / "onnx").glob("*.onnx"))
+    # the default, "auto", picks ONNX Runtime when it is installed, exported into the model's own folder
+    assert Settings().embedding_backend == "auto" and index.embedder.backend == "onnx"
+    assert list((resolve_model_path("all-MiniLM-L6-v2") / "onnx").glob("*.onnx"))
     for question in [QUESTIONS[0], "where are records checksummed?"]:
         assert [h.row for h in index.hybrid(question, 5)] == [h.row for h in sample_index.hybrid(question, 5)]
 
@@ -77,3 +79,13 @@ def test_without_onnx_runtime_the_error_says_what_to_install(monkeypatch, tmp_pa
     assert "onnxruntime" in raised.value.message and "CAIRN_EMBEDDING_BACKEND=torch" in raised.value.hint
     with pytest.raises(EmbeddingModelUnavailable, match="Unknown embedding backend"):
         Embedder("all-MiniLM-L6-v2", backend="tensorflow")
+    # "auto" falls back to torch rather than failing
+    assert Embedder("all-MiniLM-L6-v2", backend="auto", onnx_dir=tmp_path).backend == "torch"
+
+
+def test_a_read_only_model_folder_exports_into_the_fallback_folder(monkeypatch, tmp_path: Path) -> None:
+    import ingest.embedder
+
+    monkeypatch.setattr(ingest.embedder.os, "access", lambda path, mode: False)
+    embedder = Embedder("all-MiniLM-L6-v2", backend="onnx", onnx_fallback_dir=tmp_path / "fallback")
+    assert embedder.backend == "onnx" and list((tmp_path / "fallback").glob("*.onnx"))
