@@ -8,7 +8,9 @@ httpx) with the real embedding model, then scores keyword, dense, hybrid without
 (dense + keyword, as before), hybrid with it, and hybrid with it and the path ranking (the default)
 on each dataset's questions (``evals/datasets/``: a result is relevant when its file is one of the
 question's files): hit@1, hit@5 and MRR@10. With the transformers index ``make bench-ingest`` builds
-(33 minutes), the golden set (``evals/golden/transformers.jsonl``) is scored the same way.
+(33 minutes), the golden set (``evals/golden/transformers.jsonl``) is scored the same way, and so are
+10 questions that name a model ("In BERT, ...", "Llama's attention"; ``evals/golden/transformers-models.jsonl``),
+where each model's folder holds copies of the same code.
 Results go to benchmarks/results/symbol-ranking.json.
 """
 
@@ -52,6 +54,8 @@ def main() -> None:
         sets[name] = settings, [GoldenQuestion(r["id"], r["question"], tuple(r["files"])) for r in rows]
     if (args.transformers_index / "CURRENT").exists():
         sets["transformers golden"] = Settings(index_dir=args.transformers_index), load_golden()
+        models = load_golden(root / "evals/golden/transformers-models.jsonl")
+        sets["transformers, questions naming a model"] = Settings(index_dir=args.transformers_index), models
     for name, (settings, golden) in sets.items():
         index = load_search_index(settings)
         scores = {mode: evaluate(lambda q, k, s=search, i=index: s(i, q, k), golden) for mode, search in MODES.items()}

@@ -9,7 +9,6 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,13 @@ MAX_SYMBOL_SITES = 8
 MAX_PATH_SHARE = 0.02
 MIN_PATH_FILES = 3
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.py\b)?")
+#: Where a question marks a word as a place: "in BERT", "Llama's attention", "the whisper model".
+_PLACE = re.compile(
+    r"\b(?:in|inside|under|within)\s+(?:the\s+)?(?P<word>[A-Za-z_][A-Za-z0-9_]*)\b(?!['’]s)"
+    r"|\b(?P<owner>[A-Za-z_][A-Za-z0-9_]*)['’]s\b"
+    r"|\b(?P<kind_of>[A-Za-z_][A-Za-z0-9_]*)\s+(?:module|package|folder|directory|model|implementation)s?\b",
+    re.IGNORECASE,
+)
 #: Words that name folders in many repositories without saying where to look.
 _NOT_PATH_WORDS = frozenset(
     "the and for how what does are with from this that when where which into can should use used using "
@@ -244,22 +250,29 @@ class SearchIndex:
         return int(rows[np.argmin(table.ends[rows] - table.starts[rows])])
 
     def paths_named(self, query: str) -> tuple[list[str], np.ndarray | None]:
-        """Return the folders and files a query names ("in BERT", "generation", "data collator") and their rows.
+        """Return the folders and files a query names ("in BERT", "Llama's attention") and their rows.
 
-        A plain word names a folder of the index (``models/bert/`` for "BERT"); a file is named by its
-        stem written as code (``trainer.py``, ``data_collator``) or as two words ("stopping criteria" for
-        ``stopping_criteria.py``), because a file stem is often an ordinary word ("default", "client")
-        that a question uses without meaning the file. Leading underscores are ignored (``_config.py``).
-        Only selective names count: at most MAX_PATH_SHARE of the files (or MIN_PATH_FILES), not every file.
+        A plain word names a folder of the index (``models/bert/`` for "BERT") only where the question
+        marks it as a place: "in X" (inside, under, within), "X's", or "X" followed by module, package,
+        folder, directory, model or implementation. Without a mark the word is taken as a concept
+        ("how does generation stop", "rope scaling for Llama 3": measured, ranking those by path hurt).
+        A file is named by its stem written as code (``trainer.py``, ``data_collator``, whatever the
+        wording). Leading underscores are ignored (``_config.py``). Only selective names count: at most
+        MAX_PATH_SHARE of the files (or MIN_PATH_FILES), and never a folder holding every file.
         """
-        words = _WORD.findall(query)
-        coded = {w.lower().removesuffix(".py") for w in words if "_" in w.strip("_") or w.endswith(".py")}
-        lowered = [w.lower().removesuffix(".py").strip("_") for w in words]
-        candidates = [(w, w in coded) for w in lowered if w not in _NOT_PATH_WORDS and len(w) >= 3]
-        candidates += [(f"{a}_{b}", True) for a, b in pairwise(lowered)]
+        candidates: list[tuple[str, bool]] = []
+        for match in _PLACE.finditer(query):
+            word = match.group("word") or match.group("owner") or match.group("kind_of")
+            if word:
+                candidates.append((word.lower().strip("_"), False))
+        for word in _WORD.findall(query):
+            if "_" in word.strip("_") or word.endswith(".py"):
+                candidates.append((word.lower().removesuffix(".py").strip("_"), True))
         folders, files = self._path_vocabulary()
         names, selected = [], None
         for term, as_file in dict.fromkeys(candidates):
+            if term in _NOT_PATH_WORDS or len(term) < 2:
+                continue
             found = folders.get(term)
             if as_file and term in files:
                 found = files[term] if found is None else found | files[term]

@@ -40,16 +40,23 @@ def index(tmp_path_factory: pytest.TempPathFactory) -> SearchIndex:
     return SearchIndex(open_generation(root / "index"), FakeEmbedder())
 
 
+QUESTIONS = [
+    "In {}, how are the self attention scores scaled?",
+    "How does {}'s self attention scale the scores?",
+    "How does the {} model scale the self attention scores?",
+]
+
+
 @pytest.mark.parametrize("model", MODELS)
-def test_a_question_naming_a_model_ranks_that_models_copy_first(index: SearchIndex, model: str) -> None:
-    question = f"How does {model.upper()} scale the self attention scores?"
-    assert index.hybrid(question, 3)[0].chunk.path == f"models/{model}/modeling_{model}.py"
+@pytest.mark.parametrize("question", QUESTIONS)
+def test_a_question_naming_a_model_ranks_that_models_copy_first(index: SearchIndex, model: str, question: str) -> None:
+    assert index.hybrid(question.format(model.upper()), 3)[0].chunk.path == f"models/{model}/modeling_{model}.py"
 
 
 def test_without_the_path_ranking_the_copies_tie_and_most_questions_miss(index: SearchIndex) -> None:
     index.rank_paths = False
     try:
-        questions = [f"How does {m.upper()} scale the self attention scores?" for m in MODELS]
+        questions = [f"In {m.upper()}, how are the self attention scores scaled?" for m in MODELS]
         firsts = [index.hybrid(question, 3)[0].chunk.path for question in questions]
     finally:
         index.rank_paths = True
@@ -58,11 +65,15 @@ def test_without_the_path_ranking_the_copies_tie_and_most_questions_miss(index: 
 
 def test_which_words_name_paths(index: SearchIndex) -> None:
     assert index.paths_named("in BERT")[0] == ["bert"]
+    assert index.paths_named("inside the roberta folder, what is scaled")[0] == ["roberta"]
+    assert index.paths_named("how does electra's attention work")[0] == ["electra"]
     assert index.paths_named("Llama's attention")[0] == []  # no such folder here
-    # a file stem counts when written as code or as two words, not as an ordinary word
+    # a word without a mark of place is a concept, not a folder
+    assert index.paths_named("how does bert scale attention scores")[0] == []
+    # a file stem counts when written as code, not as an ordinary word
     assert index.paths_named("what is the default trainer timeout")[0] == []
-    assert index.paths_named("in trainer.py")[0] == ["trainer"]
-    assert index.paths_named("how does the data collator batch")[0] == ["data_collator"]
+    assert index.paths_named("what does trainer.py time out")[0] == ["trainer"]
+    assert index.paths_named("how does data_collator batch")[0] == ["data_collator"]
     # a folder holding more than its share of the files (here 3: "models" holds 5 of 27) names no place
     names, rows = index.paths_named("models")
     assert names == [] and rows is None
