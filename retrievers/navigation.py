@@ -17,7 +17,7 @@ from langchain_core.documents import Document
 from cairn.errors import IndexMissing, SymbolNotFound
 from ingest.symbol_graph import DefinitionSite, ImportSite, ReferenceSite, SymbolGraph
 from retrievers.langchain_retrievers import hit_to_document
-from retrievers.search_index import MAX_SYMBOL_SITES, Hit, SearchIndex
+from retrievers.search_index import Hit, SearchIndex
 
 
 @dataclass(slots=True)
@@ -160,20 +160,29 @@ def lookups_in(question: str) -> list[Lookup]:
 
 
 def _module_path(graph: SymbolGraph, index: SearchIndex, target: str) -> str | None:
-    """Return the indexed file a module name (``pkg.mod``) or path (``pkg/mod.py``) means, or None."""
+    """Return the indexed file a module name (``pkg.mod``) or path (``pkg/mod.py``) means, or None.
+
+    A name is tried whole, then without its leading packages (``transformers.trainer_utils`` in an
+    index built from inside the package is its ``trainer_utils.py``).
+    """
     if target in index.chunks.paths:
         return target
-    stem = target.removesuffix(".py").replace(".", "/") if "/" not in target else posixpath.splitext(target)[0]
-    return graph.resolve(stem)
+    stem = posixpath.splitext(target)[0] if "/" in target else target.replace(".", "/")
+    parts = stem.strip("/").split("/")
+    for start in range(len(parts)):
+        rest = "/".join(parts[start:])
+        if found := graph.resolve(rest) or graph.resolve(f"/{rest}"):  # a suffix, or rooted at the index
+            return found
+    return None
 
 
 def lookup_documents(index: SearchIndex, lookup: Lookup, limit: int) -> list[Document]:
     """Return the chunks that answer a lookup, best first, as Documents citing ``path:start-end``.
 
-    A definition lookup gives the chunk of each definition (nothing when the name is defined in more
-    than MAX_SYMBOL_SITES places: the question needs narrowing, which search handles); a references
-    lookup gives the name's definition and then the chunk around each calling place; an importers
-    lookup gives the chunk holding each import statement. Empty when the index has no graph or no answer.
+    A definition lookup gives the chunk of each definition (the first ``limit`` of an ambiguous name);
+    a references lookup gives the name's definition (when it has exactly one) and then the chunk around
+    each use; an importers lookup gives the chunk holding each import statement. Empty when the index
+    has no graph or no answer.
     """
     graph = index.generation.symbols()
     if graph is None:
@@ -185,12 +194,13 @@ def lookup_documents(index: SearchIndex, lookup: Lookup, limit: int) -> list[Doc
         if row is not None and row not in rows:
             rows.append(row)
 
-    if lookup.kind in ("definition", "references"):
-        sites = graph.definitions(lookup.target, limit=MAX_SYMBOL_SITES + 1)
-        if len(sites) <= MAX_SYMBOL_SITES:
-            for site in sites[: 1 if lookup.kind == "references" else limit]:
-                add(index.definition_row(site))
+    if lookup.kind == "definition":  # every site, up to the limit: an ambiguous name shows its candidates
+        for site in graph.definitions(lookup.target, limit=limit):
+            add(index.definition_row(site))
     if lookup.kind == "references":
+        sites = graph.definitions(lookup.target, limit=2)
+        if len(sites) == 1:  # the definition first, when the name has one
+            add(index.definition_row(sites[0]))
         for reference in graph.references(lookup.target, limit=REFERENCES_LIMIT):
             if len(rows) >= limit:
                 break

@@ -70,6 +70,16 @@ def test_a_definition_lookup_gives_the_defining_chunk(index: SearchIndex) -> Non
 def test_an_importers_lookup_gives_the_import_statements(index: SearchIndex) -> None:
     documents = lookup_documents(index, Lookup("importers", "tinykv.store"), 6)
     assert _cited(documents) and all(d.metadata["path"] == "tinykv/__init__.py" for d in documents)
+    # as a path, or under a package name the index does not include (indexed from inside it)
+    assert _cited(lookup_documents(index, Lookup("importers", "tinykv/store.py"), 6)) == _cited(documents)
+    assert _cited(lookup_documents(index, Lookup("importers", "site.tinykv.store"), 6)) == _cited(documents)
+
+
+def test_an_ambiguous_definition_gives_every_candidate(index: SearchIndex) -> None:
+    documents = lookup_documents(index, Lookup("definition", "put"), 6)
+    # LRUCache.put sits in its class's chunk (a small class is one chunk), Store.put in its own
+    assert sorted((d.metadata["path"], d.metadata["symbol"]) for d in documents) == [
+        ("tinykv/cache.py", "LRUCache"), ("tinykv/store.py", "Store.put")]  # fmt: skip
 
 
 def test_an_unknown_name_or_a_limit_bounds_what_comes_back(index: SearchIndex) -> None:
