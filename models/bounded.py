@@ -26,30 +26,36 @@ class BoundedChatOpenAI(ChatOpenAI):
 
     stream_limit: int | None = None
 
-    def _cut(self) -> ChatGenerationChunk:
+    def _over_limit(self, chunk: ChatGenerationChunk, counted: list[int]) -> bool:
+        """Count a content chunk; return True (and log) once the stream has gone past the limit."""
+        if not chunk.message.content or self.stream_limit is None:
+            return False
+        counted[0] += 1
+        if counted[0] <= self.stream_limit:
+            return False
         log.warning("model %s streamed past max_tokens=%s; its reply was cut there", self.model_name, self.stream_limit)
-        return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata={"finish_reason": "length"}))
+        return True
 
     def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        stream = super()._stream(*args, **kwargs)
-        with contextlib.closing(stream):
-            count = 0
+        counted = [0]
+        with contextlib.closing(super()._stream(*args, **kwargs)) as stream:
             for chunk in stream:
-                if chunk.message.content:
-                    count += 1
-                    if self.stream_limit is not None and count > self.stream_limit:
-                        yield self._cut()
-                        return
+                if self._over_limit(chunk, counted):
+                    yield _length()
+                    return
                 yield chunk
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
-        stream = super()._astream(*args, **kwargs)
-        async with contextlib.aclosing(stream):  # closing it closes the HTTP response
-            count = 0
+        counted = [0]
+        # closing the stream closes the HTTP response, so the server stops generating
+        async with contextlib.aclosing(super()._astream(*args, **kwargs)) as stream:
             async for chunk in stream:
-                if chunk.message.content:
-                    count += 1
-                    if self.stream_limit is not None and count > self.stream_limit:
-                        yield self._cut()
-                        return
+                if self._over_limit(chunk, counted):
+                    yield _length()
+                    return
                 yield chunk
+
+
+def _length() -> ChatGenerationChunk:
+    """The chunk that ends a cut reply: no text, ``finish_reason: "length"``."""
+    return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata={"finish_reason": "length"}))
