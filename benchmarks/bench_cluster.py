@@ -26,15 +26,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.bench_serving import QUESTIONS  # noqa: E402
 from benchmarks.common import machine, summary_ms, write_result  # noqa: E402
 from cairn.processes import ChildProcess, free_port, http_ok  # noqa: E402
-
-QUESTIONS = [
-    "How does the LRU cache evict entries?",
-    "How is a torn write detected after a crash?",
-    "What does Store.put do?",
-    "Where is the write-ahead log replayed?",
-]
 
 
 def serve(work: Path, index_dir: Path, redis_url: str, name: str) -> tuple[ChildProcess, str]:

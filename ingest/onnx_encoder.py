@@ -15,6 +15,7 @@ import logging
 import os
 import tempfile
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,14 +65,13 @@ class OnnxQueryEncoder:
             )
         self.max_length = int(model.max_seq_length)
         self._tokenizer = model.tokenizer
-        self._inputs: tuple[str, ...] = _INPUTS
         path = export(model, model_path, cache_dir)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self._session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        self._inputs = tuple(i.name for i in self._session.get_inputs())
+        self._inputs: tuple[str, ...] = tuple(i.name for i in self._session.get_inputs())
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Return one L2-normalised float32 vector per text."""
@@ -140,8 +140,6 @@ def export(model: Any, model_path: Path, cache_dir: Path) -> Path:
         handle, temporary = tempfile.mkstemp(dir=cache_dir, suffix=".onnx.tmp")
         os.close(handle)
         try:
-            import warnings
-
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")  # the tracer's notes on shape-dependent Python branches
                 torch.onnx.export(

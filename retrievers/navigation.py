@@ -197,7 +197,7 @@ def lookup_documents(index: SearchIndex, lookup: Lookup, limit: int) -> list[Doc
     if lookup.kind == "definition":  # every site, up to the limit: an ambiguous name shows its candidates
         for site in graph.definitions(lookup.target, limit=limit):
             add(index.definition_row(site))
-    if lookup.kind == "references":
+    elif lookup.kind == "references":
         sites = graph.definitions(lookup.target, limit=2)
         if len(sites) == 1:  # the definition first, when the name has one
             add(index.definition_row(sites[0]))

@@ -190,12 +190,12 @@ def _looked_up(resources: Resources, lookups: Sequence[Lookup], k: int) -> list[
             found = lookup_documents(index, lookup, k)
             documents.extend(in_repo(document, name) if spans_repos and name else document for document in found)
         per_lookup.append(documents)
-    merged: list[Document] = []
+    merged: dict[tuple[str, int, int], Document] = {}
     for documents in zip_longest(*per_lookup):
         for document in documents:
-            if document is not None and _key(document) not in {_key(d) for d in merged}:
-                merged.append(document)
-    return merged[:k]
+            if document is not None:
+                merged.setdefault(_key(document), document)
+    return list(merged.values())[:k]
 
 
 # ---------------------------------------------------------------- analyze
