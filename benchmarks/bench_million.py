@@ -289,8 +289,17 @@ def stage_build(args: argparse.Namespace) -> dict[str, Any]:
 
     from cairn import __version__
     from ingest.chunk_table import ChunkTable
-    from ingest.manifest import FORMAT, FORMAT_VERSION, ChunkingInfo, Counts, EmbeddingInfo, Manifest
+    from ingest.manifest import (
+        FORMAT,
+        FORMAT_VERSION,
+        ChunkingInfo,
+        Counts,
+        EmbeddingInfo,
+        KeywordInfo,
+        Manifest,
+    )
     from ingest.store import write_generation
+    from ingest.tokens import TOKENIZER
 
     settings = _settings()
     inputs = args.work / "inputs"
@@ -310,6 +319,7 @@ def stage_build(args: argparse.Namespace) -> dict[str, Any]:
         chunking=ChunkingInfo(settings.chunk_max_chars, settings.chunk_overlap_lines),
         faiss_index=args.kind,
         counts=Counts(files=len(chunks.paths), chunks=len(chunks)),
+        keyword=KeywordInfo(TOKENIZER),
     )
     before = peak_rss_mb()
     started = time.perf_counter()

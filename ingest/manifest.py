@@ -1,9 +1,9 @@
 """The index manifest (``manifest.json`` of a generation) as a typed object.
 
 It says what the generation was built from and how: the format, Cairn's version, the repository,
-the embedding model (vectors are only comparable with queries embedded the same way), chunking,
-the FAISS kind, counts, and per file the hash, size, mtime and the run of chunk rows it owns (which
-is what makes a re-ingest incremental).
+the embedding model (vectors are only comparable with queries embedded the same way), the keyword
+tokenizer (likewise for keyword search), chunking, the FAISS kind, counts, and per file the hash,
+size, mtime and the run of chunk rows it owns (which is what makes a re-ingest incremental).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from typing_extensions import TypedDict
+
+from ingest.tokens import LEGACY_TOKENIZER
 
 FORMAT = "cairn-index"
 FORMAT_VERSION = 2
@@ -47,6 +49,13 @@ class ChunkingInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class KeywordInfo:
+    """How the keyword index was tokenized (``ingest.tokens.tokenizer``): queries must be tokenized the same way."""
+
+    tokenizer: str
+
+
+@dataclass(frozen=True, slots=True)
 class Counts:
     """How many files and chunks the generation holds, and files skipped by reason."""
 
@@ -70,6 +79,8 @@ class Manifest:
     faiss_index: str
     counts: Counts
     files: dict[str, FileRecord] = field(default_factory=dict)
+    # Indexes written before the manifest named a tokenizer were built with the legacy one.
+    keyword: KeywordInfo = field(default_factory=lambda: KeywordInfo(LEGACY_TOKENIZER))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -87,6 +98,7 @@ class Manifest:
             faiss_index=str(data.get("faiss_index", "flat")),
             counts=Counts(**data["counts"]),
             files=data.get("files", {}),
+            keyword=KeywordInfo(str(data.get("keyword", {}).get("tokenizer", LEGACY_TOKENIZER))),
         )
 
     @classmethod

@@ -22,12 +22,21 @@ from ingest.chunk_table import ChunkTable, ChunkTableBuilder
 from ingest.chunking import Chunk, ChunkingOptions, chunk_file, parse_code
 from ingest.embedder import Embedder, TextEmbedder, embedding_input
 from ingest.languages import detect_language
-from ingest.manifest import FORMAT, FORMAT_VERSION, ChunkingInfo, Counts, EmbeddingInfo, FileRecord, Manifest
+from ingest.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    ChunkingInfo,
+    Counts,
+    EmbeddingInfo,
+    FileRecord,
+    KeywordInfo,
+    Manifest,
+)
 from ingest.store import Generation, check_writable, open_generation, writer_lock
 from ingest.store import write_generation as _write_generation
 from ingest.symbol_graph import SymbolGraphUpdate, graph_file
 from ingest.symbols import FileSymbols, extract_symbols, has_tag_query
-from ingest.tokens import tokenize
+from ingest.tokens import TOKENIZER, tokenize
 from ingest.walker import SourceFile, walk_repository
 
 RACY_WINDOW_NS = 2_000_000_000
@@ -283,6 +292,7 @@ def _ingest(
             and previous.manifest.counts.chunks == len(rows)
             and previous.manifest.faiss_index == settings.faiss_index
             and previous.manifest.format_version == FORMAT_VERSION
+            and previous.manifest.keyword.tokenizer == TOKENIZER
             and previous.manifest.repo_root == str(repo_root)  # a moved repository gets a manifest saying so
             and graph_base is not None
             and _same_stats(old_files, files_meta)
@@ -291,9 +301,10 @@ def _ingest(
             result.timings = timings | {"total": time.perf_counter() - clock}
             return result  # nothing to do: leave the live generation as it is
 
+        table = rows.table()
         with span("embed", **{"cairn.chunks.embedded": len(rows.fresh)}):
             vectors, tokens, offsets, vocab, embed_seconds = _assemble(
-                rows, previous, settings, progress, embedder_factory
+                rows, table, previous, settings, progress, embedder_factory
             )
         embedded = len(rows.fresh)
         timings["embed"] = embed_seconds
@@ -313,12 +324,13 @@ def _ingest(
             faiss_index=settings.faiss_index,
             counts=Counts(files=len(files_meta), chunks=len(rows), skipped=dict(result.skipped)),
             files=files_meta,
+            keyword=KeywordInfo(TOKENIZER),
         )
         with span("write"):
             result.generation = _write_generation(
                 index_dir,
                 manifest=manifest,
-                chunks=rows.table(),
+                chunks=table,
                 vectors=vectors,
                 tokens=tokens,
                 token_offsets=offsets,
@@ -357,6 +369,7 @@ def _same_stats(old: dict[str, FileRecord], new: dict[str, FileRecord]) -> bool:
 
 def _assemble(
     rows: _Rows,
+    table: ChunkTable,
     previous: Generation | None,
     settings: Settings,
     progress: IngestProgress,
@@ -394,14 +407,40 @@ def _assemble(
     if new_vectors is not None:
         vectors[[row for row, _ in rows.fresh]] = new_vectors
 
+    if previous is not None and previous.manifest.keyword.tokenizer != TOKENIZER:
+        # Built with another tokenizer: every chunk is tokenized afresh (the vectors above are kept).
+        tokens, offsets, vocab = _tokenize_all(table)
+    else:
+        tokens, offsets, vocab = _carry_tokens(rows, old_rows, previous)
+    return vectors, tokens, offsets, vocab, embed_seconds
+
+
+def _keyword_ids(chunk_symbol: str | None, text: str, vocab: dict[str, int]) -> np.ndarray:
+    # The defined name counts as a boosted field, so a definition outranks mere mentions.
+    words = tokenize(chunk_symbol or "") * SYMBOL_BOOST + tokenize(text)
+    return np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.int32)
+
+
+def _tokenize_all(table: ChunkTable) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Return token ids, offsets and vocabulary for every chunk of the table."""
+    vocab: dict[str, int] = {}
+    pieces = [_keyword_ids(table.symbols[row], table.text(row), vocab) for row in range(len(table))]
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum([len(piece) for piece in pieces], out=offsets[1:])
+    tokens = np.concatenate(pieces).astype(np.int32, copy=False) if pieces else np.zeros(0, dtype=np.int32)
+    return tokens, offsets, vocab
+
+
+def _carry_tokens(
+    rows: _Rows, old_rows: np.ndarray, previous: Generation | None
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Return token ids, offsets and vocabulary: the previous generation's where rows were carried over."""
     # Keyword tokens: whole runs of the previous generation's arrays where rows were carried over
     # (one slice per unchanged file), the tokenizer only for new chunks.
     vocab: dict[str, int] = previous.vocabulary() if previous is not None else {}
     fresh_tokens: dict[int, np.ndarray] = {}
     for row, chunk in rows.fresh:
-        # The defined name counts as a boosted field, so a definition outranks mere mentions.
-        words = tokenize(chunk.symbol or "") * SYMBOL_BOOST + tokenize(chunk.text)
-        fresh_tokens[row] = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.int32)
+        fresh_tokens[row] = _keyword_ids(chunk.symbol, chunk.text, vocab)
     pieces: list[np.ndarray] = []
     lengths: list[np.ndarray] = []
     if len(old_rows):
@@ -426,7 +465,7 @@ def _assemble(
     if lengths:
         np.cumsum(np.concatenate(lengths), out=offsets[1:])
     tokens = np.concatenate(pieces).astype(np.int32, copy=False) if pieces else np.zeros(0, dtype=np.int32)
-    return vectors, tokens, offsets, vocab, embed_seconds
+    return tokens, offsets, vocab
 
 
 def _default_embedder(settings: Settings) -> Embedder:

@@ -41,6 +41,7 @@ from cairn.errors import IndexCorrupted, IndexLocked, IndexMissing
 from ingest.chunk_table import ChunkTable, legacy_rows_to_table
 from ingest.manifest import FORMAT, FORMAT_VERSION, Manifest
 from ingest.symbol_graph import SymbolGraph, SymbolGraphUpdate, graph_file
+from ingest.tokens import KNOWN_TOKENIZERS
 
 READABLE_VERSIONS = (1, 2)  # format 1 (chunks.jsonl) is read, and rewritten as 2 by the next ingest
 CURRENT = "CURRENT"
@@ -169,6 +170,12 @@ def _load_generation(path: Path) -> Generation:
             f"Index manifest {path / 'manifest.json'} is missing or has a malformed field ({exc})",
             "re-run 'cairn ingest PATH --rebuild'",
         ) from exc
+    if manifest.keyword.tokenizer not in KNOWN_TOKENIZERS:
+        raise IndexCorrupted(
+            f"The index at {path} was built with keyword tokenizer {manifest.keyword.tokenizer!r}, which this "
+            f"Cairn does not know (it knows {', '.join(sorted(KNOWN_TOKENIZERS))})",
+            "upgrade Cairn to the version that built it, or re-run 'cairn ingest PATH --rebuild'",
+        )
     try:
         if manifest.format_version == 1:
             chunks = legacy_rows_to_table([json.loads(line) for line in _read_lines(path / "chunks.jsonl")])

@@ -22,7 +22,7 @@ from ingest.chunking import Chunk
 from ingest.embedder import Embedder, TextEmbedder
 from ingest.store import CURRENT, Generation, open_generation
 from ingest.symbol_graph import DefinitionSite
-from ingest.tokens import identifiers_in, tokenize
+from ingest.tokens import identifiers_in, tokenizer
 
 #: A name defined in more places than this says little about which chunk a query means: not ranked.
 MAX_SYMBOL_SITES = 8
@@ -92,6 +92,8 @@ class SearchIndex:
         self.chunks = generation.chunks
         self._faiss = generation.faiss_index
         self._bm25 = generation.bm25
+        # Queries are tokenized the way the index's chunks were (an older index keeps its tokenizer).
+        self._tokenize = tokenizer(generation.manifest.keyword.tokenizer)
         self._ef_search = ef_search
         self._languages = self.chunks.language_column()
         self._masks: OrderedDict[SearchFilter, np.ndarray] = OrderedDict()
@@ -187,7 +189,7 @@ class SearchIndex:
             return hits
 
     def _keyword(self, query: str, k: int, flt: SearchFilter, mask: np.ndarray | None = None) -> list[Hit]:
-        tokens = tokenize(query)
+        tokens = self._tokenize(query)
         if not len(self.chunks) or k <= 0 or not tokens:  # no word in the query (e.g. "???"): nothing matches
             return []
         scores = self._bm25.get_scores(tokens)

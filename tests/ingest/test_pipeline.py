@@ -343,6 +343,60 @@ def test_a_format_1_index_is_read_and_upgraded_without_re_embedding(sample_repo,
     assert open_generation(settings.resolved_index_dir).manifest.format_version == 2
 
 
+def test_an_index_from_the_legacy_tokenizer_is_searched_with_it_then_re_tokenized_without_re_embedding(
+    sample_repo, settings, fake_embedder, monkeypatch
+) -> None:
+    from ingest import pipeline
+    from ingest.tokens import LEGACY_TOKENIZER, TOKENIZER, tokenizer
+    from retrievers import SearchIndex
+
+    with monkeypatch.context() as patch:  # an index as an earlier Cairn wrote it: no tokenizer named
+        patch.setattr(pipeline, "TOKENIZER", LEGACY_TOKENIZER)
+        patch.setattr(pipeline, "tokenize", tokenizer(LEGACY_TOKENIZER))
+        _ingest(sample_repo, settings, fake_embedder)
+    folder = open_generation(settings.resolved_index_dir).path
+    manifest = json.loads((folder / "manifest.json").read_text())
+    del manifest["keyword"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    legacy = open_generation(settings.resolved_index_dir)
+    assert legacy.manifest.keyword.tokenizer == LEGACY_TOKENIZER
+    index = SearchIndex(legacy, fake_embedder)
+    # "evicted" is one token to the legacy tokenizer ("evict" too to the new one): the query meets
+    # the index on the legacy tokens, so keyword search finds what it always found.
+    assert index._tokenize("evicted entries") == tokenizer(LEGACY_TOKENIZER)("evicted entries")
+    assert index.keyword("least recently used eviction", 3)
+
+    fake_embedder.embedded.clear()
+    result = _ingest(sample_repo, settings, fake_embedder)
+
+    assert result.changed_anything and fake_embedder.embedded == []  # nothing re-embedded
+    upgraded = open_generation(settings.resolved_index_dir)
+    assert upgraded.manifest.keyword.tokenizer == TOKENIZER
+    tokens, offsets = upgraded.tokens()
+    words = {i: w for w, i in upgraded.vocabulary().items()}
+    for row, chunk in enumerate(upgraded.chunks):
+        assert [words[i] for i in tokens[offsets[row] : offsets[row + 1]]] == _expected_tokens(chunk), chunk.citation
+    assert (upgraded.vectors() == legacy.vectors()).all()
+    # And a third ingest has nothing left to do.
+    assert not _ingest(sample_repo, settings, fake_embedder).changed_anything
+
+
+def test_an_index_from_an_unknown_tokenizer_is_refused_and_kept(sample_repo, settings, fake_embedder) -> None:
+    _ingest(sample_repo, settings, fake_embedder)
+    folder = open_generation(settings.resolved_index_dir).path
+    manifest = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, "keyword": {"tokenizer": "snowball-9"}}))
+    before = _snapshot(settings.resolved_index_dir)
+
+    with pytest.raises(IndexCorrupted, match="keyword tokenizer 'snowball-9'") as raised:
+        open_generation(settings.resolved_index_dir)
+    assert "--rebuild" in (raised.value.hint or "")
+    with pytest.raises(IndexCorrupted):
+        _ingest(sample_repo, settings, fake_embedder)
+    assert _snapshot(settings.resolved_index_dir) == before
+
+
 def test_ingest_is_one_trace_of_walk_chunk_embed_and_write(tmp_path, sample_repo, spans) -> None:
     from cairn import telemetry
 
