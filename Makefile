@@ -116,7 +116,7 @@ bench-cluster: install  ## Session request p50/p95 on one Redis against a 3-mast
 bench-million: install  ## A 1M-chunk index: flat vs HNSW build, RSS, disk, hybrid p50/p95, HNSW recall (~35 min; first run embeds 12k chunks).
 	$(BIN)/python benchmarks/bench_million.py
 
-bench-ranking: install  ## Retrieval quality without and with the symbol and path rankings (the golden set needs bench-ingest's index).
+bench-ranking: install  ## Retrieval quality step by step: copies collapsed, keyword tokenizer, symbol and path rankings (the golden set needs bench-ingest's index).
 	$(BIN)/python benchmarks/bench_symbol_ranking.py
 
 bench-onnx: install  ## Query embedding on ONNX Runtime vs torch: latency, chunks/s, agreement, golden-set quality (minutes).

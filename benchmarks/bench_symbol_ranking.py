@@ -1,26 +1,34 @@
-"""Retrieval quality with and without the symbol graph's and the path names' rankings in the hybrid fusion.
+"""Retrieval quality step by step: tokenizer, copies collapsed, and the symbol and path rankings in the fusion.
 
     .venv/bin/python benchmarks/bench_symbol_ranking.py [--data /tmp/cairn-symbol-ranking]
         [--transformers-index /tmp/cairn-bench/index]
 
 Ingests the eval corpora that need no long embedding run (the sample repository and the installed
-httpx) with the real embedding model, then scores keyword, dense, hybrid without the symbol ranking
-(dense + keyword, as before), hybrid with it, and hybrid with it and the path ranking (the default)
-on each dataset's questions (``evals/datasets/``: a result is relevant when its file is one of the
-question's files): hit@1, hit@5 and MRR@10. With the transformers index ``make bench-ingest`` builds
-(33 minutes), the golden set (``evals/golden/transformers.jsonl``) is scored the same way, and so are
-10 questions that name a model ("In BERT, ...", "Llama's attention"; ``evals/golden/transformers-models.jsonl``),
-where each model's folder holds copies of the same code.
-Results go to benchmarks/results/symbol-ranking.json.
+httpx) with the real embedding model, then scores keyword and dense with copies kept and collapsed,
+hybrid without the symbol ranking (dense + keyword), with it, and with it and the path ranking, then
+the steps from the previous default (the light-1 keyword tokenizer, re-tokenized in memory, and copies
+kept) to this one (snowball-1, copies collapsed), on each dataset's questions (``evals/datasets/``: a
+result is relevant when its file is one of the question's files): hit@1, hit@5 and MRR@10. With the
+transformers index ``make bench-ingest`` builds (33 minutes), the golden set
+(``evals/golden/transformers.jsonl``) is scored the same way, and so are 10 questions that name a
+model ("In BERT, ...", "Llama's attention"; ``evals/golden/transformers-models.jsonl``), where each
+model's folder holds copies of the same code; and the median time of one hybrid search there, copies
+kept and collapsed, interleaved. Results go to benchmarks/results/symbol-ranking.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import statistics
 import sys
 import tempfile
+import time
+from functools import partial
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -28,8 +36,11 @@ from benchmarks.common import machine, write_result
 from config import Settings
 from evals.datasets import CORPORA
 from evals.retrieval import GoldenQuestion, evaluate, load_golden
-from ingest.pipeline import ingest_repository
-from retrievers import SearchIndex, fuse, load_search_index
+from ingest.bm25 import build_bm25
+from ingest.manifest import KeywordInfo
+from ingest.pipeline import SYMBOL_BOOST, ingest_repository
+from ingest.tokens import LEGACY_TOKENIZER, tokenizer
+from retrievers import SearchIndex, collapse_copies, fuse, load_search_index
 
 DEPTH = 50
 DATASETS = {"sample": "evals/datasets/sample.jsonl", "httpx": "evals/datasets/httpx.jsonl"}
@@ -58,29 +69,89 @@ def main() -> None:
         sets["transformers, questions naming a model"] = Settings(index_dir=args.transformers_index), models
     for name, (settings, golden) in sets.items():
         index = load_search_index(settings)
-        scores = {mode: evaluate(lambda q, k, s=search, i=index: s(i, q, k), golden) for mode, search in MODES.items()}
-        index.rank_paths = True
+        legacy = with_tokenizer(index, LEGACY_TOKENIZER)
+        indexes = {"default": index, "legacy": legacy}
+        scores = {
+            mode: evaluate(lambda q, k, s=search, i=indexes: s(i, q, k), golden) for mode, search in MODES.items()
+        }
         report["datasets"][name] = scores
         print(f"{name} ({len(golden)} questions)")
         for mode, result in scores.items():
             hit1, hit5, mrr = result["hit@1"], result["hit@5"], result["mrr@10"]
-            print(f"  {mode:<34} hit@1 {hit1:.3f}  hit@5 {hit5:.3f}  mrr@10 {mrr:.3f}")
+            print(f"  {mode:<52} hit@1 {hit1:.3f}  hit@5 {hit5:.3f}  mrr@10 {mrr:.3f}")
+        if name == "transformers golden":
+            report["latency_ms"] = _latency(index, [q.question for q in golden])
+            print(f"  hybrid query, p50 ms: {report['latency_ms']}")
     write_result("symbol-ranking", report)
 
 
-def _hybrid(index: SearchIndex, query: str, k: int, *, paths: bool) -> list[str]:
-    index.rank_paths = paths
-    return [h.chunk.path for h in index.hybrid(query, k, depth=DEPTH)]
+def with_tokenizer(index: SearchIndex, name: str) -> SearchIndex:
+    """Return the index searched with keyword tokens made by another tokenizer (re-tokenized in memory)."""
+    vocab: dict[str, int] = {}
+    tokenize = tokenizer(name)
+    table = index.chunks
+    pieces = []
+    for row in range(len(table)):
+        words = tokenize(table.symbols[row] or "") * SYMBOL_BOOST + tokenize(table.text(row))
+        pieces.append(np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.int64))
+    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
+    np.cumsum([len(piece) for piece in pieces], out=offsets[1:])
+    generation = dataclasses.replace(
+        index.generation,
+        bm25=build_bm25(np.concatenate(pieces), offsets, vocab),
+        manifest=dataclasses.replace(index.generation.manifest, keyword=KeywordInfo(name)),
+    )
+    return SearchIndex(generation, index.embedder)
 
 
+def _search(
+    indexes: dict[str, SearchIndex], query: str, k: int, *, mode: str, tokens: str = "default",
+    collapse: bool = True, symbols: bool = True, paths: bool = True,
+) -> list[str]:  # fmt: skip
+    index = indexes[tokens]
+    index.collapse, index.rank_paths = collapse, paths
+    try:
+        if mode == "hybrid" and not symbols:  # dense + keyword only
+            wide = max(DEPTH, k)
+            rankings = [index.dense(query, wide), index.keyword(query, wide)]
+            hits = fuse(collapse_copies(rankings, index.text_key) if collapse else rankings, k)
+        elif mode == "hybrid":
+            hits = index.hybrid(query, k, depth=DEPTH)
+        else:
+            hits = getattr(index, mode)(query, k)
+        return [h.chunk.path for h in hits]
+    finally:
+        index.collapse, index.rank_paths = True, True
+
+
+def _latency(index: SearchIndex, questions: list[str], rounds: int = 5) -> dict[str, float]:
+    """Median ms of one hybrid search (query vectors computed beforehand), copies kept and collapsed, interleaved."""
+    vectors = index.embed_queries(questions)
+    times: dict[str, list[float]] = {"copies kept": [], "copies collapsed": []}
+    for _ in range(rounds):
+        for label, collapse in (("copies kept", False), ("copies collapsed", True)):
+            index.collapse = collapse
+            for question, vector in zip(questions, vectors, strict=True):
+                started = time.perf_counter()
+                index.hybrid_by_vector(question, vector, 8, depth=DEPTH)
+                times[label].append((time.perf_counter() - started) * 1000)
+    index.collapse = True
+    return {label: round(statistics.median(values), 2) for label, values in times.items()}
+
+
+# Rows: the steps from the previous default (light-1 tokenizer, copies kept) to this one.
 MODES = {
-    "keyword": lambda i, q, k: [h.chunk.path for h in i.keyword(q, k)],
-    "dense": lambda i, q, k: [h.chunk.path for h in i.dense(q, k)],
-    "hybrid (dense + keyword)": lambda i, q, k: [
-        h.chunk.path for h in fuse([i.dense(q, max(DEPTH, k)), i.keyword(q, max(DEPTH, k))], k)
-    ],
-    "hybrid + symbols": lambda i, q, k: _hybrid(i, q, k, paths=False),
-    "hybrid + symbols + paths (default)": lambda i, q, k: _hybrid(i, q, k, paths=True),
+    "keyword, light-1 tokenizer, copies kept": partial(_search, mode="keyword", tokens="legacy", collapse=False),
+    "keyword (default: snowball-1, copies collapsed)": partial(_search, mode="keyword"),
+    "dense, copies kept": partial(_search, mode="dense", collapse=False),
+    "dense (default: copies collapsed)": partial(_search, mode="dense"),
+    "hybrid (dense + keyword)": partial(_search, mode="hybrid", symbols=False, paths=False),
+    "hybrid + symbols": partial(_search, mode="hybrid", paths=False),
+    "hybrid + symbols + paths, light-1, copies kept (before)": partial(
+        _search, mode="hybrid", tokens="legacy", collapse=False
+    ),
+    "  + snowball-1 tokenizer": partial(_search, mode="hybrid", collapse=False),
+    "  + copies collapsed (default)": partial(_search, mode="hybrid"),
 }
 
 

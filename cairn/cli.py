@@ -324,6 +324,9 @@ def search(
         meta = doc.metadata
         symbol = f"  [dim]{meta['symbol']}[/]" if meta.get("symbol") else ""
         out.print(f"[bold]{meta['rank']:>2}. {meta['citation']}[/]{symbol}  [dim]{meta['score']:.4f}[/]")
+        if copies := meta.get("copies"):
+            more = f" and {len(copies) - 3} more" if len(copies) > 3 else ""
+            out.print(f"      [dim]same code in {', '.join(copies[:3])}{more}[/]", highlight=False)
         snippet = [line for line in doc.page_content.splitlines() if line.strip()][:4]
         for line in snippet:
             out.print(f"      {line[:120]}", highlight=False, markup=False)

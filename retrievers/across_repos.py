@@ -34,6 +34,7 @@ def in_repo(document: Document, repo: str) -> Document:
     meta["path"] = f"{repo}/{meta['path']}"
     meta["citation"] = f"{meta['path']}:{meta['start_line']}-{meta['end_line']}"
     meta["repo"] = repo
+    meta["copies"] = [f"{repo}/{citation}" for citation in meta.get("copies", [])]
     return Document(page_content=document.page_content, metadata=meta)
 
 

@@ -32,12 +32,13 @@ def code_document(
     score: float = 0.0,
     rank: int = 0,
     row: int = -1,
+    copies: Sequence[str] = (),
 ) -> Document:
     """Return the one shape retrieved code has everywhere in Cairn: a Document of lines of a file.
 
     The metadata carries the citation (``path:start-end``) and where the code came from
     (``retriever``: dense, keyword, hybrid, or ``tool:<name>``); ``row`` is the chunk's row in the
-    index (-1 for code a tool read).
+    index (-1 for code a tool read); ``copies`` cite the other places the search met holding exactly the same text.
     """
     return Document(
         page_content=text,
@@ -53,6 +54,7 @@ def code_document(
             "rank": rank,
             "row": row,
             "retriever": retriever,
+            "copies": list(copies),
         },
     )
 
@@ -72,6 +74,7 @@ def hit_to_document(hit: Hit, method: str) -> Document:
         score=hit.score,
         rank=hit.rank,
         row=hit.row,
+        copies=[copy.citation for copy in hit.copies],
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 import re
 import threading
@@ -26,6 +27,8 @@ from ingest.tokens import identifiers_in, tokenizer
 
 #: A name defined in more places than this says little about which chunk a query means: not ranked.
 MAX_SYMBOL_SITES = 8
+#: How much deeper than k a single-method search looks, so copies collapsed still leave k results.
+COPY_SLACK = 20
 #: A folder or file name shared by more than this share of the files (and MIN_PATH_FILES) names no place.
 MAX_PATH_SHARE = 0.02
 MIN_PATH_FILES = 3
@@ -68,12 +71,17 @@ class SearchFilter:
 
 @dataclass(frozen=True, slots=True)
 class Hit:
-    """One search result: a chunk, its score under the method that found it, and its rank (1-based)."""
+    """One search result: a chunk, its score under the method that found it, and its rank (1-based).
+
+    ``copies`` are the other chunks with exactly the same text that the search met among its
+    candidates (``collapse_copies``): the text is listed once, here.
+    """
 
     chunk: Chunk
     row: int
     score: float
     rank: int
+    copies: tuple[Chunk, ...] = ()
 
 
 class SearchIndex:
@@ -86,6 +94,7 @@ class SearchIndex:
         *,
         ef_search: int = 128,
         rank_paths: bool = True,
+        collapse: bool = True,
     ) -> None:
         self.generation = generation
         self._embedder = embedder
@@ -101,6 +110,9 @@ class SearchIndex:
         self._path_ids: dict[str, int] | None = None
         self._path_terms: tuple[dict[str, np.ndarray], dict[str, np.ndarray]] | None = None
         self.rank_paths = rank_paths
+        #: Exact copies of a text are listed once (``collapse_copies``); off only to measure what that does.
+        self.collapse = collapse
+        self._text_keys: dict[int, bytes] = {}
 
     @property
     def embedder(self) -> TextEmbedder:
@@ -149,11 +161,35 @@ class SearchIndex:
         return self.dense_by_vector(self.embedder.embed_query(query), k, flt)
 
     def dense_by_vector(self, vector: np.ndarray, k: int, flt: SearchFilter = SearchFilter()) -> list[Hit]:
-        """Return the k chunks nearest an already-embedded query vector."""
+        """Return the k chunks nearest an already-embedded query vector, each distinct text once."""
         with span("search dense", **{"cairn.k": k, "cairn.filtered": bool(flt)}) as current:
-            hits = self._dense(vector, k, flt)
+            hits = self._distinct(lambda wide: self._dense(vector, wide, flt), k)
             current.set_attribute("cairn.documents.count", len(hits))
             return hits
+
+    def _distinct(self, search: Callable[[int], list[Hit]], k: int) -> list[Hit]:
+        """Return the first k hits of ``search(depth)`` with copies collapsed, searching deeper while copies
+        leave fewer than k (a function copied into dozens of model folders fills a shallow ranking)."""
+        if not self.collapse:
+            return search(k)
+        wide = max(k, min(2 * k, k + COPY_SLACK))
+        while True:
+            hits = search(wide)
+            distinct = collapse_copies([hits], self.text_key)[0]
+            if len(distinct) >= k or len(hits) < wide or wide >= 8 * k + COPY_SLACK:
+                return distinct[:k]
+            wide *= 2
+
+    def text_key(self, row: int) -> bytes:
+        """Return a digest of a chunk's text: equal for exact copies, wherever they live.
+
+        Kept once computed (8 bytes a chunk), since the same chunks come up query after query.
+        """
+        key = self._text_keys.get(row)
+        if key is None:
+            text = self.chunks.text(row).encode("utf-8", "surrogatepass")
+            key = self._text_keys[row] = hashlib.blake2b(text, digest_size=8).digest()
+        return key
 
     def _dense(self, vector: np.ndarray, k: int, flt: SearchFilter, mask: np.ndarray | None = None) -> list[Hit]:
         import faiss
@@ -182,9 +218,9 @@ class SearchIndex:
         ]
 
     def keyword(self, query: str, k: int, flt: SearchFilter = SearchFilter()) -> list[Hit]:
-        """Return the k chunks with the highest BM25 score for the query's tokens."""
+        """Return the k chunks with the highest BM25 score for the query's tokens, each distinct text once."""
         with span("search keyword", **{"cairn.k": k, "cairn.filtered": bool(flt)}) as current:
-            hits = self._keyword(query, k, flt)
+            hits = self._distinct(lambda wide: self._keyword(query, wide, flt), k)
             current.set_attribute("cairn.documents.count", len(hits))
             return hits
 
@@ -357,11 +393,16 @@ class SearchIndex:
         """Hybrid search for a query whose vector is already computed."""
         wide = max(depth, k)
         rankings = [self.dense_by_vector(vector, wide, flt), self.keyword(query, wide, flt)]
+        named: list[list[Hit]] = []  # the rankings of what the query names: their copies stand for a text
         if symbols := self.symbols(query, wide, flt):
-            rankings.append(symbols)
+            named.append(symbols)
         if self.rank_paths and (by_path := self.by_path(query, vector, wide, flt, rrf_k=rrf_k)):
-            rankings.append(by_path)
+            named.append(by_path)
+        rankings += named
         with span("search fusion", **{"cairn.k": k, "cairn.rrf_k": rrf_k}) as current:
+            # One row stands for each text in every ranking, so RRF adds up what each method says of it.
+            if self.collapse:
+                rankings = collapse_copies(rankings, self.text_key, prefer=named[::-1])
             hits = fuse(rankings, k, rrf_k=rrf_k)
             current.set_attribute("cairn.documents.count", len(hits))
             return hits
@@ -395,13 +436,54 @@ def _search_one_thread(index: Any, queries: np.ndarray, k: int, params: Any) -> 
 def fuse(rankings: Sequence[Sequence[Hit]], k: int, *, rrf_k: int = 60) -> list[Hit]:
     """Combine rankings by reciprocal rank fusion: each list adds 1/(rrf_k + rank) to a chunk's score."""
     fused: dict[int, float] = {}
-    chunks: dict[int, Chunk] = {}
+    hits: dict[int, Hit] = {}
     for ranking in rankings:
         for hit in ranking:
             fused[hit.row] = fused.get(hit.row, 0.0) + 1.0 / (rrf_k + hit.rank)
-            chunks[hit.row] = hit.chunk
+            if len(hit.copies) >= len(hits.get(hit.row, hit).copies):
+                hits[hit.row] = hit
     best = sorted(fused.items(), key=lambda item: (-item[1], item[0]))[:k]
-    return [Hit(chunks[row], row, score, rank) for rank, (row, score) in enumerate(best, start=1)]
+    return [Hit(hits[row].chunk, row, score, rank, hits[row].copies) for rank, (row, score) in enumerate(best, start=1)]
+
+
+def collapse_copies(
+    rankings: Sequence[Sequence[Hit]], key: Callable[[int], bytes], *, prefer: Sequence[Sequence[Hit]] = ()
+) -> list[list[Hit]]:
+    """Return the rankings with exact copies collapsed: one row stands for each distinct text.
+
+    Large repositories hold the same code in many places (transformers copies a function into dozens
+    of model folders, and each ``modular_*.py`` repeats its ``modeling_*.py``). Left alone, the copies
+    take a ranking's places one after another and push different code down; in a fusion each method
+    may pick another copy, so no copy gets the credit both methods give the text. The copy met first
+    (the ``prefer`` rankings, then the rankings, read in order, each from its top) stands for the text
+    in every ranking, at the rank of the text's best copy there, ranks renumbered; it carries the other
+    copies (``Hit.copies``). Hybrid prefers the path ranking's copies, then the symbol ranking's, so
+    "in BERT" keeps the copy under ``models/bert/``.
+    """
+    keys: dict[int, bytes] = {}
+    standing: dict[bytes, Hit] = {}
+    others: dict[bytes, dict[str, Chunk]] = {}
+    for ranking in (*prefer, *rankings):
+        for hit in ranking:
+            text = keys[hit.row] = keys.get(hit.row) or key(hit.row)
+            first = standing.setdefault(text, hit)
+            copies = others.setdefault(text, {})
+            for chunk in (hit.chunk, *hit.copies):
+                if chunk.citation != first.chunk.citation:
+                    copies.setdefault(chunk.citation, chunk)
+    collapsed: list[list[Hit]] = []
+    for ranking in rankings:
+        seen: set[bytes] = set()
+        distinct: list[Hit] = []
+        for hit in ranking:
+            text = keys[hit.row]
+            if text in seen:
+                continue
+            seen.add(text)
+            first = standing[text]
+            distinct.append(Hit(first.chunk, first.row, hit.score, len(distinct) + 1, tuple(others[text].values())))
+        collapsed.append(distinct)
+    return collapsed
 
 
 # ---------------------------------------------------------------- loading, once per process

@@ -103,6 +103,7 @@ async def search(
                 score=float(meta.get("score", 0.0)),
                 rank=int(meta.get("rank", 0)),
                 snippet="\n".join(document.page_content.split("\n")[:SNIPPET_LINES]),
+                copies=list(meta.get("copies", [])),
             )
         )
     return SearchResults(query=q, mode=mode, results=results)

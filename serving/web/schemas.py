@@ -18,6 +18,10 @@ class SearchResult(BaseModel):
     score: float = Field(description="The retriever's score (cosine for dense, BM25 for keyword, RRF for hybrid).")
     rank: int = Field(description="1-based rank under that retriever.")
     snippet: str = Field(description="The chunk's first lines.")
+    copies: list[str] = Field(
+        default_factory=list,
+        description="Other places (path:start-end) the search met holding exactly the same text: it is listed once.",
+    )
 
 
 class SearchResults(BaseModel):

@@ -21,7 +21,11 @@ def test_prose_drops_function_words_and_keeps_each_word_whole_and_stemmed() -> N
 @pytest.mark.parametrize(
     ("question", "code", "shared"),
     [
-        ("how are sequences padded in a batch", "def pad_sequence(batch, padding_value=0):", {"pad", "sequenc", "batch"}),
+        (
+            "how are sequences padded in a batch",
+            "def pad_sequence(batch, padding_value=0):",
+            {"pad", "sequenc", "batch"},
+        ),
         # Forms the first tokenizer missed (it folded plurals and "-ing" only): measured on the golden set.
         ("How are padded inputs unpadded?", "def _unpad_input(hidden_states, attention_mask):", {"unpad", "input"}),
         ("How are the embeddings resized?", "def resize_token_embeddings(self, new_num_tokens):", {"resiz", "embed"}),
