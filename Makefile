@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-onnx fuzz traces eval eval-retrieval vendor screenshots clean help
+.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx fuzz traces eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -119,10 +119,13 @@ bench-million: install  ## A 1M-chunk index: flat vs HNSW build, RSS, disk, hybr
 bench-ranking: install  ## Retrieval quality step by step: copies collapsed, keyword tokenizer, symbol and path rankings (the golden set needs bench-ingest's index).
 	$(BIN)/python benchmarks/bench_symbol_ranking.py
 
+bench-map-plan: install  ## Would plan reading the repository map help questions naming no identifier? Hybrid with and without the map's name matches.
+	$(BIN)/python benchmarks/bench_map_plan.py
+
 bench-onnx: install  ## Query embedding on ONNX Runtime vs torch: latency, chunks/s, agreement, golden-set quality (minutes).
 	$(BIN)/python benchmarks/bench_onnx.py
 
-bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-cluster bench-ranking bench-onnx  ## All benchmarks but the million-chunk one (make bench-million).
+bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-cluster bench-ranking bench-map-plan bench-onnx  ## All benchmarks but the million-chunk one (make bench-million).
 
 eval-retrieval: install  ## hit@5 / MRR of each retriever on the golden set (needs the benchmark index).
 	$(BIN)/python -m evals.retrieval --index /tmp/cairn-bench/index
