@@ -18,7 +18,6 @@ Results go to benchmarks/results/map-plan.json.
 from __future__ import annotations
 
 import argparse
-import json
 import sqlite3
 import sys
 import tempfile
@@ -27,18 +26,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, write_result
-from config import Settings
-from evals.datasets import CORPORA
-from evals.retrieval import GoldenQuestion, evaluate, load_golden
-from ingest.pipeline import ingest_repository
+from benchmarks.common import machine, retrieval_sets, write_result
+from evals.retrieval import evaluate
 from ingest.symbol_graph import DefinitionSite
 from ingest.tokens import _CAMEL, _WORD, STOPWORDS, _snowball_stem, identifiers_in
 from retrievers import Hit, SearchIndex, collapse_copies, fuse, load_search_index
 from retrievers.repo_map import rank_definitions
 
 DEPTH = 50
-DATASETS = {"sample": "evals/datasets/sample.jsonl", "httpx": "evals/datasets/httpx.jsonl"}
 #: Name words that say nothing of what a definition does.
 GENERIC = frozenset("get set is has to from init forward call new make build create do run add".split())
 
@@ -91,8 +86,8 @@ class NameMatcher:
             name_words, site, rank = self.sites[i]
             share = len(words) / len(name_words)
             if len(words) >= 2 and share >= 0.5:
-                scored.append(((len(words), share, rank), site))
-        scored.sort(key=lambda item: item[0], reverse=True)
+                scored.append(((-len(words), -share, -rank, site.path, site.start_line), site))
+        scored.sort(key=lambda item: item[0])  # ties in file order, whatever the hash seed
         rows: list[int] = []
         for _, site in scored:
             row = self.index.definition_row(site)
@@ -119,16 +114,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None, help="where to keep the indexes (default: a temp dir)")
     parser.add_argument("--transformers-index", type=Path, default=Path("/tmp/cairn-bench/index"))
     args = parser.parse_args()
-    root = Path(__file__).resolve().parents[1]
     data = args.data or Path(tempfile.mkdtemp(prefix="cairn-map-plan-"))
-    sets: dict[str, tuple[Settings, list[GoldenQuestion]]] = {}
-    for name, dataset in DATASETS.items():
-        settings = Settings(index_dir=data / name / "index")
-        ingest_repository(CORPORA[name]().root, settings)
-        rows = [json.loads(line) for line in (root / dataset).read_text().splitlines() if line.strip()]
-        sets[name] = settings, [GoldenQuestion(r["id"], r["question"], tuple(r["files"])) for r in rows]
-    if (args.transformers_index / "CURRENT").exists():
-        sets["transformers golden"] = Settings(index_dir=args.transformers_index), load_golden()
+    sets = retrieval_sets(data, args.transformers_index)
     report: dict = {"machine": machine(), "datasets": {}}
     for name, (settings, golden) in sets.items():
         index = load_search_index(settings)

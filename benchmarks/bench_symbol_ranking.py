@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import tempfile
@@ -32,18 +31,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import machine, write_result
-from config import Settings
-from evals.datasets import CORPORA
-from evals.retrieval import GoldenQuestion, evaluate, load_golden
+from benchmarks.common import machine, retrieval_sets, write_result
+from evals.retrieval import evaluate
 from ingest.bm25 import build_bm25
 from ingest.manifest import KeywordInfo
-from ingest.pipeline import SYMBOL_BOOST, ingest_repository
+from ingest.pipeline import SYMBOL_BOOST
 from ingest.tokens import LEGACY_TOKENIZER, tokenizer
 from retrievers import SearchIndex, collapse_copies, fuse, load_search_index
 
 DEPTH = 50
-DATASETS = {"sample": "evals/datasets/sample.jsonl", "httpx": "evals/datasets/httpx.jsonl"}
 
 
 def main() -> None:
@@ -54,19 +50,9 @@ def main() -> None:
         help="the transformers index make bench-ingest builds; its golden set is scored when it exists",
     )  # fmt: skip
     args = parser.parse_args()
-    root = Path(__file__).resolve().parents[1]
     data = args.data or Path(tempfile.mkdtemp(prefix="cairn-symbol-ranking-"))
     report: dict = {"machine": machine(), "datasets": {}}
-    sets: dict[str, tuple[Settings, list[GoldenQuestion]]] = {}
-    for name, dataset in DATASETS.items():
-        settings = Settings(index_dir=data / name / "index")
-        ingest_repository(CORPORA[name]().root, settings)
-        rows = [json.loads(line) for line in (root / dataset).read_text().splitlines() if line.strip()]
-        sets[name] = settings, [GoldenQuestion(r["id"], r["question"], tuple(r["files"])) for r in rows]
-    if (args.transformers_index / "CURRENT").exists():
-        sets["transformers golden"] = Settings(index_dir=args.transformers_index), load_golden()
-        models = load_golden(root / "evals/golden/transformers-models.jsonl")
-        sets["transformers, questions naming a model"] = Settings(index_dir=args.transformers_index), models
+    sets = retrieval_sets(data, args.transformers_index, models=True)
     for name, (settings, golden) in sets.items():
         index = load_search_index(settings)
         legacy = with_tokenizer(index, LEGACY_TOKENIZER)

@@ -18,6 +18,34 @@ def transformers_source() -> Path:
     return Path(transformers.__file__).parent
 
 
+def retrieval_sets(data: Path, transformers_index: Path, *, models: bool = False) -> dict[str, tuple[Any, list[Any]]]:
+    """Return the retrieval eval sets by name: (settings of the index, questions).
+
+    The sample and httpx sets are ingested (with the real embedding model) under ``data``; the
+    transformers golden set, and with ``models`` the 10 questions naming a model, join when the index
+    ``make bench-ingest`` builds exists at ``transformers_index``.
+    """
+    from config import Settings
+    from evals.datasets import CORPORA
+    from evals.retrieval import GoldenQuestion, load_golden
+    from ingest.pipeline import ingest_repository
+
+    root = Path(__file__).resolve().parents[1]
+    sets: dict[str, tuple[Any, list[Any]]] = {}
+    for name in ("sample", "httpx"):
+        settings = Settings(index_dir=data / name / "index")
+        ingest_repository(CORPORA[name]().root, settings)
+        lines = (root / "evals" / "datasets" / f"{name}.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines if line.strip()]
+        sets[name] = settings, [GoldenQuestion(r["id"], r["question"], tuple(r["files"])) for r in rows]
+    if (transformers_index / "CURRENT").exists():
+        sets["transformers golden"] = Settings(index_dir=transformers_index), load_golden()
+        if models:
+            questions = load_golden(root / "evals/golden/transformers-models.jsonl")
+            sets["transformers, questions naming a model"] = Settings(index_dir=transformers_index), questions
+    return sets
+
+
 def percentile(values: list[float], q: float) -> float:
     """Return the q-th percentile (0-100) by linear interpolation."""
     ordered = sorted(values)
