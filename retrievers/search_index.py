@@ -183,7 +183,8 @@ class SearchIndex:
     def text_key(self, row: int) -> bytes:
         """Return a digest of a chunk's text: equal for exact copies, wherever they live.
 
-        Kept once computed (8 bytes a chunk), since the same chunks come up query after query.
+        Kept once computed, since the same chunks come up query after query: about 100 bytes for each
+        chunk a search has met, at most one entry per chunk of the index.
         """
         key = self._text_keys.get(row)
         if key is None:
