@@ -27,15 +27,13 @@ import time
 from functools import partial
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.common import machine, retrieval_sets, write_result
 from evals.retrieval import evaluate
 from ingest.bm25 import build_bm25
 from ingest.manifest import KeywordInfo
-from ingest.pipeline import SYMBOL_BOOST
+from ingest.pipeline import tokenize_all
 from ingest.tokens import LEGACY_TOKENIZER, tokenizer
 from retrievers import SearchIndex, collapse_copies, fuse, load_search_index
 
@@ -73,18 +71,10 @@ def main() -> None:
 
 def with_tokenizer(index: SearchIndex, name: str) -> SearchIndex:
     """Return the index searched with keyword tokens made by another tokenizer (re-tokenized in memory)."""
-    vocab: dict[str, int] = {}
-    tokenize = tokenizer(name)
-    table = index.chunks
-    pieces = []
-    for row in range(len(table)):
-        words = tokenize(table.symbols[row] or "") * SYMBOL_BOOST + tokenize(table.text(row))
-        pieces.append(np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.int64))
-    offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
-    np.cumsum([len(piece) for piece in pieces], out=offsets[1:])
+    tokens, offsets, vocab = tokenize_all(index.chunks, tokenizer(name))
     generation = dataclasses.replace(
         index.generation,
-        bm25=build_bm25(np.concatenate(pieces), offsets, vocab),
+        bm25=build_bm25(tokens, offsets, vocab),
         manifest=dataclasses.replace(index.generation.manifest, keyword=KeywordInfo(name)),
     )
     return SearchIndex(generation, index.embedder)

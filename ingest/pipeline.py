@@ -409,22 +409,26 @@ def _assemble(
 
     if previous is not None and previous.manifest.keyword.tokenizer != TOKENIZER:
         # Built with another tokenizer: every chunk is tokenized afresh (the vectors above are kept).
-        tokens, offsets, vocab = _tokenize_all(table)
+        tokens, offsets, vocab = tokenize_all(table)
     else:
         tokens, offsets, vocab = _carry_tokens(rows, old_rows, previous)
     return vectors, tokens, offsets, vocab, embed_seconds
 
 
-def _keyword_ids(chunk_symbol: str | None, text: str, vocab: dict[str, int]) -> np.ndarray:
+def _keyword_ids(
+    chunk_symbol: str | None, text: str, vocab: dict[str, int], tokenize: Callable[[str], list[str]] = tokenize
+) -> np.ndarray:
     # The defined name counts as a boosted field, so a definition outranks mere mentions.
     words = tokenize(chunk_symbol or "") * SYMBOL_BOOST + tokenize(text)
     return np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.int32)
 
 
-def _tokenize_all(table: ChunkTable) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
-    """Return token ids, offsets and vocabulary for every chunk of the table."""
+def tokenize_all(
+    table: ChunkTable, tokenize: Callable[[str], list[str]] = tokenize
+) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Return token ids, offsets and vocabulary for every chunk of the table (``tokenize``: another tokenizer)."""
     vocab: dict[str, int] = {}
-    pieces = [_keyword_ids(table.symbols[row], table.text(row), vocab) for row in range(len(table))]
+    pieces = [_keyword_ids(table.symbols[row], table.text(row), vocab, tokenize) for row in range(len(table))]
     offsets = np.zeros(len(pieces) + 1, dtype=np.int64)
     np.cumsum([len(piece) for piece in pieces], out=offsets[1:])
     tokens = np.concatenate(pieces).astype(np.int32, copy=False) if pieces else np.zeros(0, dtype=np.int32)
