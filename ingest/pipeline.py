@@ -32,12 +32,13 @@ from ingest.manifest import (
     KeywordInfo,
     Manifest,
 )
+from ingest.secrets import SecretPolicy
 from ingest.store import Generation, check_writable, open_generation, writer_lock
 from ingest.store import write_generation as _write_generation
 from ingest.symbol_graph import SymbolGraphUpdate, graph_file
 from ingest.symbols import FileSymbols, extract_symbols, has_tag_query
 from ingest.tokens import TOKENIZER, tokenize
-from ingest.walker import SourceFile, walk_repository
+from ingest.walker import SourceFile, decode_text, walk_repository
 
 RACY_WINDOW_NS = 2_000_000_000
 SYMBOL_BOOST = 3
@@ -75,6 +76,8 @@ class IngestResult:
     chunks_reused: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     skipped_examples: dict[str, list[str]] = field(default_factory=dict)
+    #: Every file (or folder) skipped because it looks like it holds a secret → why (``WalkReport.secrets``).
+    secrets: dict[str, str] = field(default_factory=dict)
     unreadable: list[str] = field(default_factory=list)
     #: Files whose chunking raised (path → error); they are left out and tried again next time.
     failed: dict[str, str] = field(default_factory=dict)
@@ -151,7 +154,7 @@ def _symbols_only(source: SourceFile) -> FileSymbols | None:
     language = detect_language(source.path)
     if not has_tag_query(language):
         return None
-    text = source.abs_path.read_bytes().decode("utf-8", "replace").replace("\r\n", "\n")
+    text = decode_text(source.abs_path.read_bytes()).replace("\r\n", "\n")
     tree = parse_code(language, text)
     return extract_symbols(source.path, language, tree) if tree is not None else None
 
@@ -167,9 +170,11 @@ def ingest_repository(
     """Bring the index in ``settings.resolved_index_dir`` up to date with ``repo``.
 
     Unchanged files keep their chunks, vectors and tokens; changed files are re-chunked and only
-    chunks whose content changed are re-embedded; deleted files' chunks are dropped. The new index
-    is swapped in atomically; on any error the previous one stays live. Traced as an ``ingest`` span
-    with ``walk``, ``chunk``, ``embed`` and ``write`` under it.
+    chunks whose content changed are re-embedded; deleted files' chunks are dropped, and so are those
+    of files the walk now leaves out (a file that looks like a secret, ``ingest/secrets.py``, even
+    when unchanged since an index built before that check). The new index is swapped in
+    atomically; on any error the previous one stays live. Traced as an ``ingest`` span with
+    ``walk``, ``chunk``, ``embed`` and ``write`` under it.
     """
     with span("ingest", **{"cairn.repository": str(repo), "cairn.index": str(settings.resolved_index_dir)}) as root:
         result = _ingest(repo, settings, rebuild, progress or _Silent(), embedder_factory)
@@ -193,11 +198,18 @@ def _ingest(
     timings: dict[str, float] = {}
 
     with span("walk"):
-        report = walk_repository(repo, max_file_bytes=settings.max_file_bytes, exclude=settings.exclude)
+        report = walk_repository(
+            repo,
+            max_file_bytes=settings.max_file_bytes,
+            exclude=settings.exclude,
+            secrets_allow=settings.secrets_allow,
+        )
     repo_root = Path(repo).expanduser().resolve()
     timings["walk"] = time.perf_counter() - clock
     result = IngestResult(index_dir=index_dir, generation=None, skipped=report.skipped)
     result.skipped_examples = report.examples
+    result.secrets = report.secrets
+    secrets = SecretPolicy(settings.secrets_allow)
 
     check_writable(index_dir)
     with writer_lock(index_dir):
@@ -249,6 +261,14 @@ def _ingest(
                 result.skipped["unreadable"] += 1
                 progress.file_done()
                 continue
+            if (kind := secrets.secret_content(source.path, data)) is not None:
+                # Written between the walk's scan and this read: skipped like the walk would have.
+                result.skipped["secret"] += 1
+                if len(examples := result.skipped_examples.setdefault("secret", [])) < 3:
+                    examples.append(source.path)
+                result.secrets[source.path] = kind
+                progress.file_done()
+                continue
             digest = _file_digest(data)
             if same_chunking and old and old["sha256"] == digest:
                 files_meta[source.path] = rows.reuse_file(old, source, digest=digest)
@@ -257,7 +277,7 @@ def _ingest(
                 progress.file_done()
                 continue
             try:
-                chunks, symbols = _chunks_and_symbols(source.path, data.decode("utf-8", "replace"), options)
+                chunks, symbols = _chunks_and_symbols(source.path, decode_text(data), options)
             except Exception as exc:  # a parser bug on one file must not stop the ingest, nor a watcher
                 result.failed[source.path] = f"{type(exc).__name__}: {exc}"
                 result.skipped["unparsable"] += 1
@@ -338,6 +358,8 @@ def _ingest(
                 faiss_kind=settings.faiss_index,
                 hnsw_m=settings.hnsw_m,
                 symbols=graph,
+                # an index that held a file now taken for a secret keeps no copy of it on disk
+                keep_previous=not (set(old_files) & set(result.secrets)),
             )
         timings["write"] = time.perf_counter() - write_start
     timings["total"] = time.perf_counter() - clock

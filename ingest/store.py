@@ -260,8 +260,13 @@ def write_generation(
     faiss_kind: str = "flat",
     hnsw_m: int = 32,
     symbols: SymbolGraphUpdate | None = None,
+    keep_previous: bool = True,
 ) -> Path:
-    """Write a complete generation beside the live one and swap it in; return its folder."""
+    """Write a complete generation beside the live one and swap it in; return its folder.
+
+    ``keep_previous=False`` deletes the previous generation at once instead of keeping it for readers
+    still opening it (they retry): for a generation that drops files which must not stay on disk.
+    """
     import faiss
 
     from ingest.bm25 import build_bm25
@@ -293,7 +298,7 @@ def write_generation(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _swap_current(index_dir, final.name)
-    _collect_garbage(index_dir, keep=final.name)
+    _collect_garbage(index_dir, keep=final.name, keep_previous=keep_previous)
     return final
 
 
@@ -326,10 +331,10 @@ def _swap_current(index_dir: Path, name: str) -> None:
     _fsync_dir(index_dir)
 
 
-def _collect_garbage(index_dir: Path, keep: str) -> None:
-    """Remove generations older than the previous one, and leftovers of killed ingests."""
+def _collect_garbage(index_dir: Path, keep: str, keep_previous: bool = True) -> None:
+    """Remove generations older than the previous one (or than ``keep``), and leftovers of killed ingests."""
     generations = sorted((p for p in index_dir.glob("gen-*") if p.is_dir()), key=lambda p: int(p.name.split("-", 1)[1]))
-    survivors = {keep, *(p.name for p in generations[-KEEP_GENERATIONS:])}
+    survivors = {keep, *(p.name for p in generations[-KEEP_GENERATIONS:])} if keep_previous else {keep}
     for path in generations:
         if path.name not in survivors:
             shutil.rmtree(path, ignore_errors=True)

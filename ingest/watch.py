@@ -93,7 +93,7 @@ class Watcher:
         self._embedder_factory = embedder_factory
         self._embedder: TextEmbedder | None = None
         self._on_batch = on_batch
-        self._matcher = IgnoreMatcher(self.source, settings.exclude)
+        self._matcher = IgnoreMatcher(self.source, settings.exclude, settings.secrets_allow)
         self._pending = _Pending()
         self._wake = threading.Condition()
         self._stopping = False

@@ -12,6 +12,8 @@ from pydantic import BaseModel, Field
 
 from ingest.chunking import outline_symbols
 from ingest.languages import detect_language
+from ingest.secrets import find_secret
+from ingest.walker import decode_text
 from retrievers import SearchFilter, code_document, hit_to_document
 from tools.registry import ToolContext, register_tool
 
@@ -30,8 +32,10 @@ def confine(context: ToolContext, path: str, *, allow_folder: bool = False) -> t
     """Return (relative path, absolute path) for a path inside the repository, or refuse it.
 
     Refused: absolute paths, '~', any '..' part, paths that are not indexed (so files that
-    .gitignore or the size cap kept out of the index stay unreadable), and symlinks that resolve
-    outside the repository.
+    .gitignore, the size cap or the secret scan kept out of the index stay unreadable), symlinks
+    that resolve outside the repository, and an indexed file that changed since it was indexed and
+    now looks like it holds a secret (its size or mtime differ from the index's: only then is it
+    read and scanned again, so an unchanged file costs one stat).
     """
     raw = path.strip().replace("\\", "/")
     if not raw or raw.startswith(("/", "~")) or (len(raw) > 1 and raw[1] == ":"):
@@ -49,7 +53,30 @@ def confine(context: ToolContext, path: str, *, allow_folder: bool = False) -> t
         target.relative_to(root)
     except ValueError:
         raise _refuse(f"refused: {path!r} resolves outside the repository") from None
+    if rel in context.indexed_files and (kind := _secret_since_indexed(context, rel, target)) is not None:
+        raise _refuse(
+            f"refused: {path!r} changed since it was indexed and now looks like it holds a secret ({kind}); "
+            "re-index it to check again"
+        )
     return rel, target
+
+
+def _secret_since_indexed(context: ToolContext, rel: str, target: Path) -> str | None:
+    """Return the kind of secret an indexed file holds now, if it changed since ingest; else None."""
+    record = context.index.generation.manifest.files.get(rel)
+    try:
+        stat = target.stat()
+        if record is not None and (record["size"], record["mtime_ns"]) == (stat.st_size, stat.st_mtime_ns):
+            return None  # as indexed, and the ingest scanned it then
+        data = target.read_bytes()
+    except OSError:
+        return None  # the caller's own read reports it
+    return find_secret(rel, data)
+
+
+def read_text(target: Path) -> str:
+    """Return a confined file's text, decoded as ingest decodes it (UTF-8, else Windows-1252)."""
+    return decode_text(target.read_bytes())
 
 
 class SearchCodeArgs(BaseModel):
@@ -115,23 +142,29 @@ def read_file_tool(context: ToolContext) -> BaseTool:
     def read_file(path: str, start_line: int = 1, end_line: int | None = None) -> tuple[str, list[Document]]:
         rel, target = confine(context, path)
         try:
-            lines = target.read_text(encoding="utf-8", errors="replace").split("\n")
+            lines = read_text(target).split("\n")
         except OSError as exc:
             raise ToolException(f"cannot read {rel}: {exc.strerror or exc}") from exc
         last = min(end_line or len(lines), len(lines), start_line + MAX_READ_LINES - 1)
         if start_line > len(lines):
             raise ToolException(f"{rel} has only {len(lines)} lines")
-        out, size = [], 0
+        out, shown, size = [], [], 0
         for number in range(start_line, last + 1):
-            line = f"{number:>5}  {lines[number - 1]}"
-            size += len(line) + 1
+            text = lines[number - 1]
+            size += len(text) + 8
             if size > MAX_READ_CHARS:
-                last = number - 1
+                if number > start_line:
+                    last = number - 1
+                    break
+                # One line longer than a whole read (data, minified code): its start, rather than nothing.
+                last, text = number, text[:MAX_READ_CHARS] + f" … (cut: the line has {len(text)} characters)"
+            out.append(f"{number:>5}  {text}")
+            shown.append(text)
+            if number == last:
                 break
-            out.append(line)
         more = f"\n(truncated; the file has {len(lines)} lines)" if last < (end_line or len(lines)) else ""
         read = code_document(
-            "\n".join(lines[start_line - 1 : last]),
+            "\n".join(shown),
             path=rel,
             start_line=start_line,
             end_line=last,
@@ -169,7 +202,7 @@ def grep_tool(context: ToolContext) -> BaseTool:
                 break
             try:
                 _, target = confine(context, rel)
-                text = target.read_text(encoding="utf-8", errors="replace")
+                text = read_text(target)
             except (ToolException, OSError):
                 continue
             try:
@@ -205,7 +238,7 @@ def outline_tool(context: ToolContext) -> BaseTool:
         for name in files[:MAX_OUTLINE_FILES]:
             _, target = confine(context, name)
             try:
-                symbols = outline_symbols(name, target.read_text(encoding="utf-8", errors="replace"))
+                symbols = outline_symbols(name, read_text(target))
             except OSError:
                 continue
             if symbols:

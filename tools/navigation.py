@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from cairn.errors import CairnError
 from ingest.languages import detect_language
 from ingest.symbol_graph import ImportSite
+from ingest.walker import decode_text
 from retrievers import code_document
 from retrievers.navigation import find_definition, find_references, symbol_graph
 from tools.builtin import _tool, confine
@@ -57,7 +58,7 @@ def find_definition_tool(context: ToolContext) -> BaseTool:
         for site in sites[:3]:
             try:
                 _, target = confine(context, site.path)
-                text = target.read_text(encoding="utf-8", errors="replace").split("\n")
+                text = decode_text(target.read_bytes()).split("\n")
             except (ToolException, OSError):
                 continue
             end = min(site.end_line, site.start_line + DEFINITION_LINES - 1)

@@ -12,6 +12,7 @@ from pygments.lexers import TextLexer, get_lexer_by_name, get_lexer_for_filename
 from pygments.util import ClassNotFound
 
 from ingest.languages import detect_language
+from ingest.walker import decode_text
 
 #: The most lines one request returns, the read_file tool's cap.
 MAX_LINES = 400
@@ -51,7 +52,7 @@ def highlight_lines(path: str, text: str) -> tuple[str, list[str]]:
 @functools.lru_cache(maxsize=32)
 def _highlighted(target: Path, rel: str, mtime_ns: int, size: int) -> tuple[str, tuple[str, ...]]:
     # keyed by mtime and size as well, so an edited file is highlighted again
-    language, lines = highlight_lines(rel, target.read_text(encoding="utf-8", errors="replace"))
+    language, lines = highlight_lines(rel, decode_text(target.read_bytes()))
     return language, tuple(lines)
 
 

@@ -410,3 +410,20 @@ def test_ingest_is_one_trace_of_walk_chunk_embed_and_write(tmp_path, sample_repo
         assert finished[step].parent.span_id == ingest.context.span_id, step
     assert ingest.attributes["cairn.chunks"] == result.chunks_total > 0
     assert finished["embed"].attributes["cairn.chunks.embedded"] == result.chunks_embedded
+
+
+def test_a_latin1_file_is_indexed_with_its_own_characters(sample_repo, settings, fake_embedder) -> None:
+    (sample_repo / "tinykv" / "legacy.py").write_bytes(
+        "# Café du coin: the résumé of a crème brûlée order\ndef brulee_order():\n    return 'crème'\n".encode(
+            "latin-1"
+        )
+    )
+
+    result = _ingest(sample_repo, settings, fake_embedder)
+
+    assert "binary" not in result.skipped
+    generation = open_generation(settings.resolved_index_dir)
+    entry = generation.manifest.files["tinykv/legacy.py"]
+    texts = [generation.chunks.text(row) for row in range(entry["first_chunk"], entry["first_chunk"] + entry["chunks"])]
+    assert "# Café du coin" in "\n".join(texts) and "\ufffd" not in "\n".join(texts)
+    assert generation.symbols().definitions("brulee_order")

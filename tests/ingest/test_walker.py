@@ -108,3 +108,70 @@ def test_the_watchers_ignore_matcher_agrees_with_the_walk(tmp_path: Path) -> Non
     assert matcher.ignored("pkg/secret.py")
     matcher.forget()
     assert not matcher.ignored("pkg/secret.py")
+
+
+def test_files_that_hold_credentials_by_name_are_skipped_as_secrets(tmp_path: Path) -> None:
+    _write(tmp_path, ".gitignore", ".env\n")
+    credentials = {
+        ".env": "SECRET=abc123def\n",  # gitignored too: still counted as a secret
+        ".env.local": "X=1\n",
+        "deploy/prod.env": "X=1\n",
+        "certs/server.pem": "x\n",
+        "id_ed25519.pub": "ssh-ed25519 AAAA\n",
+        "infra/terraform.tfstate": "{}\n",
+        ".docker/config.json": "{}\n",
+        "app/secrets.yml": "x: 1\n",
+        ".npmrc": "registry=x\n",
+    }
+    for rel, text in {**credentials, ".ssh/config": "Host x\n", ".aws/credentials": "[default]\n"}.items():
+        _write(tmp_path, rel, text)
+    kept = {".env.example": "API_KEY=\n", "src/secrets.py": "import hmac\n", "src/app.py": "x = 1\n"}
+    for rel, text in kept.items():
+        _write(tmp_path, rel, text)
+
+    report = walk_repository(tmp_path, max_file_bytes=10_000)
+
+    assert {f.path for f in report.files} == {".gitignore", *kept}
+    assert report.skipped == {"secret": len(credentials) + 2}
+    assert report.secrets[".ssh/"] == report.secrets[".aws/"] == "credentials folder"
+    assert report.secrets["certs/server.pem"] == "credentials file"
+
+
+def test_allowed_paths_are_walked_and_the_ignore_matcher_agrees(tmp_path: Path) -> None:
+    from ingest.walker import IgnoreMatcher
+
+    for rel in (".env", ".env.test", "certs/test.pem", "src/app.py"):
+        _write(tmp_path, rel, "x = 1\n")
+
+    allow = [".env.test", "certs/"]
+    assert _paths(tmp_path, secrets_allow=allow) == [".env.test", "certs/test.pem", "src/app.py"]
+    matcher = IgnoreMatcher(tmp_path, secrets_allow=allow)
+    assert matcher.ignored(".env") and not matcher.ignored(".env.test") and not matcher.ignored("certs/test.pem")
+    assert IgnoreMatcher(tmp_path).ignored("certs/test.pem")
+
+
+def test_a_latin1_source_file_is_text_and_decodes_without_replacement_characters(tmp_path: Path) -> None:
+    from ingest.walker import decode_text
+
+    legacy = "# café, naïve, 100 °C\ndef crème():\n    return '€'\n"
+    _write(tmp_path, "legacy.py", legacy.encode("cp1252"))
+    _write(tmp_path, "controls.dat2", b"\xff\xfe" + bytes(range(1, 32)) * 50)  # no NUL, not UTF-8, not text
+
+    report = walk_repository(tmp_path, max_file_bytes=10_000)
+
+    assert [f.path for f in report.files] == ["legacy.py"] and report.skipped == {"binary": 1}
+    assert decode_text((tmp_path / "legacy.py").read_bytes()) == legacy
+    assert decode_text("€ and é".encode() + b" \xe9") == "€ and é \ufffd"  # UTF-8 but for one stray byte
+
+
+def test_one_line_minified_files_are_skipped_but_a_long_line_among_short_ones_is_not(tmp_path: Path) -> None:
+    _write(tmp_path, "dist-like/bundle.js", "var a=1;" * 25_000)  # one 200,000-character line
+    _write(tmp_path, "data/points.json", "[" + ",".join(str(i) for i in range(3000)) + "]\n")
+    _write(tmp_path, "src/table.py", "\n".join(["x = 1"] * 60 + ["BLOB = '" + "ab" * 2500 + "'"]) + "\n")
+    cell = {"cell_type": "code", "source": ["print(1)\n"], "outputs": [{"data": {"image/png": "iVBO" * 5000}}]}
+    _write(tmp_path, "nb/plot.ipynb", __import__("json").dumps({"cells": [cell]}))
+
+    report = walk_repository(tmp_path, max_file_bytes=300_000)
+
+    assert [f.path for f in report.files] == ["nb/plot.ipynb", "src/table.py"]
+    assert report.skipped == {"minified": 2}

@@ -127,3 +127,43 @@ def test_failures_are_error_tool_messages_and_cited_code_comes_as_documents(repo
     found = tools["search_code"].invoke(_call("search_code", query="LRUCache", k=2))
     assert found.status == "success" and len(found.artifact) == 2
     assert all(d.metadata["citation"] in found.content for d in found.artifact)
+
+
+def test_read_file_shows_a_latin1_file_as_written_and_cuts_a_line_too_long_to_show(
+    sample_repo: Path, tmp_path: Path
+) -> None:
+    (sample_repo / "legacy.py").write_bytes("# café\nNAME = 'crème'\n".encode("latin-1"))
+    (sample_repo / "table.py").write_text("\n".join(["x = 1"] * 40 + ["BLOB = '" + "ab" * 15_000 + "'", "y = 2"]))
+    settings = Settings(index_dir=tmp_path / "index")
+    ingest_repository(sample_repo, settings, embedder_factory=FakeEmbedder)
+    tools = {
+        t.name: t
+        for t in load_tools(tool_context_for(SearchIndex(open_generation(tmp_path / "index"), FakeEmbedder())))
+    }
+
+    assert "    1  # café" in tools["read_file"].invoke({"path": "legacy.py"})
+    assert "café" in tools["grep"].invoke({"pattern": "café"})
+    long = tools["read_file"].invoke({"path": "table.py", "start_line": 41})
+    assert long.startswith("[table.py:41-41]\n   41  BLOB = 'abab") and "(cut: the line has 30009 characters)" in long
+    assert len(long) < 25_000
+    assert tools["read_file"].invoke({"path": "table.py", "start_line": 40}).startswith("[table.py:40-40]")
+
+
+def test_a_file_that_gains_a_secret_after_ingest_is_refused(repo_tools) -> None:
+    import base64
+
+    tools, repo, _ = repo_tools
+    body = base64.b64encode(bytes(range(256)) * 2).decode()
+    dashes = "-" * 5  # the key is assembled here, so this file holds none
+    key = f"{dashes}BEGIN RSA PRIVATE KEY{dashes}\n" + "\n".join(body[i : i + 64] for i in range(0, len(body), 64))
+    with (repo / "tinykv" / "cache.py").open("a") as handle:
+        handle.write(f'\nSIGNING_KEY = """{key}"""\n')
+
+    read = tools["read_file"].invoke({"path": "tinykv/cache.py"})
+    assert read.startswith("refused: 'tinykv/cache.py' changed since it was indexed and now looks like it holds")
+    assert "PRIVATE KEY" not in read and "PRIVATE KEY" not in tools["grep"].invoke({"pattern": "PRIVATE KEY"})
+    assert tools["outline"].invoke({"path": "tinykv/cache.py"}).startswith("refused")
+    assert "def decode_records" in tools["read_file"].invoke({"path": "tinykv/wal.py"})  # unchanged: readable
+
+    (repo / "tinykv" / "cache.py").write_text("class LRUCache:\n    pass\n")  # changed, no secret: readable
+    assert "class LRUCache" in tools["read_file"].invoke({"path": "tinykv/cache.py"})
