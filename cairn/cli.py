@@ -211,6 +211,7 @@ def ingest(
         "embedded": result.chunks_embedded,
         "reused": result.chunks_reused,
         "skipped": dict(result.skipped),
+        "secrets": result.secrets,
         "seconds": round(result.timings.get("total", 0.0), 3),
     }
     if as_json:
@@ -227,11 +228,17 @@ def ingest(
             f"{result.chunks_embedded} chunks embedded, {result.chunks_reused} reused."
         )
     if result.skipped:
-        parts = ", ".join(f"{n} {why}" for why, n in result.skipped.most_common())
+        counts = result.skipped.most_common()
+        parts = ", ".join(f"{n} that look like secrets" if why == "secret" else f"{n} {why}" for why, n in counts)
         out.print(f"Skipped: {parts}.")
         for why, examples in result.skipped_examples.items():
-            if why in {"too large", "unreadable", "binary", "unparsable"}:
+            if why in {"too large", "unreadable", "binary", "unparsable", "minified"}:
                 out.print(f"  {why}: {', '.join(examples)}{' …' if result.skipped[why] > 3 else ''}")
+        if result.secrets:
+            listed = list(result.secrets.items())
+            shown = ", ".join(f"{path} ({kind})" for path, kind in listed[:5])
+            out.print(f"  secrets: {shown}{' …' if len(listed) > 5 else ''}")
+            out.print("  A wrong guess? Let a path in with CAIRN_SECRETS_ALLOW (gitignore-style patterns).")
     if watcher is not None:
         _watch_until_interrupted(watcher, as_json=as_json)
 
@@ -632,7 +639,8 @@ def ask(
         try:
             asyncio.run(_ask(question, settings, session, as_json, context))
         except Exception as exc:
-            translated = translate_model_error(exc, model=context.model, timeout=context.model_timeout)
+            translated = translate_model_error(exc, model=context.model, timeout=context.model_timeout,
+                                               retries=context.model_max_retries)  # fmt: skip
             if translated is None:
                 raise
             raise translated from exc
@@ -777,9 +785,10 @@ def serve(
     from models.embedded import embedded_model
     from serving.app import create_app
     from serving.redis_server import local_redis
-    from serving.security import is_loopback
+    from serving.security import is_loopback, parse_keys
 
     settings = _settings(index, repo)
+    parse_keys(k.get_secret_value() for k in settings.api_keys)  # an empty, blank or repeated key: exit 11
     settings = settings.model_copy(
         update={"serve_host": host or settings.serve_host, "serve_port": port or settings.serve_port,
                 "watch": settings.watch if watch is None else watch, "workers": workers or settings.workers}
@@ -797,7 +806,7 @@ def serve(
     names = context.repositories().names()
     models = "cairn-agent" + "".join(f", cairn/{n}" for n in names) + (", cairn/*" if len(names) > 1 else "")
     base = f"http://{settings.serve_host}:{settings.serve_port}"
-    with local_redis(settings, autostart=start_redis), embedded_model(settings):
+    with local_redis(settings, autostart=start_redis, supervise=True), embedded_model(settings, supervise=True):
         auth = ' -H "Authorization: Bearer $CAIRN_KEY"' if settings.api_keys else ""
         err.print(
             f"\n[bold]Cairn is serving[/] {served}\n"
@@ -890,9 +899,12 @@ def model_serve(
         assert server.process is not None
         server.process.wait()
     except KeyboardInterrupt:
-        pass
+        return
     finally:
+        failure = server.failure()
         server.stop()
+    if failure is not None:
+        raise failure
 
 
 @app.command()

@@ -30,11 +30,13 @@ class ExitCode(IntEnum):
     MODEL_CONFIG = 8
     """a model setting cannot be understood (the message shows the accepted forms)"""
     EMBEDDED_MODEL = 9
-    """the embedded model server cannot be started (llama-cpp-python or the model file missing, port taken)"""
+    """the embedded model server cannot be started or died (llama-cpp-python or the model file missing, port taken,
+    killed by a signal: the message names it, e.g. SIGILL → `make rebuild-model`)"""
     MODEL_UNREACHABLE = 10
     """the model endpoint is unreachable, timed out or does not know the model"""
     UNSAFE_BIND = 11
-    """cairn serve asked to bind a non-loopback address without an API key"""
+    """cairn serve refused an unsafe access setting: a non-loopback address without an API key, or an empty,
+    blank or repeated key in CAIRN_API_KEYS"""
     GATE_FAILED = 12
     """cairn eval: a score fell below its gate threshold (the failing questions are listed)"""
     DATASET_INVALID = 13
@@ -47,6 +49,8 @@ class ExitCode(IntEnum):
     """another source folder is already indexed under that name (choose one with --name)"""
     SYMBOL_NOT_FOUND = 17
     """cairn def / cairn refs: the symbol graph has no definition or use of that name"""
+    INVALID_PATTERN = 18
+    """a path filter (--path, path=) is not a valid gitignore-style pattern"""
     INTERRUPTED = 130
     """interrupted (Ctrl-C); the index on disk is unchanged unless a new one was completed"""
 
@@ -88,6 +92,13 @@ class SymbolNotFound(CairnError):
 
     exit_code = ExitCode.SYMBOL_NOT_FOUND
     http_status = 404
+
+
+class InvalidPattern(CairnError):
+    """A path filter that is not a valid gitignore-style pattern."""
+
+    exit_code = ExitCode.INVALID_PATTERN
+    http_status = 400
 
 
 class IndexCorrupted(CairnError):
@@ -168,7 +179,7 @@ class ModelUnreachable(CairnError):
 
 
 class UnsafeBind(CairnError):
-    """Serving beyond this machine without an API key."""
+    """Serving beyond this machine without an API key, or with a key that would let anyone in."""
 
     exit_code = ExitCode.UNSAFE_BIND
 

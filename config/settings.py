@@ -140,6 +140,14 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Extra gitignore-style patterns to skip, added to the built-in list of vendored folders.",
     )
+    secrets_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description=(
+            "Gitignore-style patterns of paths indexed even though they look like secrets (by name, such "
+            "as .env.test, or by content, such as a test fixture's private key); comma-separated. Ingest "
+            "skips such files and reports them as 'secret'."
+        ),
+    )
 
     watch: bool = Field(
         default=False,
@@ -227,7 +235,10 @@ class Settings(BaseSettings):
     embedded_host: str = Field(default="127.0.0.1", description="Address the embedded model server binds.")
     embedded_port: int = Field(default=8765, ge=1, le=65535, description="Port of the embedded model server.")
     embedded_threads: int | None = Field(
-        default=None, ge=1, description="CPU threads for the embedded model (default: all cores)."
+        default=None,
+        ge=1,
+        description="CPU threads for the embedded model (default: all cores; one fewer when `cairn serve` starts it, "
+        "since a thread sharing a busy core stalls the rest).",
     )
 
     agent_retriever: str = Field(
@@ -285,7 +296,8 @@ class Settings(BaseSettings):
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="API keys accepted as `Authorization: Bearer KEY` on every route but /health "
-        "(comma-separated; empty: no authentication, loopback only).",
+        "(comma-separated; `name:key` names one for logs and metrics; each key sees only its own sessions; "
+        "an empty, blank or repeated key is refused at start; empty list: no authentication, loopback only).",
     )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
@@ -306,6 +318,30 @@ class Settings(BaseSettings):
         ge=0,
         description="Requests per minute allowed per API key (or per client address without keys), across every "
         "worker and replica sharing the Redis; 0: no limit.",
+    )
+    max_concurrent_runs: int = Field(
+        default=32,
+        ge=1,
+        description="Agent runs (chat completions, /agent runs) one worker answers at once; more get a 429 with "
+        "Retry-After.",
+    )
+    max_concurrent_runs_per_key: int = Field(
+        default=16,
+        ge=1,
+        description="Agent runs one API key (or one client address, without keys) may have at once in one "
+        "worker; more get a 429 with Retry-After.",
+    )
+    max_batch_inputs: int = Field(
+        default=16,
+        ge=1,
+        le=1000,
+        description="Inputs one /agent/batch request may carry (each counts as a request for CAIRN_RATE_LIMIT).",
+    )
+    max_history_tokens: int = Field(
+        default=32_768,
+        ge=256,
+        description="Tokens (approximate) of the messages one chat request may send; a longer conversation is a "
+        "400 that says to keep it server-side (X-Session-Id) or send only the recent turns.",
     )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -344,7 +380,7 @@ class Settings(BaseSettings):
         description="Model (same syntax as MODEL) that judges RAGAS' LLM metrics; unset: those metrics are skipped.",
     )
 
-    @field_validator("exclude", "tools", "api_keys", "cors_origins", mode="before")
+    @field_validator("exclude", "secrets_allow", "tools", "api_keys", "cors_origins", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         # CAIRN_EXCLUDE="a/,*.gen.py" reads more naturally than a JSON list in a shell; both work.

@@ -114,6 +114,24 @@ def _refused(exc: BaseException) -> bool:
     return status == 500 and "response_format" in str(exc)
 
 
+def _cut_short(exc: BaseException, mechanism: str) -> Judgement | None:
+    """Return the judgement of a reply the client refused because it hit its token limit, or None.
+
+    openai's client raises ``LengthFinishReasonError`` for a structured reply cut at ``max_tokens``
+    (the JSON unfinished) instead of returning it; that is a reply that did not fit, for the caller's
+    fallback, not a failure of the request (it was a 500 at turn 6 of a long session).
+    """
+    try:
+        from openai import LengthFinishReasonError
+    except ImportError:  # pragma: no cover - openai is a dependency
+        return None
+    if not isinstance(exc, LengthFinishReasonError):
+        return None
+    choices = getattr(getattr(exc, "completion", None), "choices", None) or []
+    text = (choices[0].message.content or "") if choices else ""
+    return Judgement(None, AIMessage(text), mechanism, "LengthFinishReasonError: the reply hit its token limit")
+
+
 class StructuredJudge(Runnable[Any, Judgement]):
     """A chat model asked for replies that fit a schema; invoking it returns a ``Judgement``.
 
@@ -149,6 +167,8 @@ class StructuredJudge(Runnable[Any, Judgement]):
             except Exception as exc:
                 if n + 1 < len(candidates) and _refused(exc):
                     continue
+                if (short := _cut_short(exc, mechanism)) is not None:
+                    return short
                 raise
             self._learn(mechanism)
             return parse_reply(reply, self.schema, mechanism)
@@ -162,6 +182,8 @@ class StructuredJudge(Runnable[Any, Judgement]):
             except Exception as exc:
                 if n + 1 < len(candidates) and _refused(exc):
                     continue
+                if (short := _cut_short(exc, mechanism)) is not None:
+                    return short
                 raise
             self._learn(mechanism)
             return parse_reply(reply, self.schema, mechanism)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pathspec
 
-from cairn.errors import EmbeddingModelMismatch
+from cairn.errors import EmbeddingModelMismatch, InvalidPattern
 from cairn.telemetry import span
 from config import Settings
 from ingest.chunking import Chunk
@@ -63,7 +63,14 @@ class SearchFilter:
                 return ()
             return (value,) if isinstance(value, str) else tuple(value)
 
-        return cls(as_tuple(path_glob), tuple(v.lower() for v in as_tuple(language)))
+        globs = as_tuple(path_glob)
+        for glob in globs:  # refused here, with the pattern named, not deep inside a search
+            try:
+                pathspec.PathSpec.from_lines("gitwildmatch", [glob])
+            except (ValueError, TypeError) as exc:
+                raise InvalidPattern(f"The path filter {glob!r} is not a valid gitignore-style pattern ({exc})",
+                                     "e.g. 'src/', '*.py' or 'tests/**/test_*.py'") from exc  # fmt: skip
+        return cls(globs, tuple(v.lower() for v in as_tuple(language)))
 
     def __bool__(self) -> bool:
         return bool(self.path_globs or self.languages)

@@ -30,7 +30,7 @@ from serving.observability import ObservabilityMiddleware
 from serving.openapi import cairn_openapi, known_query_only
 from serving.routes import api, health, metrics, openai, sessions, web
 from serving.routes.langserve import add_langserve
-from serving.security import AccessMiddleware, SharedRateLimit
+from serving.security import AccessMiddleware, JsonGuard, RateLimit, RunLimiter, SharedRateLimit, parse_keys
 from serving.service import Service
 
 log = logging.getLogger("cairn.serving")
@@ -57,6 +57,7 @@ def create_app(
     the model queries are embedded with, loaded once for both).
     """
     settings = settings or Settings()
+    keys = parse_keys(k.get_secret_value() for k in settings.api_keys)  # an empty or repeated key: exit 11
     provider = telemetry.configure()  # exports only where OTEL_EXPORTER_OTLP_ENDPOINT says
     service = Service.build(settings)
 
@@ -132,16 +133,23 @@ def create_app(
             allow_headers=["Authorization", "Content-Type", "X-API-Key", "X-Session-Id", "X-Cairn-Events"],
             expose_headers=["traceresponse"],
         )
+    # kept in Redis: the limit holds across workers and replicas
+    rate = (
+        RateLimit(settings.rate_limit, SharedRateLimit(settings.rate_limit, lambda: service.saver.client,
+                                                       settings.redis_prefix))
+        if settings.rate_limit
+        else None
+    )  # fmt: skip
+    app.state.cairn_rate = rate  # a batch's extra inputs are counted against it (serving/routes/langserve.py)
+    # innermost first: the JSON checks run after the key, the rate and the run limits let a request in
+    app.add_middleware(JsonGuard)
+    app.add_middleware(RunLimiter, total=settings.max_concurrent_runs, per_client=settings.max_concurrent_runs_per_key)
     app.add_middleware(
         AccessMiddleware,
-        keys=[k.get_secret_value() for k in settings.api_keys],
+        keys=keys,
         max_body_bytes=settings.max_body_bytes,
-        rate_limit=settings.rate_limit,
+        rate=rate,
         open_paths={"/metrics"} if settings.metrics_public else (),
-        # kept in Redis: the limit holds across workers and replicas
-        limiter=SharedRateLimit(settings.rate_limit, lambda: service.saver.client, settings.redis_prefix)
-        if settings.rate_limit
-        else None,
     )
     # outermost of Cairn's middleware: it counts every answer, a 401 or 429 included
     app.add_middleware(ObservabilityMiddleware, metrics=service.metrics)

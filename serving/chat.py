@@ -6,14 +6,17 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Coroutine
+import uuid
+from collections.abc import AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
+import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from langchain_core.messages import AIMessageChunk
 
 from config import Node
+from graphs.agent.budget import text_tokens
 from graphs.agent.citations import render_answer, sources_block
 from graphs.agent.context import Context
 from graphs.agent.sessions import recorded_repo, repo_mismatch, session_metadata
@@ -31,12 +34,15 @@ from serving.openai_api import (
     new_turn,
     to_langchain,
 )
+from serving.security import check_session_id, key_of, session_thread
 from serving.service import Service
 
 log = logging.getLogger("cairn.serving")
 T = TypeVar("T")
 
 SESSION_HEADER = "x-session-id"
+#: The most messages one request may carry (the token bound is CAIRN_MAX_HISTORY_TOKENS).
+MAX_MESSAGES = 500
 #: A request with this header set to 1 gets the agent's steps as `event: cairn.step` SSE events.
 EVENTS_HEADER = "x-cairn-events"
 STEP_EVENT = "cairn.step"
@@ -45,9 +51,20 @@ STEP_EVENT = "cairn.step"
 def session_id(body: ChatCompletionRequest, request: Request) -> str | None:
     """Return the request's session: the ``X-Session-Id`` header, else the ``user`` field, else None."""
     session = request.headers.get(SESSION_HEADER) or body.user
-    if session is not None and not (0 < len(session) <= 200):
-        raise ServiceError(400, "A session id must be 1 to 200 characters", "invalid_session_id")
+    if session is not None:
+        check_session_id(session)
     return session
+
+
+def check_history(service: Service, body: ChatCompletionRequest) -> None:
+    """Refuse (400) a request whose messages are over the history bound, before anything runs."""
+    limit = service.settings.max_history_tokens
+    tokens = sum(text_tokens(message.text()) for message in body.messages)
+    if tokens > limit or len(body.messages) > MAX_MESSAGES:
+        raise ServiceError(400, f"The conversation sent is too long ({len(body.messages)} messages, about {tokens} "
+                           f"tokens; at most {MAX_MESSAGES} messages and {limit} tokens): send only the recent turns, "
+                           "or keep the conversation server-side with X-Session-Id and send only the new question",
+                           "history_too_long")  # fmt: skip
 
 
 def run_context(service: Service, body: ChatCompletionRequest) -> Context:
@@ -60,19 +77,29 @@ def run_context(service: Service, body: ChatCompletionRequest) -> Context:
 
 
 async def chat(service: Service, body: ChatCompletionRequest, request: Request) -> Response:
-    """Answer a chat-completions request, whole or streamed; a session keeps the conversation in Redis."""
+    """Answer a chat-completions request, whole or streamed; a session keeps the conversation in Redis.
+
+    A session is its API key's own (kept under the key's hash), and a turn is saved whole or not at
+    all: whatever ends it before the answer is complete (an error, a timeout, the client leaving),
+    what the run wrote to the session is taken back.
+    """
     context = run_context(service, body)  # 404 for a model (repository) that does not exist
+    check_history(service, body)
     await service.require_index(context)
     session = session_id(body, request)
     usage = TokenUsage()
     config: dict[str, Any] = {"callbacks": [usage, service.run_telemetry(session)], "run_name": "cairn-chat"}
+    turn: Turn | None = None
     if session:
+        thread = session_thread(key_of(request.scope), session)
         graph = service.session_graph
-        config["configurable"] = {"thread_id": session}
-        config["metadata"] = session_metadata(context)  # the session remembers its repository
+        turn = Turn(service, thread)
+        config["configurable"] = {"thread_id": thread}
+        # the session remembers its repository; every checkpoint of this turn records its run id
+        config["metadata"] = {**session_metadata(context), "run_id": turn.run_id}
         messages = new_turn(body.messages)
         try:
-            recorded = await recorded_repo(service.saver, session)
+            recorded = await recorded_repo(service.saver, thread)
         except REDIS_ERRORS as exc:
             raise service.redis_down(exc) from exc
         if mismatch := repo_mismatch(recorded, context, session):
@@ -82,17 +109,21 @@ async def chat(service: Service, body: ChatCompletionRequest, request: Request) 
         graph = service.graph
         messages = to_langchain(body.messages)
     # durability="exit": a session's turn is written once, when it completes (one Redis transaction per
-    # turn instead of one per step); a turn killed midway leaves the session as it was before it.
+    # turn instead of one per step); a turn that ends any other way is rolled back (Turn.abandon).
     durability: dict[str, Any] = {"durability": "exit"} if session else {}
 
     if not body.stream:
         run = graph.ainvoke({"messages": messages}, config, context=context, **durability)
         try:
             state = await until_disconnected(request, run)
-        except Exception as exc:
-            raise service.translate(exc, context) from exc
-        if session:
-            await record_usage(service, session, usage)
+        except BaseException as exc:
+            if turn is not None:
+                await turn.abandon()
+            if isinstance(exc, Exception):
+                raise await service.translate(exc, context) from exc
+            raise
+        if turn is not None:
+            await record_usage(service, turn.thread, usage)
         reply = completion(state, usage, session, model=body.model)
         return JSONResponse(reply.model_dump(mode="json", exclude_unset=True))
 
@@ -104,40 +135,72 @@ async def chat(service: Service, body: ChatCompletionRequest, request: Request) 
     # Hold the response until the answer starts (or the run fails), so a model or Redis failure before
     # the first token is a proper 503/504 rather than an error inside a 200 stream. With steps asked for,
     # the first step starts the response at once, and a later failure is an error event in the stream.
+    # The wait watches the connection: a client that leaves before the first token cancels the run.
     first = await anext(chunks)  # the role chunk, sent without waiting
     try:
-        second = await anext(chunks)
+        second = await until_disconnected(request, anext(chunks))
     except StopAsyncIteration:
         second = None
-    except Exception as exc:
+    except BaseException as exc:
         await chunks.aclose()
-        raise service.translate(exc, context) from exc
+        if turn is not None:
+            await turn.abandon()
+        if isinstance(exc, Exception):
+            raise await service.translate(exc, context) from exc
+        raise
 
     async def relay() -> AsyncIterator[str]:
+        completed = False
         try:
             yield first
             if second is None:
                 return
             yield second
             async for line in chunks:
-                if line == DONE and session:  # count the turn's tokens before the client sees the end
-                    await record_usage(service, session, usage)
+                if line == DONE:
+                    completed = True
+                    if turn is not None:  # count the turn's tokens before the client sees the end
+                        await record_usage(service, turn.thread, usage)
                 yield line
         except Exception as exc:  # after the first token: report inside the stream, then end it
-            error = service.translate(exc, context)
+            error = await service.translate(exc, context)
             log.warning("stream failed after the first token: %s", error.message)
             yield f"data: {json.dumps(error_body(error.message, error.code, error.kind))}\n\n"
         finally:
             # The client went away (Starlette cancels the response) or the stream ended: close the run,
             # which closes the model's HTTP stream, so the model server stops generating for nobody.
-            await chunks.aclose()
+            # Shielded: the response's cancel scope would cancel these awaits too.
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()
+                if turn is not None and not completed:
+                    await turn.abandon()
 
     return StreamingResponse(
         relay(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
 
 
-async def until_disconnected(request: Request, run: Coroutine[Any, Any, T], poll: float = 0.25) -> T:
+class Turn:
+    """One session turn's run: its id, and taking back what it wrote when it does not complete."""
+
+    def __init__(self, service: Service, thread: str) -> None:
+        self.service, self.thread, self.run_id = service, thread, str(uuid.uuid4())
+
+    async def abandon(self) -> None:
+        """Delete what this run wrote to the session; a cancelled caller leaves it to finish on its own."""
+        await asyncio.shield(asyncio.ensure_future(self._rollback()))
+
+    async def _rollback(self) -> None:
+        try:
+            removed = await self.service.saver.rollback_run(self.thread, self.run_id)
+        except REDIS_ERRORS as exc:
+            log.warning("could not take back the unfinished turn of a session: %s", exc)
+            return
+        if removed:
+            log.info("took back an unfinished turn (%d checkpoint(s)) of a session", removed)
+
+
+async def until_disconnected(request: Request, run: Awaitable[T], poll: float = 0.25) -> T:
     """Await ``run``, cancelling it if the client disconnects first (its model call is closed with it).
 
     Starlette cancels a streaming response when its client goes away, but not a plain one: this

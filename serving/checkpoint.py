@@ -586,22 +586,60 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
             await self.client.zadd(self._index_key(), found)
         return len(found)
 
-    async def thread_ids(self, limit: int = 100, offset: int = 0) -> list[tuple[str, float]]:
-        """Return (thread id, last write time) pairs, most recent first; expired and deleted threads are dropped."""
+    async def thread_ids(
+        self, limit: int = 100, offset: int = 0, where: Callable[[str], bool] | None = None
+    ) -> list[tuple[str, float]]:
+        """Return (thread id, last write time) pairs, most recent first; expired and deleted threads are dropped.
+
+        With ``where``, only threads it accepts count (``offset`` and ``limit`` apply to those): the
+        sessions of one API key, say.
+        """
         await self._ready()
         if self._index_stale:  # an add was lost: rebuild before listing
             await self.reindex()
         if self.ttl > 0:
             await self.client.zremrangebyscore(self._index_key(), "-inf", time.time() - self.ttl)
-        while True:
-            raw = await self.client.zrevrange(self._index_key(), offset, offset + limit - 1, withscores=True)
+        # unfiltered, the page asked for is read directly; filtered, from the top until enough pass
+        start, skip = (offset, 0) if where is None else (0, offset)
+        page_size = limit if where is None else max(200, limit)
+        found: list[tuple[str, float]] = []
+        while len(found) < skip + limit:
+            raw = await self.client.zrevrange(self._index_key(), start, start + page_size - 1, withscores=True)
+            if not raw:
+                break
             page = [(t.decode(), score) for t, score in raw]
-            alive = await self._alive([t for t, _ in page]) if page else []
+            alive = await self._alive([t for t, _ in page])
             settled = time.time() - INDEX_GRACE_S
             dead = [t for (t, score), ok in zip(page, alive, strict=True) if not ok and score < settled]
-            if not dead:
-                return [entry for entry, ok in zip(page, alive, strict=True) if ok]
-            await self.client.zrem(self._index_key(), *dead)  # then read the page again, without them
+            if dead:
+                await self.client.zrem(self._index_key(), *dead)  # then read the page again, without them
+                continue
+            found += [entry for entry, ok in zip(page, alive, strict=True) if ok and (where is None or where(entry[0]))]
+            start += page_size
+        return found[skip : skip + limit]
+
+    async def rollback_run(self, thread_id: str, run_id: str) -> int:
+        """Delete what one run wrote to a thread (a turn that did not complete); return how many checkpoints.
+
+        A thread left with no checkpoint at all (a first turn that failed) is deleted whole, so it is
+        not listed as an empty session.
+        """
+        await self._ready()
+        thread_id, removed = str(thread_id), 0
+        for ns in await self._namespaces(thread_id):
+            base = self._base(thread_id, ns)
+            ids = await self._ids(thread_id, ns)
+            runs = await self._pipeline(
+                lambda pipe, base=base, ids=ids: [pipe.hget(f"{base}cp:{cid}", "run_id") for cid in ids],
+                transaction=False,
+            )
+            doomed = [cid for cid, run in zip(ids, runs, strict=True) if run and run.decode() == str(run_id)]
+            if doomed:
+                await self._delete_checkpoints(thread_id, ns, doomed)
+                removed += len(doomed)
+        if removed and not any([await self._ids(thread_id, ns) for ns in await self._namespaces(thread_id)]):
+            await self.adelete_thread(thread_id)
+        return removed
 
     async def record_usage(self, thread_id: str, usage: dict[str, int]) -> None:
         """Add a turn's token counts to the session's totals."""

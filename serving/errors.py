@@ -75,11 +75,11 @@ def redis_down(redis_url: str, exc: BaseException) -> ServiceError:
     )
 
 
-def translate(exc: BaseException, *, model: str, timeout: float, redis_url: str) -> ServiceError:
+def translate(exc: BaseException, *, model: str, timeout: float, redis_url: str, retries: int = 0) -> ServiceError:
     """Return the HTTP error for an exception raised while answering (model, Redis, Cairn, anything else)."""
     if isinstance(exc, ServiceError):
         return exc
-    model_error = translate_model_error(exc, model=model, timeout=timeout)
+    model_error = translate_model_error(exc, model=model, timeout=timeout, retries=retries)
     if model_error is not None:
         return ServiceError(
             model_error.http_status,
@@ -93,7 +93,9 @@ def translate(exc: BaseException, *, model: str, timeout: float, redis_url: str)
         kind = "invalid_request_error" if exc.http_status < 500 else "server_error"
         return ServiceError(exc.http_status, str(exc), type(exc).__name__, kind)
     log.exception("request failed", exc_info=exc)
-    return ServiceError(500, f"Internal error: {type(exc).__name__}: {exc}", "internal_error", "server_error")
+    # the details are in the log (under the trace id the body carries), not in the client's reply
+    return ServiceError(500, f"Internal error ({type(exc).__name__}); the service log has the details",
+                        "internal_error", "server_error")  # fmt: skip
 
 
 def describe_errors(errors: Sequence[Any]) -> str:
@@ -125,6 +127,12 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ModelUnreachable)
     async def _model(request: Request, exc: ModelUnreachable) -> JSONResponse:
         return error_response(exc.http_status, f"{exc.message} ({exc.hint})", "model_unavailable", "server_error")
+
+    @app.exception_handler(CairnError)
+    async def _cairn(request: Request, exc: CairnError) -> JSONResponse:
+        # any other error Cairn names for a user (an invalid pattern, an unknown repository): its own status
+        kind = "invalid_request_error" if exc.http_status < 500 else "server_error"
+        return error_response(exc.http_status, str(exc), type(exc).__name__, kind)
 
 
 def documented(*statuses: int) -> dict[int | str, dict]:

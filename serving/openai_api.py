@@ -60,12 +60,20 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     stop: str | list[str] | None = None
     user: str | None = None
+    n: int | None = Field(default=None, description="Must be 1 (or unset): the agent gives one answer per request.")
 
     @field_validator("stop")
     @classmethod
     def _at_most_four(cls, value: str | list[str] | None) -> str | list[str] | None:
         if isinstance(value, list) and len(value) > 4:
             raise ValueError("at most 4 stop sequences")
+        return value
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, value: int | None) -> int | None:
+        if value is not None and value != 1:
+            raise ValueError("Cairn's agent gives one answer per request: send n=1 or leave n out")
         return value
 
     @field_validator("messages")

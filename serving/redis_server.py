@@ -13,7 +13,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from cairn.errors import RedisUnavailable
-from cairn.processes import ChildProcess, wait_until
+from cairn.processes import ChildProcess, ChildStatus, Supervisor, read_status, wait_until
 from config import Settings
 from serving.security import is_loopback
 
@@ -117,13 +117,28 @@ def _cluster_ok(cli: str, host: str, port: int) -> bool:
     return synced and "cluster_state:ok" in ask("cluster", "info")
 
 
+def status_path(settings: Settings) -> Path:
+    """Return the file where the supervisor of a Redis that `cairn serve` started records its state."""
+    return Path(settings.data_dir) / "redis-server.json"
+
+
+def supervised_status(settings: Settings) -> ChildStatus | None:
+    """Return what the live supervisor of the local Redis records (None when Cairn did not start it)."""
+    status = read_status(status_path(settings))
+    return status if status is not None and status.details.get("url") == settings.redis_url else None
+
+
 @contextlib.contextmanager
-def local_redis(settings: Settings, *, autostart: bool = True) -> Iterator[ChildProcess | None]:
+def local_redis(
+    settings: Settings, *, autostart: bool = True, supervise: bool = False
+) -> Iterator[ChildProcess | None]:
     """Make sure Redis answers at CAIRN_REDIS_URL while the block runs, starting one if it can.
 
     Only a loopback URL is started here (Debian's ``redis-server``, appendonly persistence in
     DATA_DIR/redis); one already answering is reused and left running; one started here is stopped
-    (and flushed to disk) on exit.
+    (and flushed to disk) on exit. With ``supervise``, one that dies meanwhile is reaped and started
+    again with backoff (its appendonly file brings the sessions back), and DATA_DIR/redis-server.json
+    says how it stands for ``/ready``.
     """
     url = urlparse(settings.redis_url)
     host, port = url.hostname or "127.0.0.1", url.port or 6379
@@ -139,7 +154,15 @@ def local_redis(settings: Settings, *, autostart: bool = True) -> Iterator[Child
     data = Path(settings.data_dir) / "redis"
     print(f"cairn: starting redis-server on {host}:{port} (data in {data})", file=sys.stderr)
     process = start_redis(port, data, host=host)
+    supervisor = (
+        Supervisor(process, lambda: redis_answers(host, port), status_path=status_path(settings), max_restarts=5,
+                   backoff=0.5, start_timeout=10, details={"url": settings.redis_url}).start()
+        if supervise
+        else None
+    )  # fmt: skip
     try:
         yield process
     finally:
+        if supervisor is not None:
+            supervisor.stop()
         process.stop()

@@ -1,4 +1,9 @@
-"""Access control for the service: API keys, a request-body limit and a per-key rate limit (pure ASGI)."""
+"""Access control for the service: API keys, a request-body limit and a per-key rate limit (pure ASGI).
+
+A request that passes the key check carries its key's identity in ``scope["state"]["cairn_key"]``
+(``request.state.cairn_key``): the key's name for logs and metrics, and its ``owner``, the hash that
+sessions are kept under so one key never sees another's.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,19 @@ import ipaddress
 import json
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.exceptions
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from cairn.errors import UnsafeBind
 from cairn.telemetry import trace_id_of
+from serving.errors import ServiceError
 
 log = logging.getLogger("cairn.serving")
 
@@ -39,6 +48,83 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+#: ``name:key`` gives a key a name (logs, metrics); a name is letters, digits, ``_ . -``, at most 64.
+KEY_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: Where a request's key identity is kept on its ASGI scope (``request.state.cairn_key``).
+STATE_KEY = "cairn_key"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """One accepted API key: its name, the secret, and the owner id its sessions are kept under."""
+
+    name: str
+    secret: bytes = field(repr=False)
+
+    @property
+    def owner(self) -> str:
+        """The key's SHA-256, shortened: what a session records of the key that created it (never the key)."""
+        return hashlib.sha256(self.secret).hexdigest()[:24]
+
+
+def parse_keys(values: Iterable[str]) -> list[ApiKey]:
+    """Return the keys of ``CAIRN_API_KEYS`` entries (``key`` or ``name:key``), refusing unsafe ones.
+
+    An empty or blank key would be accepted from a client that sends none (``Authorization: Bearer ``),
+    and whitespace around a key is a copy-paste slip, never part of it; a key or name given twice is
+    a slip too. Each is an ``UnsafeBind`` (exit 11) naming the entry by position, never by its value.
+    """
+    keys: list[ApiKey] = []
+    for number, value in enumerate(values, start=1):
+        name, sep, secret = value.partition(":")
+        if not (sep and KEY_NAME.fullmatch(name)):
+            name, secret = "", value
+        where = f"CAIRN_API_KEYS entry {number}" + (f" ({name!r})" if name else "")
+        if not secret.strip():
+            raise UnsafeBind(f"{where} is empty: a blank key would let in a client that sends none",
+                             "remove it, or give every entry a long random key")  # fmt: skip
+        if secret != secret.strip():
+            raise UnsafeBind(f"{where} starts or ends with whitespace", "remove the spaces around the key")
+        if any(hmac.compare_digest(secret.encode(), k.secret) for k in keys):
+            raise UnsafeBind(f"{where} repeats an earlier key", "give each client its own key, once")
+        if name and any(k.name == name for k in keys):
+            raise UnsafeBind(f"{where} repeats the name {name!r}", "give each key its own name")
+        keys.append(ApiKey(name or f"key-{len(keys) + 1}", secret.encode()))
+    return keys
+
+
+def key_of(scope: Scope) -> ApiKey | None:
+    """Return the key a request was let in with (None when the service has no keys)."""
+    return scope.get("state", {}).get(STATE_KEY)
+
+
+#: Between a session's owner (its key's hash) and its id in the thread it is kept as. Session ids
+#: never hold it (control characters are refused), so one key's sessions cannot be named by another.
+OWNER_SEPARATOR = "\x1f"
+#: What a session id may be: 1 to 200 characters, none of them a control character (the OpenAPI schema says so too).
+SESSION_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,200}$"
+_SESSION_ID = re.compile(SESSION_ID_PATTERN)
+
+
+def check_session_id(session: str) -> None:
+    """Refuse (400) a session id that is empty, over 200 characters, or holds control characters."""
+    if not _SESSION_ID.match(session):
+        raise ServiceError(400, "A session id must be 1 to 200 printable characters", "invalid_session_id")
+
+
+def session_thread(key: ApiKey | None, session: str) -> str:
+    """Return the thread a session is kept as: its own id without keys, its key's owner id and its id with them."""
+    return session if key is None else f"{key.owner}{OWNER_SEPARATOR}{session}"
+
+
+def session_of(key: ApiKey | None, thread: str) -> str | None:
+    """Return the session id a thread is for ``key``, or None when it is not that key's session."""
+    owner, sep, session = thread.partition(OWNER_SEPARATOR)
+    if key is None:
+        return None if sep else thread
+    return session if sep and hmac.compare_digest(owner, key.owner) else None
 
 
 async def _reply(send: Send, status: int, message: str, code: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
@@ -90,18 +176,19 @@ class TokenBuckets:
     def __len__(self) -> int:
         return len(self._buckets)
 
-    def take(self, who: str) -> float:
-        """Take one token from ``who``'s bucket; return 0, or the seconds until a token is free."""
+    def take(self, who: str, cost: int = 1) -> float:
+        """Take ``cost`` tokens from ``who``'s bucket; return 0, or the seconds until they are there."""
         now = self.clock()
+        cost = min(cost, self.capacity)  # more than a bucket holds would never pass
         with self._lock:
             if now - self._swept >= 60.0:
                 self._sweep(now)
             tokens, last = self._buckets.get(who, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - last) * self.per_second)
-            if tokens < 1:
+            if tokens < cost:
                 self._buckets[who] = (tokens, now)
-                return (1 - tokens) / self.per_second
-            self._buckets[who] = (tokens - 1, now)
+                return (cost - tokens) / self.per_second
+            self._buckets[who] = (tokens - cost, now)
             return 0.0
 
     def _sweep(self, now: float) -> None:
@@ -111,20 +198,20 @@ class TokenBuckets:
 
 
 # One client's bucket in Redis, refilled and taken from atomically (KEYS[1]: the bucket; ARGV: capacity,
-# tokens per second, the key's lifetime in ms). The clock is the Redis server's, so replicas on several
-# machines agree whatever their own clocks say. Returns the seconds to wait, as a string (Lua numbers
-# come back truncated to integers otherwise); "0" when a token was taken.
+# tokens per second, the key's lifetime in ms, the tokens to take). The clock is the Redis server's, so
+# replicas on several machines agree whatever their own clocks say. Returns the seconds to wait, as a
+# string (Lua numbers come back truncated to integers otherwise); "0" when the tokens were taken.
 _TAKE = """
 if redis.replicate_commands then redis.replicate_commands() end  -- Redis 5/6: TIME before a write
 local now = redis.call('TIME')
 now = tonumber(now[1]) + tonumber(now[2]) / 1000000
-local capacity, rate = tonumber(ARGV[1]), tonumber(ARGV[2])
+local capacity, rate, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[4] or 1)
 local bucket = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens = tonumber(bucket[1]) or capacity
 local at = tonumber(bucket[2]) or now
 tokens = math.min(capacity, tokens + math.max(0, now - at) * rate)
 local wait = 0
-if tokens < 1 then wait = (1 - tokens) / rate else tokens = tokens - 1 end
+if tokens < cost then wait = (cost - tokens) / rate else tokens = tokens - cost end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return tostring(wait)
@@ -158,20 +245,52 @@ class SharedRateLimit:
             value = hashlib.sha256(value.encode()).hexdigest()[:32]
         return f"{self.prefix}:rl:{kind}:{value}"
 
-    async def take(self, who: str) -> float:
-        """Take one token from ``who``'s bucket; return 0, or the seconds until a token is free."""
+    async def take(self, who: str, cost: int = 1) -> float:
+        """Take ``cost`` tokens from ``who``'s bucket; return 0, or the seconds until they are there."""
         client = self.client()
         if client is not self._client:
             self._client, self._script = client, client.register_script(_TAKE)
+        cost = min(cost, self.capacity)
         try:
-            wait = await self._script(keys=[self.key(who)], args=[self.capacity, self.per_second, self.ttl_ms])
+            wait = await self._script(keys=[self.key(who)], args=[self.capacity, self.per_second, self.ttl_ms, cost])
         except (redis.exceptions.RedisError, OSError) as exc:  # down or busy: limit in this process meanwhile
             now = time.monotonic()
             if now - self._warned > 60:
                 self._warned = now
                 log.warning("rate limit: Redis is not answering (%s); limiting per process meanwhile", exc)
-            return self.local.take(who)
+            return self.local.take(who, cost)
         return float(wait)
+
+
+class RateLimit:
+    """The service's per-client request limit: shared through Redis when it can be, else per process."""
+
+    def __init__(self, per_minute: int, shared: SharedRateLimit | None = None) -> None:
+        self.per_minute = per_minute
+        self.shared = shared
+        self.local = TokenBuckets(per_minute) if shared is None else None
+
+    async def take(self, who: str, cost: int = 1) -> float:
+        """Take ``cost`` requests from ``who``'s allowance; return 0, or the seconds to wait."""
+        if self.shared is not None:
+            return await self.shared.take(who, cost)
+        assert self.local is not None
+        return self.local.take(who, cost)
+
+    def refusal(self, wait: float) -> ServiceError:
+        """Return the 429 for a client that must wait ``wait`` seconds."""
+        seconds = math.ceil(wait)
+        return ServiceError(429, f"Rate limit of {self.per_minute} requests per minute exceeded; retry in {seconds} s",
+                            "rate_limit_exceeded", headers={"Retry-After": str(seconds)})  # fmt: skip
+
+
+def client_of(scope: Scope) -> str:
+    """Return who a request counts against: its key's name with keys, its address without."""
+    key = key_of(scope)
+    if key is not None:
+        return f"key:{key.name}"
+    client = scope.get("client") or ("?", 0)
+    return f"ip:{client[0]}"
 
 
 class AccessMiddleware:
@@ -181,20 +300,16 @@ class AccessMiddleware:
         self,
         app: ASGIApp,
         *,
-        keys: list[str],
+        keys: list[ApiKey],
         max_body_bytes: int,
-        rate_limit: int,
+        rate: RateLimit | None = None,
         open_paths: Iterable[str] = (),
-        limiter: SharedRateLimit | None = None,
     ) -> None:
         self.app = app
         self.open_paths = frozenset(open_paths)
-        self.keys = [k.encode() for k in keys]
+        self.keys = keys
         self.max_body_bytes = max_body_bytes
-        self.rate_limit = rate_limit
-        #: the shared limiter (Redis) when the app has one, else buckets in this process
-        self.limiter = limiter
-        self.buckets = TokenBuckets(rate_limit) if rate_limit and limiter is None else None
+        self.rate = rate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -215,21 +330,17 @@ class AccessMiddleware:
                     [(b"www-authenticate", b"Bearer")],
                 )
                 return
-            if not any(hmac.compare_digest(key.encode(), k) for k in self.keys):
+            found = next((k for k in self.keys if hmac.compare_digest(key.encode(), k.secret)), None)
+            if found is None:
                 await _reply(send, 401, "Invalid API key", "invalid_api_key", [(b"www-authenticate", b"Bearer")])
                 return
-        if self.rate_limit and not is_open(path, self.open_paths):
-            client = scope.get("client") or ("?", 0)
-            who = f"key:{key}" if self.keys else f"ip:{client[0]}"
-            wait = await self.limiter.take(who) if self.limiter is not None else self.buckets.take(who)
+            scope.setdefault("state", {})[STATE_KEY] = found
+        if self.rate is not None and not is_open(path, self.open_paths):
+            wait = await self.rate.take(client_of(scope))
             if wait > 0:
-                await _reply(
-                    send,
-                    429,
-                    f"Rate limit of {self.rate_limit} requests per minute exceeded; retry in {math.ceil(wait)} s",
-                    "rate_limit_exceeded",
-                    [(b"retry-after", str(math.ceil(wait)).encode())],
-                )
+                refused = self.rate.refusal(wait)
+                headers = [(k.lower().encode(), v.encode()) for k, v in refused.headers.items()]
+                await _reply(send, 429, refused.message, refused.code, headers)
                 return
         length = _header(scope, b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
@@ -271,3 +382,139 @@ class AccessMiddleware:
         except Exception:
             if not refused:
                 raise
+
+
+# ---------------------------------------------------------------- bounded work
+
+
+#: The routes that run the agent: what the concurrency limits count.
+RUN_ROUTES = frozenset({"/v1/chat/completions", "/agent/invoke", "/agent/batch", "/agent/stream",
+                        "/agent/stream_log", "/agent/stream_events"})  # fmt: skip
+
+
+class RunLimiter:
+    """Bound the agent runs one worker answers at once: overall, and per key (per address without keys).
+
+    A run past either bound is refused at once with a 429 and a ``Retry-After`` of about one typical
+    run (an average of the last runs' durations), rather than queued behind the model where its client
+    cannot tell waiting from hanging. A slot is held until the response is sent whole, a stream's
+    last byte included, or the client leaves.
+    """
+
+    def __init__(self, app: ASGIApp, *, total: int, per_client: int, routes: frozenset[str] = RUN_ROUTES) -> None:
+        self.app, self.total, self.per_client, self.routes = app, total, per_client, routes
+        self.running = 0
+        self.by_client: dict[str, int] = {}
+        self.typical_s = 5.0  # until runs have been timed
+
+    def retry_after(self) -> int:
+        """Seconds a refused client should wait: about one run."""
+        return max(1, math.ceil(self.typical_s))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.routes:
+            await self.app(scope, receive, send)
+            return
+        who = client_of(scope)
+        if self.running >= self.total or self.by_client.get(who, 0) >= self.per_client:
+            mine = self.by_client.get(who, 0) >= self.per_client
+            what = f"{self.per_client} agent runs at once per client" if mine else f"{self.total} agent runs at once"
+            wait = self.retry_after()
+            await _reply(send, 429, f"Busy: this service answers at most {what}; retry in {wait} s",
+                         "too_many_runs", [(b"retry-after", str(wait).encode())])  # fmt: skip
+            return
+        self.running += 1
+        self.by_client[who] = self.by_client.get(who, 0) + 1
+        started = time.monotonic()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.running -= 1
+            if (left := self.by_client[who] - 1) > 0:
+                self.by_client[who] = left
+            else:
+                del self.by_client[who]
+            self.typical_s = 0.8 * self.typical_s + 0.2 * (time.monotonic() - started)
+
+
+#: How deep a JSON body may nest. A chat request is about 6 levels deep, a tool schema a few more;
+#: Python's parser and pydantic recurse, and 100,000 levels ended in a RecursionError (a 500).
+MAX_JSON_DEPTH = 64
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[\[\]{}]")
+_SURROGATE = re.compile(rb"(\\+)u([dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def json_problem(body: bytes) -> str | None:
+    """Return why a JSON body must be refused before it is parsed (too deep, a lone surrogate), or None."""
+    outside = _JSON_STRING.sub(b"", body) if b'"' in body else body
+    depth = deepest = 0
+    for bracket in _BRACKETS.findall(outside):
+        depth += 1 if bracket in b"[{" else -1
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            return f"the JSON body nests deeper than {MAX_JSON_DEPTH} levels"
+    if b"\\u" in body:
+        # (where the escape starts, where it ends, whether it is a high surrogate), escapes only: after
+        # an odd run of backslashes ("\\\\ud800" is a backslash and the text "ud800")
+        escapes = [
+            (match.start() + len(match.group(1)) - 1, match.end(), match.group(2)[1:2].lower() in b"89ab")
+            for match in _SURROGATE.finditer(body)
+            if len(match.group(1)) % 2 == 1
+        ]
+        i = 0
+        while i < len(escapes):
+            _, end, high = escapes[i]
+            paired = high and i + 1 < len(escapes) and not escapes[i + 1][2] and escapes[i + 1][0] == end
+            if not paired:
+                return "the JSON body has a lone surrogate (\\ud800-\\udfff without its pair); send valid Unicode"
+            i += 2
+    return None
+
+
+class JsonGuard:
+    """Refuse (400) a JSON body too deep to parse safely or holding a lone surrogate, before any route parses it.
+
+    The body is read whole (its size is already capped by ``AccessMiddleware``), checked, and handed
+    on unchanged. A lone surrogate (``"\\ud800"``) is valid JSON but not Unicode: it broke the
+    tokenizer with a TypeError deep inside a run.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left (or the body was refused as too large)
+                await self.app(scope, _replay(b"", message, receive), send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body and (problem := json_problem(body)) is not None:
+            await _reply(send, 400, f"Invalid request: {problem}", "invalid_json")
+            return
+        await self.app(scope, _replay(body, None, receive), send)
+
+
+def _replay(body: bytes, last: Message | None, receive: Receive) -> Receive:
+    """Return a ``receive`` that gives the body read already (or ``last``), then what the client sends next.
+
+    After the body, ``receive`` itself is awaited: a streaming response listens on it for the client
+    leaving, so it must block until that happens, not report a disconnect at once.
+    """
+    pending: list[Message] = [last] if last is not None else [{"type": "http.request", "body": body,
+                                                                 "more_body": False}]  # fmt: skip
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed

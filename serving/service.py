@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ import httpx
 from fastapi import Depends, Request
 from langgraph.graph.state import CompiledStateGraph
 
-from cairn.errors import CairnError
+from cairn.errors import CairnError, EmbeddedModelError
 from cairn.telemetry import ContentPolicy
 from config import Node, Settings
 from graphs.agent.context import Context
@@ -20,13 +21,22 @@ from graphs.agent.resources import load_indexes
 from graphs.agent.telemetry import RunTelemetry
 from ingest.repos import ALL, RepoInfo
 from ingest.watch import WatchGroup
-from models import probe_url
+from models import answer_probe, parse_model_spec, probe_url
+from models.embedded import embedded_failure, supervised_status
 from serving.checkpoint import RedisCheckpointSaver
 from serving.errors import REDIS_ERRORS, ServiceError, redis_down, translate
 from serving.observability import ServiceMetrics
 from serving.openai_api import MODEL_ALIASES, MODEL_ID, REPO_MODEL_PREFIX
+from serving.redis_server import supervised_status as redis_status
 
 log = logging.getLogger("cairn.serving")
+
+#: How long /ready reuses its last one-token probe of the model: a probe every few seconds from a
+#: load balancer costs the model one token per this many seconds, per worker.
+MODEL_PROBE_TTL = 5.0
+#: How long the probe waits for its token. A model busy with a long answer (llama.cpp's server runs one
+#: request at a time) may not get to it in time; that is reported as busy, not down, once it has answered.
+MODEL_PROBE_TIMEOUT = 5.0
 
 
 @dataclass
@@ -45,6 +55,10 @@ class Service:
     content: ContentPolicy = field(default_factory=ContentPolicy)
     #: The watchers of ``cairn serve --watch`` (None when not watching).
     watchers: WatchGroup | None = None
+    #: The last model probe (monotonic time, result), and whether the model ever answered one.
+    _model_probe: tuple[float, dict[str, Any]] | None = None
+    _model_answered: bool = False
+    _model_probe_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @classmethod
     def build(cls, settings: Settings) -> Service:
@@ -136,7 +150,7 @@ class Service:
             try:
                 await asyncio.to_thread(load_indexes, context)
             except CairnError as exc:
-                raise self.translate(exc, context) from exc
+                raise await self.translate(exc, context) from exc
             return
         if self.index_error:
             await asyncio.to_thread(self.load_index)
@@ -149,40 +163,99 @@ class Service:
         """Return the 503 for a session request while Redis is unavailable."""
         return redis_down(self.settings.redis_url, exc)
 
-    def translate(self, exc: BaseException, context: Context | None = None) -> ServiceError:
-        """Return the HTTP error for an exception raised while answering with ``context``."""
+    async def translate(self, exc: BaseException, context: Context | None = None) -> ServiceError:
+        """Return the HTTP error for an exception raised while answering with ``context``.
+
+        A model error while the embedded server is known to have died (or dies meanwhile: its
+        supervisor notices within a poll) is the 503 that names the death, not "Connection error".
+        """
         context = context or self.context
-        return translate(
-            exc, model=context.node_model(Node.ANSWER), timeout=context.model_timeout, redis_url=self.settings.redis_url
-        )
+        error = translate(exc, model=context.node_model(Node.ANSWER), timeout=context.model_timeout,
+                          redis_url=self.settings.redis_url, retries=context.model_max_retries)  # fmt: skip
+        if error.code in ("model_unavailable", "internal_error") and (dead := await self._embedded_death()):
+            return ServiceError(503, f"{dead.message} ({dead.hint})", "model_crashed", "server_error")
+        return error
+
+    async def _embedded_death(self, wait: float = 1.5) -> EmbeddedModelError | None:
+        """Return the embedded server's death, waiting up to ``wait`` s for a supervised one to be noticed."""
+        deadline = time.monotonic() + wait
+        while (dead := embedded_failure(self.settings)) is None:
+            status = supervised_status(self.settings)
+            if status is None or time.monotonic() >= deadline:
+                return None
+            await asyncio.sleep(0.05)
+        return dead
 
     # ------------------------------------------------------------ readiness
 
     async def check_model(self) -> dict[str, Any]:
-        """Whether the endpoint of the model that answers (or its fallback) is reachable."""
+        """Whether the model that answers (or its fallback) can answer: it completes one token.
+
+        The probe's result is reused for ``MODEL_PROBE_TTL`` seconds. An embedded server that died is
+        reported with how it died and whether it is being restarted, before any request is sent.
+        """
+        async with self._model_probe_lock:
+            cached = self._model_probe
+            if cached is not None and time.monotonic() - cached[0] < MODEL_PROBE_TTL:
+                return cached[1]
+            result = await self._probe_models()
+            self._model_probe = (time.monotonic(), result)
+            return result
+
+    async def _probe_models(self) -> dict[str, Any]:
         spec = self.context.node_model(Node.ANSWER)
-        url = probe_url(spec, self.context.embedded_url)
-        if url is None:
-            return {"ok": True, "model": spec, "note": "this provider has no reachability probe"}
+        if (dead := embedded_failure(self.settings)) is not None and parse_model_spec(spec).provider == "embedded":
+            status = supervised_status(self.settings)
+            return {"ok": False, "model": spec, "state": status.state if status else "failed",
+                    "restarts": status.restarts if status else 0, "error": dead.message, "hint": dead.hint}  # fmt: skip
+        check = await self._probe_one(spec)
+        fallback = self.context.fallback_model
+        if not check["ok"] and fallback and fallback != spec:
+            second = await self._probe_one(fallback)
+            if second["ok"]:
+                return {**second, "model": spec, "warning": f"primary cannot answer ({check['error']}); "
+                        f"fallback {fallback} answers"}  # fmt: skip
+        return check
+
+    async def _probe_one(self, spec: str) -> dict[str, Any]:
+        """Ask ``spec``'s endpoint for one token (or, for providers without one, whether it is reachable)."""
         assert self.http is not None
+        probe = answer_probe(spec, self.context.embedded_url)
+        url = probe.url if probe is not None else probe_url(spec, self.context.embedded_url)
+        if url is None:
+            return {"ok": True, "model": spec, "note": "this provider has no readiness probe"}
+        key = self.context.model_api_key
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+        started = time.perf_counter()
         try:
-            await self.http.get(url)
+            if probe is None:
+                (await self.http.get(url)).raise_for_status()
+            else:
+                response = await self.http.post(url, json=probe.body, headers=headers, timeout=MODEL_PROBE_TIMEOUT)
+                response.raise_for_status()
+        except httpx.TimeoutException:
+            if self._model_answered:
+                return {"ok": True, "model": spec, "endpoint": url,
+                        "warning": f"busy: no token within {MODEL_PROBE_TIMEOUT:g}s (it answered before)"}  # fmt: skip
+            return {"ok": False, "model": spec, "endpoint": url,
+                    "error": f"{url} did not complete one token within {MODEL_PROBE_TIMEOUT:g}s",
+                    "hint": "check the model server's log; a first request may still be loading the model"}  # fmt: skip
+        except httpx.HTTPStatusError as exc:
+            return {"ok": False, "model": spec, "endpoint": url,
+                    "error": f"{url} answered {exc.response.status_code}: {exc.response.text[:200]}",
+                    "hint": "check the model name (CAIRN_MODEL) and key (CAIRN_MODEL_API_KEY)"}  # fmt: skip
         except httpx.HTTPError as exc:
-            fallback = self.context.fallback_model
-            fallback_url = probe_url(fallback, self.context.embedded_url) if fallback else None
-            if fallback_url:
-                try:
-                    await self.http.get(fallback_url)
-                    return {"ok": True, "model": spec, "warning": f"primary unreachable; fallback {fallback} answers"}
-                except httpx.HTTPError:
-                    pass
+            if (dead := embedded_failure(self.settings)) is not None:  # it died under the probe
+                return {"ok": False, "model": spec, "error": dead.message, "hint": dead.hint}
             return {
                 "ok": False,
                 "model": spec,
                 "error": f"{url} unreachable ({type(exc).__name__})",
                 "hint": "start the model server (cairn model serve, ollama serve, vllm serve)",
             }
-        return {"ok": True, "model": spec, "endpoint": url}
+        if probe is not None:
+            self._model_answered = True
+        return {"ok": True, "model": spec, "endpoint": url, "ms": round((time.perf_counter() - started) * 1000, 1)}
 
     async def check_redis(self) -> dict[str, Any]:
         """Whether Redis answers a PING within two seconds, whether it is one server or a cluster (``mode``).
@@ -190,17 +263,25 @@ class Service:
         Sessions still in the key layout before hash tags are reported as a warning (they are not read
         until ``cairn sessions migrate`` moves them).
         """
+        supervised = redis_status(self.settings)
         try:
             await asyncio.wait_for(self.saver.ping(), timeout=2.0)
             old = await asyncio.wait_for(self.saver.old_layout_sessions(), timeout=2.0)
         except (TimeoutError, *REDIS_ERRORS) as exc:
-            return {
+            check = {
                 "ok": False,
                 "url": self.settings.redis_url,
                 "error": f"{type(exc).__name__}: {exc}",
                 "hint": "start redis-server (or every node of the cluster), or check CAIRN_REDIS_URL",
             }
+            if supervised is not None and not supervised.ok:  # the one `cairn serve` started, dead
+                check.update(state=supervised.state, restarts=supervised.restarts,
+                             error=f"the redis-server Cairn started {supervised.cause}"
+                             + ("; restarting it" if supervised.state == "restarting" else ""))  # fmt: skip
+            return check
         check: dict[str, Any] = {"ok": True, "url": self.settings.redis_url, "mode": self.saver.mode}
+        if supervised is not None and supervised.restarts:
+            check["restarts"] = supervised.restarts
         if old:
             check["warning"] = f"{old} session(s) in the old key layout are not shown: run `cairn sessions migrate`"
         return check

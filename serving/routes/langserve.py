@@ -9,6 +9,7 @@ from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemM
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from serving.errors import ServiceError, describe_errors
+from serving.security import RateLimit, client_of
 from serving.service import Service
 
 #: The context fields a LangServe client may set for its run. Never folders or endpoints: a client
@@ -79,8 +80,20 @@ async def checked_body(request: Request) -> None:
         inputs = body.get("inputs")
         if not isinstance(inputs, list):
             raise ServiceError(400, "`inputs` must be a list of inputs", "invalid_request")
+        limit = request.app.state.cairn.settings.max_batch_inputs
+        if len(inputs) > limit:
+            raise ServiceError(400, f"A batch of {len(inputs)} inputs is over the limit of {limit} "
+                               "(CAIRN_MAX_BATCH_INPUTS): send several batches", "batch_too_large")  # fmt: skip
         for number, one in enumerate(inputs):
             _check_input(one, f"inputs[{number}]: ")
+        # each input is a run: the request counted as one, the others count now
+        rate: RateLimit | None = request.app.state.cairn_rate
+        if (
+            rate is not None
+            and len(inputs) > 1
+            and (wait := await rate.take(client_of(request.scope), len(inputs) - 1))
+        ):
+            raise rate.refusal(wait)
     elif "input" in body:
         _check_input(body["input"], "")
     if batch and isinstance(config, list):

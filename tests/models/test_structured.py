@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -125,3 +126,23 @@ def test_the_real_llama_cpp_server_constrains_judgements(llama) -> None:
     judged = auto.invoke([HumanMessage("Rewrite as JSON with a question and search queries: how are entries evicted?")])
     # llama-cpp-python answers OpenAI's json_schema form with a 500 naming response_format; auto moves on
     assert judged.mechanism == "json_object_schema" and judged.parsed is not None, judged.error
+
+
+def test_a_reply_cut_at_its_token_limit_is_a_failed_judgement_not_an_error() -> None:
+    """openai raises LengthFinishReasonError for a structured reply cut at max_tokens (a 500 at turn 6 of 30)."""
+    from openai.types.chat import ChatCompletion
+
+    cut = ChatCompletion.model_validate({
+        "id": "c", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [{"index": 0, "finish_reason": "length",
+                     "message": {"role": "assistant", "content": '{"question": "Where is the cache ev'}}],
+    })  # fmt: skip
+
+    class Cut(PickyServer):
+        def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+            raise openai.LengthFinishReasonError(completion=cut)
+
+    judge = StructuredJudge(Cut(seen=[]), PlanJudgement, "json_schema", endpoint="http://cut/v1")
+    for judgement in (judge.invoke(MESSAGES), asyncio.run(judge.ainvoke(MESSAGES))):
+        assert judgement.parsed is None and "token limit" in (judgement.error or "")
+        assert judgement.raw.content.startswith('{"question"')
