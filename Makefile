@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install rebuild-model system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx bench-llama fuzz traces eval eval-retrieval vendor screenshots clean help
+.PHONY: install rebuild-model docs system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx bench-llama fuzz traces eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -64,9 +64,11 @@ demo: install  ## The command-line tour: ingest the sample, three searches, one 
 	$(BIN)/cairn search "retry with exponential backoff" --index $(SAMPLE_INDEX) -k 2 --language javascript
 	$(BIN)/cairn ask "How does the LRU cache evict entries?" --index $(SAMPLE_INDEX)
 
-test: install  ## Lint, check the import layering, run every test (unit and integration), then the eval gate.
+test: install  ## Lint, check the import layering, types and generated docs, run every test, then the eval gate.
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/python docs/generate.py --check
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory eval-ci
 
@@ -79,10 +81,15 @@ eval: install  ## The larger eval (32 questions on the httpx source); latest res
 unit: install  ## Only the fast tests.
 	$(BIN)/python -m pytest -m "not integration"
 
-lint: install  ## ruff lint and format check, and the import-layering contracts.
+lint: install  ## ruff lint and format check, the import layering, types (mypy), and that generated docs match the code.
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BIN)/mypy
+	$(BIN)/python docs/generate.py --check
+
+docs: install  ## Rewrite the generated parts of docs/ (settings table, exit codes, command reference) from the code.
+	$(BIN)/python docs/generate.py
 
 format: install  ## Apply ruff's formatting and safe fixes.
 	$(BIN)/ruff check --fix .

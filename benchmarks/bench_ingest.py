@@ -202,7 +202,7 @@ def main() -> None:
         target.write_text(target.read_text() + f"\n# cold edit {time.time_ns()}\n")
         started = time.perf_counter()
         subprocess.run(
-            [sys.executable, "-m", "cairn.cli", "ingest", str(corpus),
+            [sys.executable, "-m", "cli", "ingest", str(corpus),
              "--index", str(settings.resolved_index_dir), "--quiet"], check=True, capture_output=True,
         )  # fmt: skip
         cold.append(time.perf_counter() - started)

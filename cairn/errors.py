@@ -14,15 +14,15 @@ class ExitCode(IntEnum):
     """What a ``cairn`` command's exit status means."""
 
     OTHER = 1
-    """other error (e.g. unknown --mode)"""
+    """other error (e.g. unknown `--mode`)"""
     REPOSITORY_NOT_FOUND = 2
     """the repository path does not exist or is not a folder"""
     INDEX_MISSING = 3
-    """no index where one was expected (run cairn ingest)"""
+    """no index where one was expected (run `cairn ingest`)"""
     INDEX_CORRUPTED = 4
     """the index folder is damaged or not a Cairn index (Cairn never overwrites a foreign folder)"""
     EMBEDDING_MODEL_MISMATCH = 5
-    """the index was built with another embedding model than the configured one (--rebuild)"""
+    """the index was built with another embedding model than the configured one (`--rebuild`)"""
     EMBEDDING_MODEL_UNAVAILABLE = 6
     """the embedding model cannot be loaded offline"""
     INDEX_LOCKED = 7
@@ -35,22 +35,26 @@ class ExitCode(IntEnum):
     MODEL_UNREACHABLE = 10
     """the model endpoint is unreachable, timed out or does not know the model"""
     UNSAFE_BIND = 11
-    """cairn serve refused an unsafe access setting: a non-loopback address without an API key, or an empty,
-    blank or repeated key in CAIRN_API_KEYS"""
+    """`cairn serve` refused an unsafe access setting: a non-loopback address without an API key, or an empty,
+    blank or repeated key in `CAIRN_API_KEYS`"""
     GATE_FAILED = 12
-    """cairn eval: a score fell below its gate threshold (the failing questions are listed)"""
+    """`cairn eval`: a score fell below its gate threshold (the failing questions are listed)"""
     DATASET_INVALID = 13
-    """cairn eval: the dataset is missing or a line of it is not a valid question"""
+    """`cairn eval`: the dataset is missing or a line of it is not a valid question"""
     REDIS_UNAVAILABLE = 14
-    """cairn serve could not start the local redis-server it needed"""
+    """`cairn serve` could not start the local `redis-server` it needed (the message has its log's last lines), or
+    `cairn sessions migrate` could not reach Redis"""
     UNKNOWN_REPOSITORY = 15
-    """no repository of that name (the message lists the names; see cairn repos)"""
+    """no repository of that name (the message lists the names; `cairn repos`)"""
     REPOSITORY_NAME_TAKEN = 16
-    """another source folder is already indexed under that name (choose one with --name)"""
+    """another source folder is already indexed under that name (choose one with `--name`)"""
     SYMBOL_NOT_FOUND = 17
-    """cairn def / cairn refs: the symbol graph has no definition or use of that name"""
+    """`cairn def` / `cairn refs`: the symbol graph has no definition or use of that name"""
     INVALID_PATTERN = 18
-    """a path filter (--path, path=) is not a valid gitignore-style pattern"""
+    """a path filter (`cairn search --path`, `path=` of `/api/search`) is not a valid gitignore-style pattern"""
+    SESSION_REPOSITORY_MISMATCH = 19
+    """`cairn ask --session`: the session is about another repository than the one asked about (a session keeps to
+    one)"""
     INTERRUPTED = 130
     """interrupted (Ctrl-C); the index on disk is unchanged unless a new one was completed"""
 
@@ -92,6 +96,13 @@ class SymbolNotFound(CairnError):
 
     exit_code = ExitCode.SYMBOL_NOT_FOUND
     http_status = 404
+
+
+class SessionRepositoryMismatch(CairnError):
+    """A turn that asks a session about another repository than the one it is about."""
+
+    exit_code = ExitCode.SESSION_REPOSITORY_MISMATCH
+    http_status = 400
 
 
 class InvalidPattern(CairnError):
@@ -168,11 +179,7 @@ class ModelUnreachable(CairnError):
     def __init__(self, message: str, hint: str | None = None, *, timed_out: bool = False) -> None:
         super().__init__(message, hint)
         self.timed_out = timed_out
-
-    @property
-    def http_status(self) -> int:  # type: ignore[override]
-        """504 when the endpoint timed out, 503 when it is down or refused."""
-        return 504 if self.timed_out else 503
+        self.http_status = 504 if timed_out else 503  # timed out, or down / refused
 
 
 # ---------------------------------------------------------------- service and eval

@@ -26,7 +26,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from cairn.errors import CairnError
 
@@ -131,13 +131,13 @@ class ChildProcess:
         self.stopped = False
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
-            output: int | object = self.log_path.open("ab")
+            output: IO[bytes] | int = self.log_path.open("ab")
         else:
             output = subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(
                 self.command,
-                stdout=output,  # type: ignore[arg-type]
+                stdout=output,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.env,
@@ -147,8 +147,8 @@ class ChildProcess:
         except OSError as exc:
             raise error(f"Could not start {self.name}: {exc}", hint) from exc
         finally:
-            if output is not subprocess.DEVNULL:
-                output.close()  # type: ignore[union-attr]
+            if not isinstance(output, int):  # the child holds its own copy of the log file
+                output.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -357,12 +357,12 @@ class Supervisor:
         try:
             self.child.start(self.ready, timeout=self.start_timeout)
         except CairnError as exc:
-            code = self.child.returncode
+            restart_code = self.child.returncode
             # the restart itself died: name that death (and count it); otherwise it never got ready
-            if code is not None and self._in_a_row < self.max_restarts:
-                return self._died(code)
-            self._set(state="failed", pid=None, cause=describe_exit(code) if code is not None else exc.message,
-                      log_tail=self.child.log_tail())  # fmt: skip
+            if restart_code is not None and self._in_a_row < self.max_restarts:
+                return self._died(restart_code)
+            cause = describe_exit(restart_code) if restart_code is not None else exc.message
+            self._set(state="failed", pid=None, cause=cause, log_tail=self.child.log_tail())
             self._stop.wait()
             return
         self._started_at = time.monotonic()

@@ -105,10 +105,12 @@ class Settings(BaseSettings):
     embedding_backend: Literal["auto", "onnx", "torch"] = Field(
         default="auto",
         description=(
-            "What embeds queries: 'onnx' (ONNX Runtime on the same model, exported locally once into the "
-            "model's folder, or DATA_DIR/onnx when that is read-only; 2.5x faster per query here), 'torch', "
-            "or 'auto': onnx when its packages are installed and the device is the CPU. Chunks are always "
-            "embedded by torch, so an index serves either."
+            "What embeds queries: 'onnx' (ONNX Runtime on the same model, exported locally on first use into "
+            "the model's own folder, onnx/, or DATA_DIR/onnx when that is read-only; nothing is downloaded; "
+            "checked against torch before it is used), 'torch', or 'auto': onnx when its packages are "
+            "installed (the onnx extra, which make install includes) and the device is the CPU, else torch. "
+            "The same vectors either way, and chunks are always embedded by torch, so one index serves both "
+            "(speed: docs/benchmarks.md)."
         ),
     )
     embedding_query_threads: int = Field(
@@ -124,8 +126,8 @@ class Settings(BaseSettings):
         ge=16,
         le=8192,
         description=(
-            "Word-pieces of each chunk the embedding model reads (the model's own limit caps it). "
-            "128 is what all-MiniLM-L6-v2 was trained on and embeds twice as fast as 256."
+            "Word-pieces of each chunk the embedding model reads (the model's own limit caps it); 128 is the "
+            "length all-MiniLM-L6-v2 was trained on (speed against 256: docs/benchmarks.md)."
         ),
     )
 
@@ -138,7 +140,11 @@ class Settings(BaseSettings):
     )
     exclude: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Extra gitignore-style patterns to skip, added to the built-in list of vendored folders.",
+        description=(
+            "Extra gitignore-style patterns to skip, comma-separated (generated/,*.gen.py) or a JSON list; "
+            "added to the built-in list (.git/, node_modules/, vendor/, third_party/, build/, dist/, "
+            "virtualenvs, caches, *.min.js, lock files, *_pb2.py, ...)."
+        ),
     )
     secrets_allow: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -225,7 +231,10 @@ class Settings(BaseSettings):
     model_context_tokens: int = Field(
         default=4096,
         ge=512,
-        description="The model's context window; retrieved code and history are trimmed to fit it.",
+        description=(
+            "The model's context window; retrieved code and earlier turns are trimmed to fit it. Also the "
+            "embedded server's n_ctx."
+        ),
     )
 
     embedded_model_path: Path | None = Field(
@@ -290,25 +299,35 @@ class Settings(BaseSettings):
         default=1,
         ge=1,
         le=64,
-        description="Worker processes of `cairn serve` (each loads the embedding model and the indexes; "
-        "sessions and rate limits are shared through Redis).",
+        description=(
+            "Worker processes of `cairn serve` (each loads the embedding model and the indexes it serves; "
+            "sessions and rate limits are shared through Redis; docs/deploy.md)."
+        ),
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
-        description="API keys accepted as `Authorization: Bearer KEY` on every route but /health "
-        "(comma-separated; `name:key` names one for logs and metrics; each key sees only its own sessions; "
-        "an empty, blank or repeated key is refused at start; empty list: no authentication, loopback only).",
+        description=(
+            "Keys accepted as `Authorization: Bearer KEY` (or X-API-Key) on every route but /health, the page "
+            "(/) and its static files, comma-separated; `name:key` gives a key a name (letters, digits, _.-) "
+            "for logs and metrics. Each key sees only the sessions it created. An empty, blank or repeated "
+            "key (or name) is refused at start (exit 11). Empty: no authentication, and the service only "
+            "binds loopback."
+        ),
     )
     redis_url: str = Field(
         default="redis://127.0.0.1:6379/0",
-        description="Redis (>= 6.2, or Valkey) that keeps conversation sessions; core commands only, no modules. "
-        "One server or any node of a Redis Cluster (found by asking the server).",
+        description=(
+            "Redis (>= 6.2, or Valkey) for sessions; core commands only, no modules. One server or any node "
+            "of a Redis Cluster: Cairn asks the server which (docs/deploy.md#redis-cluster)."
+        ),
     )
     redis_prefix: str = Field(default="cairn", description="Prefix of every Redis key Cairn writes.")
     session_ttl: int = Field(
         default=0,
         ge=0,
-        description="Seconds a session is kept after its last turn (0: forever).",
+        description=(
+            "Seconds a session is kept after its last turn (every key of the session expires together); 0: forever."
+        ),
     )
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest request body the service accepts (413 above it)."
@@ -316,8 +335,11 @@ class Settings(BaseSettings):
     rate_limit: int = Field(
         default=0,
         ge=0,
-        description="Requests per minute allowed per API key (or per client address without keys), across every "
-        "worker and replica sharing the Redis; 0: no limit.",
+        description=(
+            "Requests per minute per API key (per client address without keys), a token bucket kept in Redis "
+            "so it holds across workers and replicas (each process limits on its own while Redis is down); "
+            "429 with Retry-After above it; 0: off."
+        ),
     )
     max_concurrent_runs: int = Field(
         default=32,

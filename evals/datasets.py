@@ -57,6 +57,8 @@ class Corpus:
 def _package_corpus(package: str) -> Callable[[], Corpus]:
     def locate() -> Corpus:
         module = importlib.import_module(package)
+        if module.__file__ is None:  # a namespace package has no one folder to index
+            raise DatasetError(f"Corpus package {package!r} is a namespace package", "install it as a regular package")
         return Corpus(package, Path(module.__file__).parent, metadata.version(package))
 
     return locate

@@ -133,9 +133,9 @@ class _Visitor(ast.NodeVisitor):
         self.graph, self.path = graph, path
         self.scope: list[str] = []
 
-    def _define(self, node: ast.AST, name: str) -> None:
+    def _define(self, node: ast.stmt, name: str) -> None:
         qualified = ".".join([*self.scope, name])
-        self.graph.definitions[name].add((self.path, node.lineno, node.end_lineno or node.lineno, qualified))  # type: ignore[attr-defined]
+        self.graph.definitions[name].add((self.path, node.lineno, node.end_lineno or node.lineno, qualified))
 
     def visit_Module(self, node: ast.Module) -> None:
         for statement in node.body:
@@ -243,25 +243,25 @@ def build_cairn_graph(root: Path, folder: Path, settings: Settings | None = None
 
 def _answers(question: NavigationQuestion, graph: SymbolGraph, reference: AstGraph) -> tuple[set, set]:
     """Return (Cairn's answer, the reference answer) to one question, as comparable sets."""
-    if question.kind == "definition":
+    if question.kind == "definition":  # (path, start line)
         symbol = question.symbol
         name = symbol.rsplit(".", 1)[-1]
-        expected = {
+        expected_sites = {
             (path, start) for path, start, _end, qualified in reference.definitions.get(name, set())
             if qualified == symbol or "." not in symbol
         }  # fmt: skip
-        found = {(d.path, d.start_line) for d in graph.definitions(symbol, limit=EVAL_LIMIT)}
-        return found, expected
-    if question.kind == "callers":
-        expected = set(reference.calls.get(question.symbol, set()))
-        found = {
+        found_sites = {(d.path, d.start_line) for d in graph.definitions(symbol, limit=EVAL_LIMIT)}
+        return found_sites, expected_sites
+    if question.kind == "callers":  # (path, line, caller's qualified name or "")
+        expected_calls = set(reference.calls.get(question.symbol, set()))
+        found_calls = {
             (r.path, r.line, r.scope.qualified if r.scope else "")
             for r in graph.references(question.symbol, limit=EVAL_LIMIT)
             if r.kind == "call" and r.path.endswith(".py")
         }
-        return found, expected
-    found = {site.path for site in graph.imported_by(question.path) if site.path.endswith(".py")}
-    return found, set(reference.importers.get(question.path, set()))
+        return found_calls, expected_calls
+    found_files = {site.path for site in graph.imported_by(question.path) if site.path.endswith(".py")}  # importers
+    return found_files, set(reference.importers.get(question.path, set()))
 
 
 def score(questions: list[NavigationQuestion], graph: SymbolGraph, reference: AstGraph) -> dict[str, Any]:

@@ -36,7 +36,7 @@ def _install_stub() -> None:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             raise RuntimeError("Vertex AI is not available in Cairn (offline)")
 
-    stub.ChatVertexAI = ChatVertexAI  # type: ignore[attr-defined]
+    stub.ChatVertexAI = ChatVertexAI  # type: ignore[attr-defined]  # a module made here: no declared attributes
     sys.modules[MISSING_MODULE] = stub
 
 

@@ -15,12 +15,13 @@ import json
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from cairn.telemetry import ContentPolicy, span
 from config import MODEL_NODES, Settings
-from evals.datasets import CORPORA, Corpus, load_dataset, reference_contexts
+from evals.datasets import CORPORA, Corpus, EvalQuestion, load_dataset, reference_contexts
 from evals.metrics import (
     GATED,
     Scorers,
@@ -32,7 +33,7 @@ from evals.metrics import (
     reciprocal_rank,
 )
 
-__all__ = ["corpus_index", "run_eval", "write_report"]
+__all__ = ["EvalReport", "Gate", "corpus_index", "run_eval", "write_report"]
 
 
 def corpus_index(corpus: Corpus, settings: Settings) -> Path:
@@ -49,6 +50,52 @@ def _mean(values: list[float | None]) -> float | None:
     return round(statistics.fmean(present), 4) if present else None
 
 
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """The gate's verdict: the thresholds, the metrics below them, and the questions that pulled them down."""
+
+    passed: bool
+    thresholds: dict[str, float]
+    failed_metrics: dict[str, dict[str, float | None]]
+    failing_questions: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class EvalReport:
+    """What ``cairn eval`` reports: one row per question, the summary, the gate, and the run's configuration."""
+
+    #: The dataset file (path, name, questions asked).
+    dataset: dict[str, Any]
+    #: The corpus the dataset pins (name, root, version).
+    corpus: dict[str, Any]
+    #: What the run used: models, temperature, retriever, k, rounds, and the index as it was built.
+    config: dict[str, Any]
+    #: Means of every score (latency: median); a metric no question could score is None.
+    summary: dict[str, Any]
+    gate: Gate
+    #: One row per question: rank, hit, scores, citations, latency, the answer.
+    questions: list[dict[str, Any]]
+    duration_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the report as JSON-ready data (the shape of report.json)."""
+        return asdict(self)
+
+
+@dataclass
+class _Run:
+    """Everything one eval run shares across its questions, resolved once."""
+
+    settings: Settings
+    corpus: Corpus
+    index_dir: Path
+    context: Any  # graphs.agent.context.Context (imported lazily, as the graph is)
+    index: Any  # retrievers.SearchIndex
+    scorers: Scorers
+    graph: Any
+    content: ContentPolicy
+
+
 async def run_eval(
     dataset: Path,
     settings: Settings,
@@ -57,79 +104,104 @@ async def run_eval(
     judge: str | None = None,
     limit: int | None = None,
     on_question: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+) -> EvalReport:
     """Run the agent over a dataset and return the report (per-question rows, summary, gate, config).
 
     ``temperature`` applies to every node (0: repeatable runs); ``judge`` is the model for RAGAS'
     LLM-judged metrics (None: skip them); ``on_question`` gets each row as soon as it is scored.
     """
+    started = time.perf_counter()
+    questions = load_dataset(dataset)[:limit]
+    run = _prepare(questions[0].corpus, settings, temperature, judge)
+    rows: list[dict[str, Any]] = []
+    for question in questions:
+        rows.append(await _ask_one(run, question))
+        if on_question:
+            on_question(rows[-1])
+    summary = _summary(rows, run)
+    gated = {"hit_rate": summary[f"hit@{settings.eval_k}"], **{k: summary[k] for k in GATED if k in summary}}
+    return EvalReport(
+        dataset={"path": str(dataset), "name": dataset.stem, "questions": len(rows)},
+        corpus={"name": run.corpus.name, "root": str(run.corpus.root), "version": run.corpus.version},
+        config=_run_config(run, judge),
+        summary=summary,
+        gate=Gate(**gate(gated, rows, settings)),
+        questions=rows,
+        duration_s=round(time.perf_counter() - started, 1),
+    )
+
+
+def _prepare(corpus_name: str, settings: Settings, temperature: float, judge: str | None) -> _Run:
+    """Ingest the corpus if needed, resolve the Context once, load the index, the scorers and the graph."""
+    from graphs.agent.context import Context
+    from graphs.agent.graph import build_graph
+    from retrievers import load_search_index
+
+    corpus = CORPORA[corpus_name]()
+    index_dir = corpus_index(corpus, settings)
+    context = Context.from_settings(settings, index_dir=str(index_dir), temperature=temperature)
+    index = load_search_index(context.index_spec())  # the index the agent searches (one load, shared)
+    return _Run(settings=settings, corpus=corpus, index_dir=index_dir, context=context, index=index,
+                scorers=Scorers.build(settings, judge, index.embedder), graph=build_graph().compile(),
+                content=ContentPolicy(settings.trace_content))  # fmt: skip
+
+
+async def _ask_one(run: _Run, question: EvalQuestion) -> dict[str, Any]:
+    """Ask one question through the real graph, traced, and score it."""
     from langchain_core.messages import HumanMessage
 
     from evals.ragas_compat import load_ragas
     from graphs.agent.citations import source_documents
-    from graphs.agent.context import Context
-    from graphs.agent.graph import build_graph
     from graphs.agent.telemetry import RunTelemetry
-    from retrievers import load_search_index
 
-    questions = load_dataset(dataset)[:limit]
-    corpus = CORPORA[questions[0].corpus]()
-    started = time.perf_counter()
-    index_dir = corpus_index(corpus, settings)
-    context = Context.from_settings(settings, index_dir=str(index_dir), temperature=temperature)
-    index = load_search_index(context.index_spec())  # the index the agent searches (one load, shared)
-    ragas = load_ragas()
+    load_ragas()
     from ragas import SingleTurnSample
 
-    scorers = Scorers.build(settings, judge, index.embedder)
-    graph = build_graph().compile()
-    rows: list[dict[str, Any]] = []
-    content = ContentPolicy(settings.trace_content)
-    for question in questions:
-        t0 = time.perf_counter()
-        asked = content.text(question.question, kind="query")
-        with span("eval question", **{"cairn.eval.question_id": question.id, "cairn.question": asked}) as current:
-            traced = {"callbacks": [RunTelemetry(content=content)]}
-            state = await graph.ainvoke({"messages": [HumanMessage(question.question)]}, traced, context=context)
-            documents = state.get("documents", [])
-            rank = first_relevant_rank([d.metadata["path"] for d in documents], question.files)
-            current.set_attribute("cairn.eval.rank", rank if rank is not None else -1)
-        latency = time.perf_counter() - t0
-        # what analyze judged relevant is what the answer was given; when it judged nothing relevant,
-        # the retrieved documents are the contexts there are
-        relevant = source_documents(state) or documents
-        answer = state.get("answer", "")
-        sample = SingleTurnSample(
-            user_input=question.question,
-            response=answer,
-            reference=question.reference,
-            retrieved_contexts=[d.page_content for d in relevant] or [""],
-            reference_contexts=reference_contexts(index, question),
-        )
-        row: dict[str, Any] = {
-            "id": question.id,
-            "question": question.question,
-            "rank": rank,
-            "hit": hit_at_k(rank, settings.eval_k),
-            "reciprocal_rank": reciprocal_rank(rank),
-            **await scorers.score(sample),
-            **citation_checks(state, corpus.root),
-            "latency_s": round(latency, 3),
-            "judged": state.get("judged", []),
-            "fallbacks": state.get("fallbacks", []),
-            "planned_by": state.get("planned_by"),
-            "retrieved": [d.metadata["citation"] for d in documents[: settings.eval_k]],
-            "citations": state.get("citations", []),
-            "sources": [source["citation"] for source in state.get("sources", [])],
-            "answer": answer,
-        }
-        rows.append(row)
-        if on_question:
-            on_question(row)
+    t0 = time.perf_counter()
+    asked = run.content.text(question.question, kind="query")
+    with span("eval question", **{"cairn.eval.question_id": question.id, "cairn.question": asked}) as current:
+        traced = {"callbacks": [RunTelemetry(content=run.content)]}
+        state = await run.graph.ainvoke({"messages": [HumanMessage(question.question)]}, traced, context=run.context)
+        documents = state.get("documents", [])
+        rank = first_relevant_rank([d.metadata["path"] for d in documents], question.files)
+        current.set_attribute("cairn.eval.rank", rank if rank is not None else -1)
+    latency = time.perf_counter() - t0
+    # what analyze judged relevant is what the answer was given; when it judged nothing relevant,
+    # the retrieved documents are the contexts there are
+    relevant = source_documents(state) or documents
+    answer = state.get("answer", "")
+    sample = SingleTurnSample(
+        user_input=question.question,
+        response=answer,
+        reference=question.reference,
+        retrieved_contexts=[d.page_content for d in relevant] or [""],
+        reference_contexts=reference_contexts(run.index, question),
+    )
+    k = run.settings.eval_k
+    return {
+        "id": question.id,
+        "question": question.question,
+        "rank": rank,
+        "hit": hit_at_k(rank, k),
+        "reciprocal_rank": reciprocal_rank(rank),
+        **await run.scorers.score(sample),
+        **citation_checks(state, run.corpus.root),
+        "latency_s": round(latency, 3),
+        "judged": state.get("judged", []),
+        "fallbacks": state.get("fallbacks", []),
+        "planned_by": state.get("planned_by"),
+        "retrieved": [d.metadata["citation"] for d in documents[:k]],
+        "citations": state.get("citations", []),
+        "sources": [source["citation"] for source in state.get("sources", [])],
+        "answer": answer,
+    }
 
+
+def _summary(rows: list[dict[str, Any]], run: _Run) -> dict[str, Any]:
+    """Return the run's means (latency: the median), the LLM-judged ones included when a judge scored them."""
     summary = {
         "questions": len(rows),
-        f"hit@{settings.eval_k}": _mean([r["hit"] for r in rows]),
+        f"hit@{run.settings.eval_k}": _mean([r["hit"] for r in rows]),
         "mrr": _mean([r["reciprocal_rank"] for r in rows]),
         "context_recall": _mean([r["context_recall"] for r in rows]),
         "context_precision": _mean([r["context_precision"] for r in rows]),
@@ -139,45 +211,44 @@ async def run_eval(
         "latency_p50_s": round(statistics.median(r["latency_s"] for r in rows), 3),
         **fallback_rates(rows),
     }
-    for name in scorers.judged:
+    for name in run.scorers.judged:
         summary[name] = _mean([r.get(name) for r in rows])
-    gated_values = {"hit_rate": summary[f"hit@{settings.eval_k}"], **{k: summary[k] for k in GATED if k in summary}}
-    manifest = index.generation.manifest
+    return summary
+
+
+def _run_config(run: _Run, judge: str | None) -> dict[str, Any]:
+    """Return the configuration the run actually used, the index's as it was built."""
+    from evals.ragas_compat import load_ragas
+
+    context, manifest = run.context, run.index.generation.manifest
     return {
-        "dataset": {"path": str(dataset), "name": dataset.stem, "questions": len(rows)},
-        "corpus": {"name": corpus.name, "root": str(corpus.root), "version": corpus.version},
-        "config": {
-            "models": {str(node): context.node_model(node) for node in MODEL_NODES},
-            "model_fallback": context.fallback_model,
-            "temperature": context.temperature,
-            "judge": judge,
-            "retriever": context.retriever,
-            "agent_k": context.k,
-            "plan": context.plan,
-            "prompt_layout": context.prompt_layout,
-            "structured_output": context.structured_output,
-            "max_rounds": context.max_rounds,
-            "eval_k": settings.eval_k,
-            # as the index was built, which is what the run searched
-            "chunking": {"max_chars": manifest.chunking.max_chars, "overlap_lines": manifest.chunking.overlap_lines},
-            "embedding": {"model": manifest.embedding.model, "max_tokens": manifest.embedding.max_tokens},
-            "index": {**manifest.summary(), "generation": index.generation.path.name, "path": str(index_dir)},
-            "ragas": ragas.__version__,
-        },
-        "summary": summary,
-        "gate": gate(gated_values, rows, settings),
-        "questions": rows,
-        "duration_s": round(time.perf_counter() - started, 1),
+        "models": {str(node): context.node_model(node) for node in MODEL_NODES},
+        "model_fallback": context.fallback_model,
+        "temperature": context.temperature,
+        "judge": judge,
+        "retriever": context.retriever,
+        "agent_k": context.k,
+        "plan": context.plan,
+        "prompt_layout": context.prompt_layout,
+        "structured_output": context.structured_output,
+        "max_rounds": context.max_rounds,
+        "eval_k": run.settings.eval_k,
+        # as the index was built, which is what the run searched
+        "chunking": {"max_chars": manifest.chunking.max_chars, "overlap_lines": manifest.chunking.overlap_lines},
+        "embedding": {"model": manifest.embedding.model, "max_tokens": manifest.embedding.max_tokens},
+        "index": {**manifest.summary(), "generation": run.index.generation.path.name, "path": str(run.index_dir)},
+        "ragas": load_ragas().__version__,
     }
 
 
-def write_report(report: dict[str, Any], out: Path) -> dict[str, Path]:
+def write_report(report: EvalReport, out: Path) -> dict[str, Path]:
     """Write report.json, report.md and scores.png into ``out``; return their paths by kind."""
     from evals.report import markdown, plot
 
+    data = report.to_dict()
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "report.json", "markdown": out / "report.md", "plot": out / "scores.png"}
-    paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
-    paths["markdown"].write_text(markdown(report), encoding="utf-8")
-    plot(report, paths["plot"])
+    paths["json"].write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    paths["markdown"].write_text(markdown(data), encoding="utf-8")
+    plot(data, paths["plot"])
     return paths

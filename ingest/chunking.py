@@ -7,9 +7,12 @@ import json
 import re
 from dataclasses import dataclass
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.languages import TREE_SITTER_GRAMMARS, detect_language, is_container, is_definition
+
+if TYPE_CHECKING:
+    from tree_sitter_language_pack import SupportedLanguage
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,11 +125,11 @@ def _windows(
 
 
 @cache
-def _parser(grammar: str) -> Any:
+def _parser(grammar: SupportedLanguage) -> Any:
     from tree_sitter_language_pack import get_parser
 
     try:
-        return get_parser(grammar)  # type: ignore[arg-type]
+        return get_parser(grammar)
     except Exception:  # an unknown grammar name: chunk that language by lines instead
         return None
 

@@ -103,8 +103,13 @@ class Embedder:
         self._model.max_seq_length = min(max_tokens, self._model.max_seq_length or max_tokens)
         # sentence-transformers 6 renamed the method; older versions only have the long name.
         model = self._model
-        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-        self.dimension = int(dimension())
+        dimension = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
+        if dimension is None:  # a model without a pooling layer: its vectors have no one size to index
+            raise EmbeddingModelUnavailable(
+                f"{path} does not report an embedding dimension",
+                "use a sentence-transformers model that pools tokens into one vector (all-MiniLM-L6-v2 does)",
+            )
+        self.dimension = int(dimension)
         #: Seconds spent inside the model's encode() by embed_documents, for overhead accounting.
         self.encode_seconds = 0.0
         self._queries: Any = None

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import re
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tree_sitter_language_pack import SupportedLanguage
 
 #: File extension -> Cairn language name (also the tree-sitter grammar name where one is used).
 EXTENSIONS: dict[str, str] = {
@@ -26,7 +30,7 @@ FILENAMES: dict[str, str] = {
 }  # fmt: skip
 
 #: Languages chunked through a tree-sitter grammar (grammar name where it differs from ours).
-TREE_SITTER_GRAMMARS: dict[str, str] = {
+TREE_SITTER_GRAMMARS: dict[str, SupportedLanguage] = {
     "python": "python", "javascript": "javascript", "typescript": "typescript", "tsx": "tsx",
     "go": "go", "rust": "rust", "java": "java", "kotlin": "kotlin", "scala": "scala",
     "c": "c", "cpp": "cpp", "csharp": "csharp", "ruby": "ruby", "php": "php", "swift": "swift",

@@ -117,4 +117,7 @@ class Manifest:
     def summary(self) -> dict[str, Any]:
         """Return the manifest without the per-file table (for `cairn info`, reports and /ready)."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "files"}
-        return {name: asdict(value) if is_dataclass(value) else value for name, value in values.items()}  # type: ignore[arg-type]
+        return {
+            name: asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+            for name, value in values.items()
+        }

@@ -16,7 +16,7 @@ import numpy as np
 
 from cairn import __version__
 from cairn.errors import EmbeddingModelMismatch, IndexCorrupted, IndexMissing
-from cairn.telemetry import span, tracer
+from cairn.telemetry import span
 from config import Settings
 from ingest.chunk_table import ChunkTable, ChunkTableBuilder
 from ingest.chunking import Chunk, ChunkingOptions, chunk_file, parse_code
@@ -186,6 +186,149 @@ def ingest_repository(
         return result
 
 
+@dataclass(slots=True)
+class _Baseline:
+    """What the previous generation offers this ingest: its files, rows and symbol graph to reuse."""
+
+    previous: Generation | None
+    options: ChunkingOptions
+    chunking: ChunkingInfo
+    #: Chunks of an unchanged file can be reused only when they were cut the same way.
+    same_chunking: bool
+    old_files: dict[str, FileRecord]
+    #: The previous symbol graph (None: there was none, so every file's symbols are read: a backfill).
+    graph_base: Path | None
+    #: Like git's "racy" check: a file modified within the clock granularity of the previous scan could
+    #: have changed again with the same size and mtime, so its content is hashed regardless.
+    racy_before: int
+
+    @classmethod
+    def of(cls, index_dir: Path, settings: Settings, rebuild: bool) -> _Baseline:
+        previous = None if rebuild else _previous_generation(index_dir, settings)
+        options = ChunkingOptions(settings.chunk_max_chars, settings.chunk_overlap_lines)
+        chunking = ChunkingInfo(options.max_chars, options.overlap_lines)
+        return cls(
+            previous=previous,
+            options=options,
+            chunking=chunking,
+            same_chunking=previous is not None and previous.manifest.chunking == chunking,
+            old_files=previous.manifest.files if previous else {},
+            graph_base=graph_file(previous.path) if previous is not None else None,
+            racy_before=(previous.manifest.scanned_at_ns - RACY_WINDOW_NS) if previous else 0,
+        )
+
+    @property
+    def backfill(self) -> bool:
+        """Whether unchanged files' symbols must be read too (the previous generation has no graph)."""
+        return self.previous is not None and self.graph_base is None
+
+    def unchanged_by_stat(self, source: SourceFile) -> FileRecord | None:
+        """Return a file's previous record when its size and mtime say it is unchanged (and it is not racy)."""
+        old = self.old_files.get(source.path)
+        if (self.same_chunking and old and old["size"] == source.size and old["mtime_ns"] == source.mtime_ns
+                and source.mtime_ns < self.racy_before):  # fmt: skip
+            return old
+        return None
+
+
+class _Scan:
+    """The per-file pass: reuse what did not change, chunk what did, skip what cannot or must not be read."""
+
+    def __init__(self, baseline: _Baseline, result: IngestResult, secrets: SecretPolicy, progress: IngestProgress):
+        self.baseline, self.result, self.secrets, self.progress = baseline, result, secrets, progress
+        self.rows = _Rows(baseline.previous)
+        self.files: dict[str, FileRecord] = {}
+        # The symbol graph follows the same rules: start from the previous generation's, replace the rows
+        # of files that changed. A previous generation without one gets it for every file (backfill).
+        self.graph = SymbolGraphUpdate(base=baseline.graph_base)
+
+    def file(self, source: SourceFile) -> None:
+        """Take one file of the walk into the new generation (or skip it, counted by why)."""
+        try:
+            self._file(source)
+        finally:
+            self.progress.file_done()
+
+    def _file(self, source: SourceFile) -> None:
+        if (old := self.baseline.unchanged_by_stat(source)) is not None:
+            return self._reuse(source, old)
+        try:
+            data = source.abs_path.read_bytes()
+        except OSError:
+            self.result.unreadable.append(source.path)
+            self.result.skipped["unreadable"] += 1
+            return None
+        if (kind := self.secrets.secret_content(source.path, data)) is not None:
+            return self._secret(source, kind)  # written between the walk's scan and this read
+        digest = _file_digest(data)
+        old = self.baseline.old_files.get(source.path)
+        if self.baseline.same_chunking and old and old["sha256"] == digest:
+            return self._reuse(source, old, digest)
+        try:
+            chunks, symbols = _chunks_and_symbols(source.path, decode_text(data), self.baseline.options)
+        except Exception as exc:  # a parser bug on one file must not stop the ingest, nor a watcher
+            self.result.failed[source.path] = f"{type(exc).__name__}: {exc}"
+            self.result.skipped["unparsable"] += 1
+            self.result.skipped_examples.setdefault("unparsable", []).append(source.path)
+            return None
+        return self._add(source, digest, chunks, symbols, changed=old is not None)
+
+    def _reuse(self, source: SourceFile, old: FileRecord, digest: str | None = None) -> None:
+        self.files[source.path] = self.rows.reuse_file(old, source, digest=digest)
+        if self.baseline.backfill:
+            # Best effort: a file that cannot be read or parsed now keeps its chunks and has no symbols
+            # until it changes, rather than failing an ingest that embeds nothing.
+            with contextlib.suppress(Exception):
+                if (symbols := _symbols_only(source)) is not None:
+                    self.graph.replace(symbols)
+        self.result.files_unchanged += 1
+
+    def _secret(self, source: SourceFile, kind: str) -> None:
+        self.result.skipped["secret"] += 1
+        if len(examples := self.result.skipped_examples.setdefault("secret", [])) < 3:
+            examples.append(source.path)
+        self.result.secrets[source.path] = kind
+
+    def _add(self, source: SourceFile, digest: str, chunks: list[Chunk], symbols: FileSymbols | None,
+             changed: bool) -> None:  # fmt: skip
+        if symbols is not None:
+            self.graph.replace(symbols)
+        first = len(self.rows)
+        for chunk in chunks:
+            self.rows.add(chunk)
+        self.files[source.path] = {
+            "sha256": digest, "size": source.size, "mtime_ns": source.mtime_ns,
+            "first_chunk": first, "chunks": len(self.rows) - first,
+        }  # fmt: skip
+        if changed:
+            self.result.files_changed += 1
+        else:
+            self.result.files_added += 1
+
+    def finish(self) -> None:
+        """Count the files that went away (deleted, or now left out by the walk) and drop their symbols."""
+        gone = set(self.baseline.old_files) - set(self.files)
+        self.result.files_total = len(self.files)
+        self.result.files_deleted = len(gone)
+        self.graph.remove(gone)
+        self.result.chunks_total = len(self.rows)
+
+    def changed_nothing(self, settings: Settings, repo_root: Path) -> bool:
+        """Whether the live generation already is what this ingest would write."""
+        previous, result = self.baseline.previous, self.result
+        return (
+            previous is not None
+            and result.files_added == result.files_changed == result.files_deleted == 0
+            and previous.manifest.counts.chunks == len(self.rows)
+            and previous.manifest.faiss_index == settings.faiss_index
+            and previous.manifest.format_version == FORMAT_VERSION
+            and previous.manifest.keyword.tokenizer == TOKENIZER
+            and previous.manifest.repo_root == str(repo_root)  # a moved repository gets a manifest saying so
+            and self.baseline.graph_base is not None
+            and _same_stats(self.baseline.old_files, self.files)
+        )
+
+
 def _ingest(
     repo: Path,
     settings: Settings,
@@ -195,176 +338,86 @@ def _ingest(
 ) -> IngestResult:
     index_dir = Path(settings.resolved_index_dir)
     clock = time.perf_counter()
-    timings: dict[str, float] = {}
-
     with span("walk"):
-        report = walk_repository(
-            repo,
-            max_file_bytes=settings.max_file_bytes,
-            exclude=settings.exclude,
-            secrets_allow=settings.secrets_allow,
-        )
+        report = walk_repository(repo, max_file_bytes=settings.max_file_bytes, exclude=settings.exclude,
+                                 secrets_allow=settings.secrets_allow)  # fmt: skip
     repo_root = Path(repo).expanduser().resolve()
-    timings["walk"] = time.perf_counter() - clock
-    result = IngestResult(index_dir=index_dir, generation=None, skipped=report.skipped)
-    result.skipped_examples = report.examples
-    result.secrets = report.secrets
-    secrets = SecretPolicy(settings.secrets_allow)
+    timings = {"walk": time.perf_counter() - clock}
+    result = IngestResult(index_dir=index_dir, generation=None, skipped=report.skipped,
+                          skipped_examples=report.examples, secrets=report.secrets)  # fmt: skip
 
     check_writable(index_dir)
     with writer_lock(index_dir):
-        previous = None if rebuild else _previous_generation(index_dir, settings)
-        options = ChunkingOptions(settings.chunk_max_chars, settings.chunk_overlap_lines)
-        chunking = ChunkingInfo(options.max_chars, options.overlap_lines)
-        same_chunking = previous is not None and previous.manifest.chunking == chunking
-        old_files: dict[str, FileRecord] = previous.manifest.files if previous else {}
-        # The symbol graph follows the same rules: start from the previous generation's, replace the rows
-        # of files that changed. A previous generation without one gets it for every file (backfill).
-        graph_base = graph_file(previous.path) if previous is not None else None
-        graph = SymbolGraphUpdate(base=graph_base)
-        backfill = previous is not None and graph_base is None
-
-        def reuse_symbols(source: SourceFile) -> None:
-            # Backfilling is best effort: a file that cannot be read or parsed now keeps its chunks and
-            # simply has no symbols until it changes, rather than failing an ingest that embeds nothing.
-            if backfill:
-                with contextlib.suppress(Exception):
-                    if (symbols := _symbols_only(source)) is not None:
-                        graph.replace(symbols)
-
-        # Like git's "racy" check: a file modified within the clock granularity of the previous scan
-        # could have changed again with the same size and mtime, so its content is hashed regardless.
-        racy_before = (previous.manifest.scanned_at_ns - RACY_WINDOW_NS) if previous else 0
+        baseline = _Baseline.of(index_dir, settings, rebuild)
         scanned_at_ns = time.time_ns()
-        rows = _Rows(previous)
-        files_meta: dict[str, FileRecord] = {}
-        chunking_span = tracer().start_span("chunk")
-        progress.files(len(report.files))
-        for source in report.files:
-            old = old_files.get(source.path)
-            if (
-                same_chunking
-                and old
-                and old["size"] == source.size
-                and old["mtime_ns"] == source.mtime_ns
-                and source.mtime_ns < racy_before
-            ):
-                files_meta[source.path] = rows.reuse_file(old, source)
-                reuse_symbols(source)
-                result.files_unchanged += 1
-                progress.file_done()
-                continue
-            try:
-                data = source.abs_path.read_bytes()
-            except OSError:
-                result.unreadable.append(source.path)
-                result.skipped["unreadable"] += 1
-                progress.file_done()
-                continue
-            if (kind := secrets.secret_content(source.path, data)) is not None:
-                # Written between the walk's scan and this read: skipped like the walk would have.
-                result.skipped["secret"] += 1
-                if len(examples := result.skipped_examples.setdefault("secret", [])) < 3:
-                    examples.append(source.path)
-                result.secrets[source.path] = kind
-                progress.file_done()
-                continue
-            digest = _file_digest(data)
-            if same_chunking and old and old["sha256"] == digest:
-                files_meta[source.path] = rows.reuse_file(old, source, digest=digest)
-                reuse_symbols(source)
-                result.files_unchanged += 1
-                progress.file_done()
-                continue
-            try:
-                chunks, symbols = _chunks_and_symbols(source.path, decode_text(data), options)
-            except Exception as exc:  # a parser bug on one file must not stop the ingest, nor a watcher
-                result.failed[source.path] = f"{type(exc).__name__}: {exc}"
-                result.skipped["unparsable"] += 1
-                result.skipped_examples.setdefault("unparsable", []).append(source.path)
-                progress.file_done()
-                continue
-            if symbols is not None:
-                graph.replace(symbols)
-            first = len(rows)
-            for chunk in chunks:
-                rows.add(chunk)
-            files_meta[source.path] = {
-                "sha256": digest, "size": source.size, "mtime_ns": source.mtime_ns,
-                "first_chunk": first, "chunks": len(rows) - first,
-            }  # fmt: skip
-            if old:
-                result.files_changed += 1
-            else:
-                result.files_added += 1
-            progress.file_done()
+        scan = _Scan(baseline, result, SecretPolicy(settings.secrets_allow), progress)
+        with span("chunk") as chunking:
+            progress.files(len(report.files))
+            for source in report.files:
+                scan.file(source)
+            scan.finish()
+            chunking.set_attribute("cairn.chunks", len(scan.rows))
         timings["scan_and_chunk"] = time.perf_counter() - clock - timings["walk"]
-        chunking_span.set_attribute("cairn.chunks", len(rows))
-        chunking_span.end()
-
-        result.files_total = len(files_meta)
-        result.files_deleted = len(set(old_files) - set(files_meta))
-        graph.remove(set(old_files) - set(files_meta))
-        result.chunks_total = len(rows)
-        if (
-            previous is not None
-            and result.files_added == result.files_changed == result.files_deleted == 0
-            and previous.manifest.counts.chunks == len(rows)
-            and previous.manifest.faiss_index == settings.faiss_index
-            and previous.manifest.format_version == FORMAT_VERSION
-            and previous.manifest.keyword.tokenizer == TOKENIZER
-            and previous.manifest.repo_root == str(repo_root)  # a moved repository gets a manifest saying so
-            and graph_base is not None
-            and _same_stats(old_files, files_meta)
-        ):
-            result.chunks_reused = len(rows)
+        if scan.changed_nothing(settings, repo_root):
+            result.chunks_reused = len(scan.rows)
             result.timings = timings | {"total": time.perf_counter() - clock}
             return result  # nothing to do: leave the live generation as it is
-
-        table = rows.table()
-        with span("embed", **{"cairn.chunks.embedded": len(rows.fresh)}):
-            vectors, tokens, offsets, vocab, embed_seconds = _assemble(
-                rows, table, previous, settings, progress, embedder_factory
-            )
-        embedded = len(rows.fresh)
-        timings["embed"] = embed_seconds
-        result.chunks_embedded = embedded
-        result.chunks_reused = len(rows) - embedded
-
-        write_start = time.perf_counter()
-        manifest = Manifest(
-            format=FORMAT,
-            format_version=FORMAT_VERSION,
-            cairn_version=__version__,
-            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            scanned_at_ns=scanned_at_ns,
-            repo_root=str(repo_root),
-            embedding=EmbeddingInfo(settings.embedding_model, int(vectors.shape[1]), settings.embedding_max_tokens),
-            chunking=chunking,
-            faiss_index=settings.faiss_index,
-            counts=Counts(files=len(files_meta), chunks=len(rows), skipped=dict(result.skipped)),
-            files=files_meta,
-            keyword=KeywordInfo(TOKENIZER),
-        )
-        with span("write"):
-            result.generation = _write_generation(
-                index_dir,
-                manifest=manifest,
-                chunks=table,
-                vectors=vectors,
-                tokens=tokens,
-                token_offsets=offsets,
-                vocab=vocab,
-                faiss_kind=settings.faiss_index,
-                hnsw_m=settings.hnsw_m,
-                symbols=graph,
-                # an index that held a file now taken for a secret keeps no copy of it on disk
-                keep_previous=not (set(old_files) & set(result.secrets)),
-            )
-        timings["write"] = time.perf_counter() - write_start
-    timings["total"] = time.perf_counter() - clock
-    result.timings = timings
+        _embed_and_write(scan, settings, repo_root, scanned_at_ns, progress, embedder_factory, timings)
+    result.timings = timings | {"total": time.perf_counter() - clock}
     return result
+
+
+def _embed_and_write(
+    scan: _Scan,
+    settings: Settings,
+    repo_root: Path,
+    scanned_at_ns: int,
+    progress: IngestProgress,
+    embedder_factory: Callable[[], TextEmbedder] | None,
+    timings: dict[str, float],
+) -> None:
+    """Embed and tokenize the new rows, then write the generation and swap it in."""
+    rows, result, baseline = scan.rows, scan.result, scan.baseline
+    table = rows.table()
+    with span("embed", **{"cairn.chunks.embedded": len(rows.fresh)}):
+        vectors, tokens, offsets, vocab, embed_seconds = _assemble(
+            rows, table, baseline.previous, settings, progress, embedder_factory
+        )
+    timings["embed"] = embed_seconds
+    result.chunks_embedded = len(rows.fresh)
+    result.chunks_reused = len(rows) - len(rows.fresh)
+
+    write_start = time.perf_counter()
+    manifest = Manifest(
+        format=FORMAT,
+        format_version=FORMAT_VERSION,
+        cairn_version=__version__,
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        scanned_at_ns=scanned_at_ns,
+        repo_root=str(repo_root),
+        embedding=EmbeddingInfo(settings.embedding_model, int(vectors.shape[1]), settings.embedding_max_tokens),
+        chunking=baseline.chunking,
+        faiss_index=settings.faiss_index,
+        counts=Counts(files=len(scan.files), chunks=len(rows), skipped=dict(result.skipped)),
+        files=scan.files,
+        keyword=KeywordInfo(TOKENIZER),
+    )
+    with span("write"):
+        result.generation = _write_generation(
+            result.index_dir,
+            manifest=manifest,
+            chunks=table,
+            vectors=vectors,
+            tokens=tokens,
+            token_offsets=offsets,
+            vocab=vocab,
+            faiss_kind=settings.faiss_index,
+            hnsw_m=settings.hnsw_m,
+            symbols=scan.graph,
+            # an index that held a file now taken for a secret keeps no copy of it on disk
+            keep_previous=not (set(baseline.old_files) & set(result.secrets)),
+        )
+    timings["write"] = time.perf_counter() - write_start
 
 
 def _previous_generation(index_dir: Path, settings: Settings) -> Generation | None:

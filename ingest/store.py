@@ -276,6 +276,7 @@ def write_generation(
     try:
         chunks.save(tmp)
         dim = manifest.embedding.dimension
+        index: faiss.Index
         if faiss_kind == "hnsw":
             index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = 80

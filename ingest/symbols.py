@@ -94,7 +94,7 @@ def _query(language: str) -> Any:
     from tree_sitter_language_pack import get_language
 
     source = resources.files("ingest").joinpath("queries", f"{QUERY_FILES[language]}-tags.scm").read_text("utf-8")
-    return tree_sitter.Query(get_language(TREE_SITTER_GRAMMARS[language]), source)  # type: ignore[arg-type]
+    return tree_sitter.Query(get_language(TREE_SITTER_GRAMMARS[language]), source)
 
 
 def _line_column(node: Any) -> tuple[int, int]:
@@ -216,7 +216,7 @@ def _imports(path: str, language: str, captures: dict[str, list[Any]]) -> list[I
         return []
     line = captures["import"][0].start_point[0] + 1
     module = _text(modules[0]).strip()
-    names = [_text(n) for n in captures.get("import.name", [])] or [None]
+    names: list[str | None] = [_text(n) for n in captures.get("import.name", [])] or [None]
     if language == "python":
         target = _python_target(path, module)
         return [Import(line, module, name, target) for name in names]

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
+from typing import Any, cast
 
 from langchain_core.messages import AIMessageChunk
 from langchain_core.outputs import ChatGenerationChunk
@@ -38,7 +38,9 @@ class BoundedChatOpenAI(ChatOpenAI):
 
     def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
         counted = [0]
-        with contextlib.closing(super()._stream(*args, **kwargs)) as stream:
+        # ChatOpenAI declares Iterator, but its _stream is a generator function (and closable)
+        stream = cast(Generator[ChatGenerationChunk, None, None], super()._stream(*args, **kwargs))
+        with contextlib.closing(stream):
             for chunk in stream:
                 if self._over_limit(chunk, counted):
                     yield _length()
@@ -47,8 +49,10 @@ class BoundedChatOpenAI(ChatOpenAI):
 
     async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
         counted = [0]
-        # closing the stream closes the HTTP response, so the server stops generating
-        async with contextlib.aclosing(super()._astream(*args, **kwargs)) as stream:
+        # closing the stream closes the HTTP response, so the server stops generating; ChatOpenAI declares
+        # AsyncIterator, but its _astream is an async generator function (and closable)
+        stream = cast(AsyncGenerator[ChatGenerationChunk, None], super()._astream(*args, **kwargs))
+        async with contextlib.aclosing(stream):
             async for chunk in stream:
                 if self._over_limit(chunk, counted):
                     yield _length()

@@ -153,8 +153,8 @@ class EmbeddedServer:
 
     def failure(self) -> EmbeddedModelError | None:
         """Return the error naming how the server died, if this object started it and it has exited."""
-        code = self.process.returncode if self.process is not None else None
-        if code is None or self.process.stopped:
+        process = self.process
+        if process is None or (code := process.returncode) is None or process.stopped:
             return None
         return death_error(describe_exit(code), self.log_path)
 

@@ -18,13 +18,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import httpx
-from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
 from cairn.errors import ModelConfigError
 from cairn.registry import Registry
@@ -144,7 +144,7 @@ def _openai_compatible(spec: ModelSpec, config: ModelConfig) -> BaseChatModel:
     return BoundedChatOpenAI(
         model=spec.model,
         base_url=spec.base_url,
-        api_key=config.api_key or "not-needed",
+        api_key=SecretStr(config.api_key or "not-needed"),
         timeout=config.timeout,
         max_retries=config.max_retries,
         temperature=config.temperature,
@@ -190,24 +190,32 @@ def traced_http_client() -> Any:
     """Return openai's default HTTP client, its requests traced (a client span and ``traceparent``)."""
     import openai
 
+    transport: Any  # httpx's or httpx2's: whichever the installed openai speaks, known only at run time
     if _openai_http() == "httpx2":
         import httpx2
         from opentelemetry.instrumentation.httpx import SyncOpenTelemetryTransportHttpx2
 
-        return openai.DefaultHttpxClient(transport=SyncOpenTelemetryTransportHttpx2(httpx2.HTTPTransport()))
-    return openai.DefaultHttpxClient(transport=_traced(httpx.HTTPTransport()))
+        # the instrumentation's hints name httpx's classes for its httpx2 transports too (they import httpx2
+        # as httpx only where httpx is missing); the object passed is httpx2's, as it needs
+        transport = SyncOpenTelemetryTransportHttpx2(cast(httpx.BaseTransport, httpx2.HTTPTransport()))
+    else:
+        transport = _traced(httpx.HTTPTransport())
+    return openai.DefaultHttpxClient(transport=transport)
 
 
 def traced_async_http_client() -> Any:
     """Return openai's default async HTTP client, its requests traced (a client span and ``traceparent``)."""
     import openai
 
+    transport: Any  # httpx's or httpx2's, as in traced_http_client
     if _openai_http() == "httpx2":
         import httpx2
         from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransportHttpx2
 
-        return openai.DefaultAsyncHttpxClient(transport=AsyncOpenTelemetryTransportHttpx2(httpx2.AsyncHTTPTransport()))
-    return openai.DefaultAsyncHttpxClient(transport=_traced_async(httpx.AsyncHTTPTransport()))
+        transport = AsyncOpenTelemetryTransportHttpx2(cast(httpx.AsyncBaseTransport, httpx2.AsyncHTTPTransport()))
+    else:
+        transport = _traced_async(httpx.AsyncHTTPTransport())
+    return openai.DefaultAsyncHttpxClient(transport=transport)
 
 
 def _embedded(spec: ModelSpec, config: ModelConfig) -> BaseChatModel:
@@ -257,6 +265,16 @@ class FailoverLog(BaseCallbackHandler):
                         self.next_model)  # fmt: skip
 
 
+def _add_callback(model: BaseChatModel, handler: BaseCallbackHandler) -> None:
+    """Add a handler to a model's own callbacks, whether they are a list or a callback manager."""
+    if isinstance(model.callbacks, BaseCallbackManager):  # a provider may build its model with a manager
+        manager = model.callbacks.copy()
+        manager.add_handler(handler, inherit=True)
+        model.callbacks = manager
+    else:
+        model.callbacks = [*(model.callbacks or []), handler]
+
+
 def build_chat_model(config: ModelConfig) -> Runnable:
     """Return a new chat model for ``config``: the primary, with failover to ``config.fallback`` when set.
 
@@ -269,7 +287,7 @@ def build_chat_model(config: ModelConfig) -> Runnable:
         return primary
     fallback = _build_one(config.fallback, config.with_spec(config.fallback))
     # On the model itself, not a with_config binding: bind_tools and with_structured_output keep it.
-    primary.callbacks = [*(primary.callbacks or []), FailoverLog(config.spec, config.fallback)]  # type: ignore[list-item]
+    _add_callback(primary, FailoverLog(config.spec, config.fallback))
     return primary.with_fallbacks([fallback])
 
 
@@ -303,7 +321,7 @@ def build_judge(config: ModelConfig, schema: type[BaseModel]) -> Runnable[Any, J
     primary = one(config.spec, config)
     if not config.fallback or config.fallback == config.spec:
         return primary
-    primary.model.callbacks = [*(primary.model.callbacks or []), FailoverLog(config.spec, config.fallback)]  # type: ignore[list-item]
+    _add_callback(primary.model, FailoverLog(config.spec, config.fallback))
     return primary.with_fallbacks([one(config.fallback, config.with_spec(config.fallback))])
 
 

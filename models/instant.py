@@ -48,7 +48,7 @@ class InstantChatModel(BaseChatModel):
         prompt_tokens = sum(len(str(m.content)) for m in messages) // 4
         usage = {"input_tokens": prompt_tokens, "output_tokens": len(text.split()),
                  "total_tokens": prompt_tokens + len(text.split())}  # fmt: skip
-        return AIMessage(text, usage_metadata=usage, response_metadata={"finish_reason": "stop"})  # type: ignore[arg-type]
+        return AIMessage(text, usage_metadata=usage, response_metadata={"finish_reason": "stop"})
 
     def _generate(
         self,

@@ -83,7 +83,7 @@ class AcrossReposRetriever(BaseRetriever):
     ) -> list[Document]:
         return self.batch([query], **kwargs)[0]
 
-    def batch(  # type: ignore[override]
+    def batch(
         self,
         inputs: Sequence[str],
         config: RunnableConfig | Sequence[RunnableConfig] | None = None,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -106,24 +106,29 @@ class CodeRetriever(BaseRetriever):
         hits = self._hits(query, int(kwargs.get("k", self.k)), flt, kwargs.get("vector"))
         return [hit_to_document(hit, self.method) for hit in hits]
 
-    def batch(  # type: ignore[override]
+    def batch(
         self,
         inputs: Sequence[str],
         config: RunnableConfig | Sequence[RunnableConfig] | None = None,
         *,
         return_exceptions: bool = False,
-        vectors: Sequence[np.ndarray] | None = None,
+        vectors: np.ndarray | Sequence[np.ndarray] | None = None,
         **kwargs: Any,
     ) -> list[list[Document]]:
-        """Search several queries, their embeddings computed in one batch (or given); one ranking each."""
+        """Search several queries, their embeddings computed in one batch (or given, one row each); one ranking each."""
         if not inputs:
             return []
         configs = get_config_list(config, len(inputs))
-        if vectors is None:
-            vectors = self.index.embed_queries(inputs) if self.uses_vectors else [None] * len(inputs)
+        rows: Iterable[np.ndarray | None]
+        if vectors is not None:
+            rows = vectors
+        elif self.uses_vectors:
+            rows = self.index.embed_queries(inputs)
+        else:
+            rows = [None] * len(inputs)
         return [
             self.invoke(query, one, vector=vector, **kwargs)
-            for query, one, vector in zip(inputs, configs, vectors, strict=True)
+            for query, one, vector in zip(inputs, configs, rows, strict=True)
         ]
 
 

@@ -207,10 +207,10 @@ def lookup_documents(index: SearchIndex, lookup: Lookup, limit: int) -> list[Doc
             add(index.row_at(reference.path, reference.line))
     elif lookup.kind == "importers":
         path = _module_path(graph, index, lookup.target)
-        for site in graph.imported_by(path) if path else []:
+        for importer in graph.imported_by(path) if path else []:
             if len(rows) >= limit:
                 break
-            add(index.row_at(site.path, site.line))
+            add(index.row_at(importer.path, importer.line))
     documents = []
     for rank, row in enumerate(rows[:limit], start=1):
         document = hit_to_document(Hit(index.chunks[row], row, 1.0, rank), method)

@@ -206,18 +206,18 @@ class SearchIndex:
             return []
         if mask is None:
             mask = self.mask(flt)
-        params = None
+        options: dict[str, Any] = {}
         if mask is not None:
             if not mask.any():
                 return []
             bitmap = np.packbits(mask, bitorder="little")
-            selector = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
-            if isinstance(self._faiss, faiss.IndexHNSWFlat):
-                params = faiss.SearchParametersHNSW(sel=selector, efSearch=max(self._ef_search, k))
-            else:
-                params = faiss.SearchParameters(sel=selector)
-        elif isinstance(self._faiss, faiss.IndexHNSWFlat):
-            params = faiss.SearchParametersHNSW(efSearch=max(self._ef_search, k))
+            options["sel"] = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
+        params = None
+        if isinstance(self._faiss, faiss.IndexHNSWFlat):
+            # faiss's bundled stubs (1.15) leave out SearchParametersHNSW, which every faiss since 1.7.3 has
+            params = faiss.SearchParametersHNSW(efSearch=max(self._ef_search, k), **options)  # type: ignore[attr-defined]
+        elif options:
+            params = faiss.SearchParameters(**options)
         scores, ids = _search_one_thread(self._faiss, vector.reshape(1, -1), min(k, len(self.chunks)), params)
         return [
             Hit(self.chunks[row], int(row), float(score), rank)

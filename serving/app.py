@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import httpx
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import Scope
 
 from cairn import __version__, telemetry
 from config import Settings
@@ -25,15 +27,25 @@ from graphs.agent.resources import resources_for
 from ingest.embedder import TextEmbedder
 from ingest.watch import WatchBatch, WatchGroup
 from retrievers import IndexSpec, cached_embedder, load_search_index, loaded_indexes
+from serving.contract import cairn_openapi, known_query_only
 from serving.errors import REDIS_ERRORS, add_error_handlers
 from serving.observability import ObservabilityMiddleware
-from serving.openapi import cairn_openapi, known_query_only
-from serving.routes import api, health, metrics, openai, sessions, web
+from serving.routes import code, health, metrics, openai, sessions, web
 from serving.routes.langserve import add_langserve
-from serving.security import AccessMiddleware, JsonGuard, RateLimit, RunLimiter, SharedRateLimit, parse_keys
+from serving.security import (
+    AccessMiddleware,
+    ApiKey,
+    JsonGuard,
+    RateLimit,
+    RunLimiter,
+    SharedRateLimit,
+    parse_keys,
+)
 from serving.service import Service
 
 log = logging.getLogger("cairn.serving")
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 
 #: Probes, scrapes and static files: answered without a trace of their own, so a liveness probe every
@@ -41,7 +53,7 @@ log = logging.getLogger("cairn.serving")
 UNTRACED_PATHS = frozenset({"/health", "/metrics", "/favicon.ico"})
 
 
-def untraced(scope: dict) -> bool:
+def untraced(scope: Scope) -> bool:
     """Whether a request is left out of tracing (FastAPI's ``telemetry["exclude"]``)."""
     path = scope.get("path", "")
     return path in UNTRACED_PATHS or path.startswith(web.STATIC_PREFIX + "/")
@@ -60,49 +72,11 @@ def create_app(
     keys = parse_keys(k.get_secret_value() for k in settings.api_keys)  # an empty or repeated key: exit 11
     provider = telemetry.configure()  # exports only where OTEL_EXPORTER_OTLP_ENDPOINT says
     service = Service.build(settings)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(service.load_index)
-        if service.index_error:
-            log.warning("index not loaded: %s", service.index_error)
-        else:
-            resources = await asyncio.to_thread(resources_for, service.context)  # model clients and tools up front
-            # the embedding model's first forward pass takes seconds (seen in a trace: 6.4 s of the first
-            # question's `embed queries`); take it now rather than in a user's first question
-            if resources.indexes:  # one embedding model serves every index
-                warm = next(iter(resources.indexes.values()))
-                await asyncio.to_thread(warm.embed_queries, ["warm up"])
-        try:
-            await service.saver.ping()
-        except REDIS_ERRORS as exc:
-            log.warning("Redis at %s is not answering (%s); sessions unavailable until it is", settings.redis_url, exc)
-        service.http = httpx.AsyncClient(timeout=2.0)
-        if settings.watch:
-
-            def after_batch(batch: WatchBatch) -> None:
-                _load_new_generation(settings, batch)
-                if batch.result is not None and batch.result.generation is not None:
-                    service.load_index()  # /ready's generation and chunk count (loaded indexes: cheap)
-
-            embed = embedder_factory or (lambda: cached_embedder(settings))
-            service.watchers = await asyncio.to_thread(
-                WatchGroup(settings, embedder_factory=embed, on_batch=after_batch).start
-            )
-        try:
-            yield
-        finally:
-            if service.watchers is not None:
-                await asyncio.to_thread(service.watchers.stop)
-            await service.http.aclose()
-            await service.saver.aclose()
-            await asyncio.to_thread(telemetry.flush)
-
     app = FastAPI(
         title="Cairn",
         version=__version__,
         description="Ask questions about an indexed repository; answers cite path:start-end.",
-        lifespan=lifespan,
+        lifespan=_lifespan(service, embedder_factory),
         dependencies=[Depends(known_query_only)],
         # FastAPI's own OpenTelemetry: the HTTP server span of each request (the parent of the agent's
         # spans, continuing an incoming `traceparent`); Cairn's metrics are its own, at /metrics.
@@ -115,16 +89,73 @@ def create_app(
         },
     )
     app.state.cairn = service
+    # replacing the method is FastAPI's documented way to extend the schema; mypy refuses assigning to a method
     app.openapi = lambda: cairn_openapi(app)  # type: ignore[method-assign]
     add_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(metrics.router)
-    app.include_router(openai.router)
-    app.include_router(sessions.router)
-    app.include_router(api.router)
-    app.include_router(web.router)
+    for router in (health.router, metrics.router, openai.router, sessions.router, code.router, web.router):
+        app.include_router(router)
     app.mount(web.STATIC_PREFIX, web.static_assets(), name="static")
     add_langserve(app, service)
+    _add_middleware(app, service, keys)
+    return app
+
+
+def _lifespan(service: Service, embedder_factory: Callable[[], TextEmbedder] | None) -> Lifespan:
+    """Return the app's lifespan: load the index and models, open Redis and the HTTP client, watch; then close."""
+    settings = service.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await _warm_up(service)
+        try:
+            await service.saver.ping()
+        except REDIS_ERRORS as exc:
+            log.warning("Redis at %s is not answering (%s); sessions unavailable until it is", settings.redis_url, exc)
+        service.http = httpx.AsyncClient(timeout=2.0)
+        if settings.watch:
+            await _start_watching(service, embedder_factory)
+        try:
+            yield
+        finally:
+            if service.watchers is not None:
+                await asyncio.to_thread(service.watchers.stop)
+            await service.http.aclose()
+            await service.saver.aclose()
+            await asyncio.to_thread(telemetry.flush)
+
+    return lifespan
+
+
+async def _warm_up(service: Service) -> None:
+    """Load the index, the model clients and tools, and run the embedding model once, before any question."""
+    await asyncio.to_thread(service.load_index)
+    if service.index_error:
+        log.warning("index not loaded: %s", service.index_error)
+        return
+    resources = await asyncio.to_thread(resources_for, service.context)
+    # the embedding model's first forward pass takes seconds (seen in a trace: 6.4 s of the first
+    # question's `embed queries`); take it now rather than in a user's first question
+    if resources.indexes:  # one embedding model serves every index
+        warm = next(iter(resources.indexes.values()))
+        await asyncio.to_thread(warm.embed_queries, ["warm up"])
+
+
+async def _start_watching(service: Service, embedder_factory: Callable[[], TextEmbedder] | None) -> None:
+    """Follow every served repository's source folder (``cairn serve --watch``), reloading what changes."""
+    settings = service.settings
+
+    def after_batch(batch: WatchBatch) -> None:
+        _load_new_generation(settings, batch)
+        if batch.result is not None and batch.result.generation is not None:
+            service.load_index()  # /ready's generation and chunk count (loaded indexes: cheap)
+
+    embed = embedder_factory or (lambda: cached_embedder(settings))
+    service.watchers = await asyncio.to_thread(WatchGroup(settings, embedder_factory=embed, on_batch=after_batch).start)
+
+
+def _add_middleware(app: FastAPI, service: Service, keys: list[ApiKey]) -> None:
+    """Add CORS, the JSON checks, the run limits, access control and observability (outermost last)."""
+    settings = service.settings
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -134,26 +165,18 @@ def create_app(
             expose_headers=["traceresponse"],
         )
     # kept in Redis: the limit holds across workers and replicas
-    rate = (
-        RateLimit(settings.rate_limit, SharedRateLimit(settings.rate_limit, lambda: service.saver.client,
-                                                       settings.redis_prefix))
-        if settings.rate_limit
-        else None
-    )  # fmt: skip
+    rate = None
+    if settings.rate_limit:
+        rate = RateLimit(settings.rate_limit, SharedRateLimit(settings.rate_limit, lambda: service.saver.client,
+                                                              settings.redis_prefix))  # fmt: skip
     app.state.cairn_rate = rate  # a batch's extra inputs are counted against it (serving/routes/langserve.py)
     # innermost first: the JSON checks run after the key, the rate and the run limits let a request in
     app.add_middleware(JsonGuard)
     app.add_middleware(RunLimiter, total=settings.max_concurrent_runs, per_client=settings.max_concurrent_runs_per_key)
-    app.add_middleware(
-        AccessMiddleware,
-        keys=keys,
-        max_body_bytes=settings.max_body_bytes,
-        rate=rate,
-        open_paths={"/metrics"} if settings.metrics_public else (),
-    )
+    app.add_middleware(AccessMiddleware, keys=keys, max_body_bytes=settings.max_body_bytes, rate=rate,
+                       open_paths={"/metrics"} if settings.metrics_public else ())  # fmt: skip
     # outermost of Cairn's middleware: it counts every answer, a 401 or 429 included
     app.add_middleware(ObservabilityMiddleware, metrics=service.metrics)
-    return app
 
 
 def _load_new_generation(settings: Settings, batch: WatchBatch) -> None:

@@ -6,23 +6,22 @@ import asyncio
 import contextlib
 import json
 import logging
-import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from typing import Any, TypeVar
 
 import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from langchain_core.messages import AIMessageChunk
 
+from cairn.errors import SessionRepositoryMismatch
 from config import Node
 from graphs.agent.budget import text_tokens
 from graphs.agent.citations import render_answer, sources_block
 from graphs.agent.context import Context
-from graphs.agent.sessions import recorded_repo, repo_mismatch, session_metadata
-from models.reasoning import ThinkingFilter
+from graphs.agent.turn import Session, Step, Thinking, Token, Turn, TurnEvent
+from serving import session_usage
 from serving.errors import REDIS_ERRORS, ServiceError, error_body
-from serving.openai_api import (
+from serving.openai_compat import (
     DONE,
     MODEL_ID,
     ChatCompletionRequest,
@@ -79,59 +78,43 @@ def run_context(service: Service, body: ChatCompletionRequest) -> Context:
 async def chat(service: Service, body: ChatCompletionRequest, request: Request) -> Response:
     """Answer a chat-completions request, whole or streamed; a session keeps the conversation in Redis.
 
-    A session is its API key's own (kept under the key's hash), and a turn is saved whole or not at
-    all: whatever ends it before the answer is complete (an error, a timeout, the client leaving),
-    what the run wrote to the session is taken back.
+    The turn itself is the agent's (``graphs.agent.turn``): this renders it as OpenAI's response or
+    stream. A session is its API key's own (kept under the key's hash); a turn is saved whole or not
+    at all, whatever ends it.
     """
     context = run_context(service, body)  # 404 for a model (repository) that does not exist
     check_history(service, body)
     await service.require_index(context)
     session = session_id(body, request)
     usage = TokenUsage()
-    config: dict[str, Any] = {"callbacks": [usage, service.run_telemetry(session)], "run_name": "cairn-chat"}
-    turn: Turn | None = None
+    callbacks = [usage, service.run_telemetry(session)]
     if session:
         thread = session_thread(key_of(request.scope), session)
-        graph = service.session_graph
-        turn = Turn(service, thread)
-        config["configurable"] = {"thread_id": thread}
-        # the session remembers its repository; every checkpoint of this turn records its run id
-        config["metadata"] = {**session_metadata(context), "run_id": turn.run_id}
-        messages = new_turn(body.messages)
+        turn = Turn(service.session_graph, context, new_turn(body.messages), callbacks=callbacks,
+                    session=Session(service.saver, thread, session), run_name="cairn-chat")  # fmt: skip
         try:
-            recorded = await recorded_repo(service.saver, thread)
+            await turn.check()
+        except SessionRepositoryMismatch as exc:
+            raise ServiceError(400, f"{exc.message}: start another session (X-Session-Id) to ask about it, or ask "
+                               "with the model this session uses", "session_repository_mismatch") from exc  # fmt: skip
         except REDIS_ERRORS as exc:
             raise service.redis_down(exc) from exc
-        if mismatch := repo_mismatch(recorded, context, session):
-            raise ServiceError(400, f"{mismatch}: start another session (X-Session-Id) to ask about it, or ask "
-                               "with the model this session uses", "session_repository_mismatch")  # fmt: skip
     else:
-        graph = service.graph
-        messages = to_langchain(body.messages)
-    # durability="exit": a session's turn is written once, when it completes (one Redis transaction per
-    # turn instead of one per step); a turn that ends any other way is rolled back (Turn.abandon).
-    durability: dict[str, Any] = {"durability": "exit"} if session else {}
+        turn = Turn(service.graph, context, to_langchain(body.messages), callbacks=callbacks, run_name="cairn-chat")
 
     if not body.stream:
-        run = graph.ainvoke({"messages": messages}, config, context=context, **durability)
         try:
-            state = await until_disconnected(request, run)
-        except BaseException as exc:
-            if turn is not None:
-                await turn.abandon()
-            if isinstance(exc, Exception):
-                raise await service.translate(exc, context) from exc
-            raise
-        if turn is not None:
-            await record_usage(service, turn.thread, usage)
+            state = await until_disconnected(request, turn.result())
+        except Exception as exc:
+            raise await service.translate(exc, context) from exc
+        if turn.session is not None:
+            await record_usage(service, turn.session.thread, usage)
         reply = completion(state, usage, session, model=body.model)
         return JSONResponse(reply.model_dump(mode="json", exclude_unset=True))
 
     with_steps = request.headers.get(EVENTS_HEADER, "").strip().lower() in {"1", "true", "yes"}
-    modes = ["messages", "values", "custom"] if with_steps else ["messages", "values"]
-    events = graph.astream({"messages": messages}, config, context=context, stream_mode=modes, **durability)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    chunks = stream_chunks(events, usage, session, include_usage, with_steps, model=body.model)
+    chunks = stream_chunks(turn.events(steps=with_steps), usage, session, include_usage, with_steps, model=body.model)
     # Hold the response until the answer starts (or the run fails), so a model or Redis failure before
     # the first token is a proper 503/504 rather than an error inside a 200 stream. With steps asked for,
     # the first step starts the response at once, and a later failure is an error event in the stream.
@@ -143,61 +126,34 @@ async def chat(service: Service, body: ChatCompletionRequest, request: Request) 
         second = None
     except BaseException as exc:
         await chunks.aclose()
-        if turn is not None:
-            await turn.abandon()
         if isinstance(exc, Exception):
             raise await service.translate(exc, context) from exc
         raise
 
     async def relay() -> AsyncIterator[str]:
-        completed = False
         try:
             yield first
             if second is None:
                 return
             yield second
             async for line in chunks:
-                if line == DONE:
-                    completed = True
-                    if turn is not None:  # count the turn's tokens before the client sees the end
-                        await record_usage(service, turn.thread, usage)
+                if line == DONE and turn.session is not None:  # count the turn's tokens before the client sees the end
+                    await record_usage(service, turn.session.thread, usage)
                 yield line
         except Exception as exc:  # after the first token: report inside the stream, then end it
             error = await service.translate(exc, context)
             log.warning("stream failed after the first token: %s", error.message)
             yield f"data: {json.dumps(error_body(error.message, error.code, error.kind))}\n\n"
         finally:
-            # The client went away (Starlette cancels the response) or the stream ended: close the run,
-            # which closes the model's HTTP stream, so the model server stops generating for nobody.
-            # Shielded: the response's cancel scope would cancel these awaits too.
+            # The client went away (Starlette cancels the response) or the stream ended: close the turn,
+            # which closes the model's HTTP stream (the model server stops generating for nobody) and
+            # takes back an unfinished turn. Shielded: the response's cancel scope would cancel these too.
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
-                if turn is not None and not completed:
-                    await turn.abandon()
 
     return StreamingResponse(
         relay(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
-
-
-class Turn:
-    """One session turn's run: its id, and taking back what it wrote when it does not complete."""
-
-    def __init__(self, service: Service, thread: str) -> None:
-        self.service, self.thread, self.run_id = service, thread, str(uuid.uuid4())
-
-    async def abandon(self) -> None:
-        """Delete what this run wrote to the session; a cancelled caller leaves it to finish on its own."""
-        await asyncio.shield(asyncio.ensure_future(self._rollback()))
-
-    async def _rollback(self) -> None:
-        try:
-            removed = await self.service.saver.rollback_run(self.thread, self.run_id)
-        except REDIS_ERRORS as exc:
-            log.warning("could not take back the unfinished turn of a session: %s", exc)
-            return
-        if removed:
-            log.info("took back an unfinished turn (%d checkpoint(s)) of a session", removed)
 
 
 async def until_disconnected(request: Request, run: Awaitable[T], poll: float = 0.25) -> T:
@@ -229,48 +185,37 @@ def step_event(step: dict[str, Any]) -> str:
 
 
 async def stream_chunks(
-    events: AsyncIterator[tuple[str, Any]],
+    events: AsyncGenerator[TurnEvent, None],
     usage: TokenUsage,
     session: str | None,
     include_usage: bool,
     with_steps: bool = False,
     model: str = MODEL_ID,
-) -> AsyncIterator[str]:
-    """Turn the graph's (mode, payload) stream into ``chat.completion.chunk`` SSE lines ending in [DONE].
+) -> AsyncGenerator[str, None]:
+    """Render a turn's events as ``chat.completion.chunk`` SSE lines ending in [DONE].
 
-    The answer model's tokens are sent as they come, a reasoning model's thinking held out of them
-    (sent as a step, if steps were asked for); after them the "Sources" list, then a last chunk with
-    the finish reason and the ``cairn`` extra field (checked citations, sources). An answer given
-    without the model (nothing found) is sent whole. Steps (mode ``custom``) become ``cairn.step``
-    events.
+    The answer's visible tokens are sent as they come (a reasoning model's thinking is sent as a
+    step, if steps were asked for); after them the "Sources" list, then a last chunk with the finish
+    reason and the ``cairn`` extra field (checked citations, sources). An answer given without the
+    model (nothing found) is sent whole. Steps become ``cairn.step`` events.
     """
     writer = ChunkWriter(model)
     yield writer.delta("", role="assistant")
-    streamed = False
-    thinking = ThinkingFilter()
     final: dict[str, Any] = {}
+    streamed = False
     try:
-        async for mode, payload in events:
-            if mode == "values":
-                final = payload
-                continue
-            if mode == "custom":
-                yield step_event(payload)
-                continue
-            chunk, meta = payload
-            if meta.get("langgraph_node") == Node.ANSWER and isinstance(chunk, AIMessageChunk) and chunk.content:
-                visible, thought = thinking.feed(str(chunk.content))
-                if thought and with_steps:
-                    yield step_event({"node": Node.ANSWER, "status": "thinking", "thinking": thought})
-                if visible:
-                    streamed = True
-                    yield writer.delta(visible)
+        async for event in events:
+            if isinstance(event, Token):
+                yield writer.delta(event.text)
+            elif isinstance(event, Step):
+                yield step_event(event.data)
+            elif isinstance(event, Thinking):
+                if with_steps:
+                    yield step_event({"node": Node.ANSWER, "status": "thinking", "thinking": event.text})
+            else:
+                final, streamed = event.state, event.streamed
     finally:
-        await events.aclose()  # type: ignore[attr-defined]  (an async generator: closing it ends the run)
-    visible, _ = thinking.flush()
-    if visible:
-        streamed = True
-        yield writer.delta(visible)
+        await events.aclose()  # closing the turn's events ends the turn
     sources = final.get("sources", [])
     rest = f"\n\n{sources_block(sources)}" if streamed and sources else ""
     if not streamed:
@@ -289,6 +234,6 @@ async def record_usage(service: Service, session: str, usage: TokenUsage) -> Non
         totals = usage.as_usage()
         counts = {"prompt_tokens": totals.prompt_tokens, "completion_tokens": totals.completion_tokens,
                   "total_tokens": totals.total_tokens}  # fmt: skip
-        await service.saver.record_usage(session, counts)
+        await session_usage.record_usage(service.saver, session, counts)
     except REDIS_ERRORS as exc:
         log.warning("could not record token usage for session %s: %s", session, exc)

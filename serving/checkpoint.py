@@ -11,7 +11,7 @@ Layout (``P`` = the key prefix, ``T`` and ``N`` the URL-quoted thread id and nam
     P:{T}:N:ids            zset   checkpoint ids (score 0: ordered by id, which is time-ordered)
     P:{T}:N:cp:ID          hash   checkpoint, metadata, parent id, run id (serialized by ``serde``)
     P:{T}:N:wr:ID          hash   "task_id|idx" -> pending write
-    P:{T}:usage            hash   tokens the session's turns used (the service adds them)
+    P:{T}:usage            hash   tokens the session's turns used (``serving/session_usage.py``)
 
 ``{T}`` is a Redis Cluster hash tag: every key of one thread hashes to one slot, so each write of a
 checkpoint is still one MULTI/EXEC transaction on a cluster (a killed service leaves either the whole
@@ -29,7 +29,7 @@ add is rebuilt from a SCAN of the ``at`` keys (``reindex``) on the next listing.
 Whether the server is a cluster is asked of it (``INFO cluster``) on first use: on a cluster node the
 saver switches to redis-py's cluster client (``redis.asyncio.cluster.RedisCluster``), which follows the
 cluster's slots and failovers. Data in the layout before hash tags (``P:threads``, ``P:t:T:...``) is
-not read; ``migrate`` (``cairn sessions migrate``) moves it into this one.
+not read; ``serving/checkpoint_migration.py`` (``cairn sessions migrate``) moves it into this one.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 from urllib.parse import quote, unquote
 
 import ormsgpack
@@ -133,7 +133,7 @@ class FailoverRedisCluster(RedisCluster):
         return await _through_failover(lambda: run(*args, **kwargs))
 
 
-def _q(text: str) -> str:
+def quote_key(text: str) -> str:
     return quote(text, safe="")
 
 
@@ -205,32 +205,35 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         """Close the connection pool."""
         await self.client.aclose()
 
-    async def _ready(self) -> None:
+    async def ready(self) -> None:
         """Ask the server once whether it is a cluster node; if so, switch ``client`` to the cluster client."""
         if self.mode is not None:
             return
         async with self._detecting:
             if self.mode is not None:
                 return
-            info = await self.client.info("cluster")
+            plain = self.client
+            assert isinstance(plain, Redis), "a saver given a cluster client is in cluster mode from the start"
+            info = await plain.info("cluster")
             if not info.get("cluster_enabled"):
                 self.mode = "standalone"
                 return
-            plain, self.client = self.client, self._cluster_client()
+            self.client = self._cluster_client(plain)
             self._touch = self.client.register_script(_TOUCH)
             self.mode = "cluster"
             await plain.aclose()
             log.info("Redis at %s is a cluster node: using the cluster client", self._url or "the given client")
 
-    def _cluster_client(self) -> FailoverRedisCluster:
+    def _cluster_client(self, plain: Redis) -> FailoverRedisCluster:
         """Return a cluster client that starts from the node the plain client talks to."""
         options: dict[str, Any] = {
             "socket_timeout": self._timeout,
             "socket_connect_timeout": self._timeout,
         }
         if self._url is not None:
-            return FailoverRedisCluster.from_url(self._url, **options)
-        given = self.client.connection_pool.connection_kwargs  # type: ignore[union-attr]
+            # from_url returns cls(...), which redis-py's hint calls a RedisCluster
+            return cast(FailoverRedisCluster, FailoverRedisCluster.from_url(self._url, **options))
+        given = plain.connection_pool.connection_kwargs
         return FailoverRedisCluster(
             host=given.get("host", "127.0.0.1"),
             port=given.get("port", 6379),
@@ -239,7 +242,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
             **options,
         )
 
-    async def _pipeline(self, fill: Callable[[Any], object], *, transaction: bool) -> list[Any]:
+    async def pipeline(self, fill: Callable[[Any], object], *, transaction: bool) -> list[Any]:
         """Send the commands ``fill`` queues as one pipeline (MULTI/EXEC with ``transaction``); return the replies.
 
         On a cluster, a pipeline that fails because a master is down is sent again until its replica
@@ -261,27 +264,29 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
     def _index_key(self) -> str:
         return f"{self.prefix}:sessions"
 
-    def _thread_base(self, thread_id: str) -> str:
-        return f"{self.prefix}:{{{_q(thread_id)}}}:"
+    def thread_base(self, thread_id: str) -> str:
+        return f"{self.prefix}:{{{quote_key(thread_id)}}}:"
 
     def _ns_key(self, thread_id: str) -> str:
-        return self._thread_base(thread_id) + "ns"
+        return self.thread_base(thread_id) + "ns"
 
-    def _at_key(self, thread_id: str) -> str:
-        return self._thread_base(thread_id) + "at"
+    def at_key(self, thread_id: str) -> str:
+        return self.thread_base(thread_id) + "at"
 
     def _base(self, thread_id: str, ns: str) -> str:
-        return f"{self._thread_base(thread_id)}{_q(ns)}:"
+        return f"{self.thread_base(thread_id)}{quote_key(ns)}:"
 
     # ------------------------------------------------------------------ reads
+    # Replies are bytes: the clients are made without ``decode_responses``. redis-py's hints cannot know that
+    # (they say ``bytes | str``) and give ZRANGE one type with and without scores, so reads cast to what comes.
 
     async def _namespaces(self, thread_id: str) -> list[str]:
-        raw = await self.client.smembers(self._ns_key(thread_id))
+        raw = cast(set[bytes], await self.client.smembers(self._ns_key(thread_id)))
         return sorted(unquote(n.decode()) for n in raw)
 
     async def _ids(self, thread_id: str, ns: str) -> list[str]:
         """Return the checkpoint ids of a thread/namespace, newest first."""
-        raw = await self.client.zrevrange(self._base(thread_id, ns) + "ids", 0, -1)
+        raw = cast(list[bytes], await self.client.zrevrange(self._base(thread_id, ns) + "ids", 0, -1))
         return [i.decode() for i in raw]
 
     async def _load(self, thread_id: str, ns: str, checkpoint_ids: Sequence[str]) -> list[CheckpointTuple | None]:
@@ -294,7 +299,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                 pipe.hgetall(f"{base}cp:{cid}")
                 pipe.hgetall(f"{base}wr:{cid}")
 
-        raw = await self._pipeline(fill, transaction=False)
+        raw = await self.pipeline(fill, transaction=False)
         out: list[CheckpointTuple | None] = []
         for n, cid in enumerate(checkpoint_ids):
             record, writes = raw[2 * n], raw[2 * n + 1]
@@ -326,7 +331,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Return the checkpoint the config names, or the thread's latest in its namespace."""
-        await self._ready()
+        await self.ready()
         configurable = config["configurable"]
         thread_id, ns = str(configurable["thread_id"]), configurable.get("checkpoint_ns", "")
         checkpoint_id = get_checkpoint_id(config)
@@ -348,7 +353,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
         """Yield checkpoints newest first, by thread/namespace when given, filtered on metadata."""
-        await self._ready()
+        await self.ready()
         if config is not None:
             threads = [str(config["configurable"]["thread_id"])]
         else:
@@ -386,7 +391,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store a checkpoint (whole, in one transaction) and return the config that names it."""
-        await self._ready()
+        await self.ready()
         configurable = config["configurable"]
         thread_id, ns = str(configurable["thread_id"]), configurable.get("checkpoint_ns", "")
         parent = configurable.get("checkpoint_id") or ""
@@ -402,17 +407,17 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
             "run_id": str(full_metadata.get("run_id") or ""),
         }
         now = time.time()
-        await self._index(thread_id, now)
+        await self.index_thread(thread_id, now)
         base = self._base(thread_id, ns)
 
         def fill(pipe: Any) -> None:
             pipe.hset(f"{base}cp:{checkpoint['id']}", mapping=record)
             pipe.zadd(f"{base}ids", {checkpoint["id"]: 0})
-            pipe.sadd(self._ns_key(thread_id), _q(ns))
-            pipe.set(self._at_key(thread_id), repr(now))
+            pipe.sadd(self._ns_key(thread_id), quote_key(ns))
+            pipe.set(self.at_key(thread_id), repr(now))
 
-        await self._pipeline(fill, transaction=True)
-        await self._refresh_ttl(thread_id)
+        await self.pipeline(fill, transaction=True)
+        await self.refresh_ttl(thread_id)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
 
     async def aput_writes(
@@ -423,7 +428,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         """Store a task's pending writes; a regular write already stored is kept, special ones replaced."""
-        await self._ready()
+        await self.ready()
         configurable = config["configurable"]
         thread_id, ns = str(configurable["thread_id"]), configurable.get("checkpoint_ns", "")
         key = f"{self._base(thread_id, ns)}wr:{configurable['checkpoint_id']}"
@@ -440,16 +445,16 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                 else:
                     pipe.hset(key, field, packed)
 
-        await self._pipeline(fill, transaction=True)
-        await self._refresh_ttl(thread_id)
+        await self.pipeline(fill, transaction=True)
+        await self.refresh_ttl(thread_id)
 
-    async def _refresh_ttl(self, thread_id: str) -> None:
+    async def refresh_ttl(self, thread_id: str) -> None:
         if self.ttl > 0:
-            await self._touch(keys=[self._ns_key(thread_id)], args=[self._thread_base(thread_id), self.ttl])
+            await self._touch(keys=[self._ns_key(thread_id)], args=[self.thread_base(thread_id), self.ttl])
 
     async def _thread_keys(self, thread_id: str) -> list[str]:
         """Return every key of a thread (all in its hash slot)."""
-        keys = [self._ns_key(thread_id), self._at_key(thread_id), self._thread_base(thread_id) + "usage"]
+        keys = [self._ns_key(thread_id), self.at_key(thread_id), self.thread_base(thread_id) + "usage"]
         for ns in await self._namespaces(thread_id):
             base = self._base(thread_id, ns)
             keys.append(f"{base}ids")
@@ -459,29 +464,31 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
 
     async def adelete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint and write of a thread (one transaction), then its sessions-list entry."""
-        await self._ready()
+        await self.ready()
         thread_id = str(thread_id)
         keys = await self._thread_keys(thread_id)
-        await self._pipeline(lambda pipe: pipe.delete(*keys), transaction=True)
+        await self.pipeline(lambda pipe: pipe.delete(*keys), transaction=True)
         await self.client.zrem(self._index_key(), thread_id)
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (and their writes) that the given runs created, in every thread."""
-        await self._ready()
+        await self.ready()
         wanted = {str(r) for r in run_ids}
         if not wanted:
             return
         for thread_id in await self._indexed_threads():
             for ns in await self._namespaces(thread_id):
-                base = self._base(thread_id, ns)
-                ids = await self._ids(thread_id, ns)
-                runs = await self._pipeline(
-                    lambda pipe, base=base, ids=ids: [pipe.hget(f"{base}cp:{cid}", "run_id") for cid in ids],
-                    transaction=False,
-                )
-                doomed = [cid for cid, run in zip(ids, runs, strict=True) if run and run.decode() in wanted]
-                if doomed:
+                if doomed := await self._written_by(thread_id, ns, wanted):
                     await self._delete_checkpoints(thread_id, ns, doomed)
+
+    async def _written_by(self, thread_id: str, ns: str, run_ids: set[str]) -> list[str]:
+        """Return the ids of the checkpoints of a thread/namespace that one of ``run_ids`` wrote."""
+        base = self._base(thread_id, ns)
+        ids = await self._ids(thread_id, ns)
+        runs = await self.pipeline(
+            lambda pipe: [pipe.hget(f"{base}cp:{cid}", "run_id") for cid in ids], transaction=False
+        )
+        return [cid for cid, run in zip(ids, runs, strict=True) if run and run.decode() in run_ids]
 
     async def _delete_checkpoints(self, thread_id: str, ns: str, checkpoint_ids: Sequence[str]) -> None:
         base = self._base(thread_id, ns)
@@ -491,24 +498,25 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                 pipe.delete(f"{base}cp:{cid}", f"{base}wr:{cid}")
             pipe.zrem(f"{base}ids", *checkpoint_ids)
 
-        await self._pipeline(fill, transaction=True)
+        await self.pipeline(fill, transaction=True)
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint and write of one thread to another (one transaction, in the target's slot)."""
-        await self._ready()
+        await self.ready()
         source, target = str(source_thread_id), str(target_thread_id)
         namespaces = await self._namespaces(source)
         if not namespaces:
             return
         now = time.time()
-        await self._index(target, now)
+        await self.index_thread(target, now)
         copies: list[tuple[str, str, dict[bytes, bytes], dict[bytes, bytes]]] = []  # (ns, id, record, writes)
         for ns in namespaces:
             src = self._base(source, ns)
             for cid in await self._ids(source, ns):
-                record = await self.client.hgetall(f"{src}cp:{cid}")
+                record = cast(dict[bytes, bytes], await self.client.hgetall(f"{src}cp:{cid}"))  # bytes: see reads
                 if record:
-                    copies.append((ns, cid, record, await self.client.hgetall(f"{src}wr:{cid}")))
+                    writes = cast(dict[bytes, bytes], await self.client.hgetall(f"{src}wr:{cid}"))
+                    copies.append((ns, cid, record, writes))
 
         def fill(pipe: Any) -> None:
             for ns, cid, record, writes in copies:
@@ -517,11 +525,11 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                 if writes:
                     pipe.hset(f"{dst}wr:{cid}", mapping=writes)
                 pipe.zadd(f"{dst}ids", {cid: 0})
-            pipe.sadd(self._ns_key(target), *map(_q, namespaces))
-            pipe.set(self._at_key(target), repr(now))
+            pipe.sadd(self._ns_key(target), *map(quote_key, namespaces))
+            pipe.set(self.at_key(target), repr(now))
 
-        await self._pipeline(fill, transaction=True)
-        await self._refresh_ttl(target)
+        await self.pipeline(fill, transaction=True)
+        await self.refresh_ttl(target)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Keep only each namespace's latest checkpoint (``keep_latest``) or delete all (``delete``).
@@ -530,7 +538,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         """
         if strategy not in {"keep_latest", "delete"}:
             raise ValueError(f"unknown prune strategy {strategy!r}: use 'keep_latest' or 'delete'")
-        await self._ready()
+        await self.ready()
         for thread_id in map(str, thread_ids):
             if strategy == "delete":
                 await self.adelete_thread(thread_id)
@@ -542,7 +550,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
 
     # ------------------------------------------------------------------ the sessions list
 
-    async def _index(self, thread_id: str, when: float) -> None:
+    async def index_thread(self, thread_id: str, when: float) -> None:
         """Add a thread to the sessions list before its write; a failure is repaired by the next listing."""
         try:
             await self.client.zadd(self._index_key(), {thread_id: when})
@@ -555,12 +563,12 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
     async def _indexed_threads(self) -> list[str]:
         if self._index_stale:
             await self.reindex()
-        return [t.decode() for t in await self.client.zrevrange(self._index_key(), 0, -1)]
+        return [t.decode() for t in cast(list[bytes], await self.client.zrevrange(self._index_key(), 0, -1))]
 
     async def _alive(self, thread_ids: Sequence[str]) -> list[bool]:
         """Whether each thread still has its ``at`` key (on a cluster, one request per node)."""
-        found = await self._pipeline(
-            lambda pipe: [pipe.exists(self._at_key(thread_id)) for thread_id in thread_ids], transaction=False
+        found = await self.pipeline(
+            lambda pipe: [pipe.exists(self.at_key(thread_id)) for thread_id in thread_ids], transaction=False
         )
         return [bool(n) for n in found]
 
@@ -569,7 +577,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
 
         Returns how many sessions it lists. Entries of threads that are gone are dropped by the next listing.
         """
-        await self._ready()
+        await self.ready()
         self._index_stale = False
         pattern = f"{_glob(self.prefix)}:{{*}}:at"
         start = len(self.prefix) + 2
@@ -594,7 +602,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         With ``where``, only threads it accepts count (``offset`` and ``limit`` apply to those): the
         sessions of one API key, say.
         """
-        await self._ready()
+        await self.ready()
         if self._index_stale:  # an add was lost: rebuild before listing
             await self.reindex()
         if self.ttl > 0:
@@ -604,7 +612,10 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         page_size = limit if where is None else max(200, limit)
         found: list[tuple[str, float]] = []
         while len(found) < skip + limit:
-            raw = await self.client.zrevrange(self._index_key(), start, start + page_size - 1, withscores=True)
+            raw = cast(  # bytes: see reads
+                list[tuple[bytes, float]],
+                await self.client.zrevrange(self._index_key(), start, start + page_size - 1, withscores=True),
+            )
             if not raw:
                 break
             page = [(t.decode(), score) for t, score in raw]
@@ -624,114 +635,26 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         A thread left with no checkpoint at all (a first turn that failed) is deleted whole, so it is
         not listed as an empty session.
         """
-        await self._ready()
+        await self.ready()
         thread_id, removed = str(thread_id), 0
         for ns in await self._namespaces(thread_id):
-            base = self._base(thread_id, ns)
-            ids = await self._ids(thread_id, ns)
-            runs = await self._pipeline(
-                lambda pipe, base=base, ids=ids: [pipe.hget(f"{base}cp:{cid}", "run_id") for cid in ids],
-                transaction=False,
-            )
-            doomed = [cid for cid, run in zip(ids, runs, strict=True) if run and run.decode() == str(run_id)]
-            if doomed:
+            if doomed := await self._written_by(thread_id, ns, {str(run_id)}):
                 await self._delete_checkpoints(thread_id, ns, doomed)
                 removed += len(doomed)
         if removed and not any([await self._ids(thread_id, ns) for ns in await self._namespaces(thread_id)]):
             await self.adelete_thread(thread_id)
         return removed
 
-    async def record_usage(self, thread_id: str, usage: dict[str, int]) -> None:
-        """Add a turn's token counts to the session's totals."""
-        await self._ready()
-        key = self._thread_base(thread_id) + "usage"
-
-        def fill(pipe: Any) -> None:
-            for name, value in usage.items():
-                pipe.hincrby(key, name, int(value))
-            pipe.hincrby(key, "turns", 1)
-
-        await self._pipeline(fill, transaction=True)
-        await self._refresh_ttl(thread_id)
-
-    async def session_usage(self, thread_id: str) -> dict[str, int]:
-        """Return the session's token totals (prompt_tokens, completion_tokens, total_tokens, turns)."""
-        await self._ready()
-        raw = await self.client.hgetall(self._thread_base(thread_id) + "usage")
-        return {k.decode(): int(v) for k, v in raw.items()}
-
     async def has_thread(self, thread_id: str) -> bool:
         """Whether the thread has anything stored."""
-        await self._ready()
-        return bool(await self.client.exists(self._at_key(thread_id)))
+        await self.ready()
+        return bool(await self.client.exists(self.at_key(thread_id)))
 
     async def ping(self) -> None:
         """Raise if Redis does not answer; find whether it is a cluster; remember the event loop for sync methods."""
         self._loop = asyncio.get_running_loop()
-        await self._ready()
+        await self.ready()
         await self.client.ping()
-
-    # ------------------------------------------------------------------ the layout before hash tags
-
-    def _old_base(self, thread_id: str) -> str:
-        return f"{self.prefix}:t:{_q(thread_id)}:"
-
-    async def old_layout_sessions(self) -> int:
-        """Return how many sessions are still in the layout before hash tags (``cairn sessions migrate``)."""
-        await self._ready()
-        return int(await self.client.zcard(f"{self.prefix}:threads"))
-
-    async def migrate(self) -> int:
-        """Move every session of the layout before hash tags into this one; return how many were moved.
-
-        Per session: its keys are copied in one transaction (a session already in the new layout is
-        left as it is), then the old keys are deleted, then it leaves the old list. Safe to run again
-        after an interruption, and while the service runs.
-        """
-        await self._ready()
-        old_index = f"{self.prefix}:threads"
-        moved = 0
-        for raw, when in await self.client.zrange(old_index, 0, -1, withscores=True):
-            thread_id = raw.decode()
-            old = self._old_base(thread_id)
-            old_keys = [f"{old}ns", f"{old}usage"]
-            spaces = [n.decode() for n in await self.client.smembers(f"{old}ns")]
-            copy: list[tuple[str, dict[bytes, bytes]]] = []
-            ids: dict[str, list[str]] = {}
-            for quoted in spaces:
-                base = f"{old}{quoted}:"
-                ids[quoted] = [i.decode() for i in await self.client.zrange(f"{base}ids", 0, -1)]
-                old_keys.append(f"{base}ids")
-                for cid in ids[quoted]:
-                    for kind in ("cp", "wr"):
-                        old_keys.append(f"{base}{kind}:{cid}")
-                        copy.append((f"{self._thread_base(thread_id)}{quoted}:{kind}:{cid}",
-                                     await self.client.hgetall(f"{base}{kind}:{cid}")))  # fmt: skip
-            usage = await self.client.hgetall(f"{old}usage")
-            if not await self.client.exists(self._at_key(thread_id)):
-                await self._index(thread_id, when)
-                new = self._thread_base(thread_id)
-
-                def fill(pipe: Any, new: str = new, ids: dict = ids, copy: list = copy, usage: dict = usage,
-                         when: float = when) -> None:  # fmt: skip
-                    for key, mapping in copy:
-                        if mapping:
-                            pipe.hset(key, mapping=mapping)
-                    for quoted, cids in ids.items():
-                        if cids:
-                            pipe.zadd(f"{new}{quoted}:ids", dict.fromkeys(cids, 0))
-                        pipe.sadd(f"{new}ns", quoted)
-                    if usage:
-                        pipe.hset(f"{new}usage", mapping=usage)
-                    pipe.set(f"{new}at", repr(when))
-
-                await self._pipeline(fill, transaction=True)
-                await self._refresh_ttl(thread_id)
-                moved += 1
-            for key in old_keys:  # one by one: the old keys of one session span slots
-                await self.client.delete(key)
-            await self.client.zrem(old_index, thread_id)
-        return moved
 
     # ------------------------------------------------------------------ sync
 

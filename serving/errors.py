@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis.exceptions
@@ -58,7 +58,7 @@ def error_body(message: str, code: str, kind: str = "invalid_request_error") -> 
 
 
 def error_response(
-    status: int, message: str, code: str, kind: str = "invalid_request_error", headers: dict | None = None
+    status: int, message: str, code: str, kind: str = "invalid_request_error", headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     """Return an error as a JSON response in OpenAI's shape."""
     return JSONResponse(error_body(message, code, kind), status_code=status, headers=headers)

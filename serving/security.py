@@ -179,16 +179,16 @@ class TokenBuckets:
     def take(self, who: str, cost: int = 1) -> float:
         """Take ``cost`` tokens from ``who``'s bucket; return 0, or the seconds until they are there."""
         now = self.clock()
-        cost = min(cost, self.capacity)  # more than a bucket holds would never pass
+        needed = min(cost, self.capacity)  # more than a bucket holds would never pass
         with self._lock:
             if now - self._swept >= 60.0:
                 self._sweep(now)
             tokens, last = self._buckets.get(who, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - last) * self.per_second)
-            if tokens < cost:
+            if tokens < needed:
                 self._buckets[who] = (tokens, now)
-                return (cost - tokens) / self.per_second
-            self._buckets[who] = (tokens - cost, now)
+                return (needed - tokens) / self.per_second
+            self._buckets[who] = (tokens - needed, now)
             return 0.0
 
     def _sweep(self, now: float) -> None:

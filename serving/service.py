@@ -24,9 +24,10 @@ from ingest.watch import WatchGroup
 from models import answer_probe, parse_model_spec, probe_url
 from models.embedded import embedded_failure, supervised_status
 from serving.checkpoint import RedisCheckpointSaver
+from serving.checkpoint_migration import old_layout_sessions
 from serving.errors import REDIS_ERRORS, ServiceError, redis_down, translate
 from serving.observability import ServiceMetrics
-from serving.openai_api import MODEL_ALIASES, MODEL_ID, REPO_MODEL_PREFIX
+from serving.openai_compat import MODEL_ALIASES, MODEL_ID, REPO_MODEL_PREFIX
 from serving.redis_server import supervised_status as redis_status
 
 log = logging.getLogger("cairn.serving")
@@ -46,8 +47,8 @@ class Service:
     settings: Settings
     context: Context
     saver: RedisCheckpointSaver
-    graph: CompiledStateGraph
-    session_graph: CompiledStateGraph
+    graph: CompiledStateGraph[Any, Context, Any, Any]
+    session_graph: CompiledStateGraph[Any, Context, Any, Any]
     index_error: str | None = None
     index_summary: dict[str, Any] = field(default_factory=dict)
     http: httpx.AsyncClient | None = None
@@ -266,19 +267,19 @@ class Service:
         supervised = redis_status(self.settings)
         try:
             await asyncio.wait_for(self.saver.ping(), timeout=2.0)
-            old = await asyncio.wait_for(self.saver.old_layout_sessions(), timeout=2.0)
+            old = await asyncio.wait_for(old_layout_sessions(self.saver), timeout=2.0)
         except (TimeoutError, *REDIS_ERRORS) as exc:
-            check = {
+            down: dict[str, Any] = {
                 "ok": False,
                 "url": self.settings.redis_url,
                 "error": f"{type(exc).__name__}: {exc}",
                 "hint": "start redis-server (or every node of the cluster), or check CAIRN_REDIS_URL",
             }
             if supervised is not None and not supervised.ok:  # the one `cairn serve` started, dead
-                check.update(state=supervised.state, restarts=supervised.restarts,
-                             error=f"the redis-server Cairn started {supervised.cause}"
-                             + ("; restarting it" if supervised.state == "restarting" else ""))  # fmt: skip
-            return check
+                down.update(state=supervised.state, restarts=supervised.restarts,
+                            error=f"the redis-server Cairn started {supervised.cause}"
+                            + ("; restarting it" if supervised.state == "restarting" else ""))  # fmt: skip
+            return down
         check: dict[str, Any] = {"ok": True, "url": self.settings.redis_url, "mode": self.saver.mode}
         if supervised is not None and supervised.restarts:
             check["restarts"] = supervised.restarts

@@ -40,10 +40,11 @@ def _in_repo_tool(name: str, per_repo: Mapping[str, BaseTool]) -> BaseTool | Non
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
         return None
     repos = tuple(per_repo)
+    repo_type: Any = Literal[repos]  # the names are known only at run time: a checker cannot follow this Literal
     args_schema = create_model(
         f"{schema.__name__}InRepo",
         __base__=schema,
-        repo=(Literal[repos], Field(description=f"The repository: one of {', '.join(repos)}.")),  # type: ignore[valid-type]
+        repo=(repo_type, Field(description=f"The repository: one of {', '.join(repos)}.")),
     )
 
     def call(repo: str, **args: Any) -> tuple[str, list[Document]]:

@@ -100,7 +100,7 @@ def sources_block(sources: Sequence[Source]) -> str:
     """Return the "Sources:" list that ends an answer (empty when there are no sources)."""
     if not sources:
         return ""
-    listing = "\n".join(f"- {s['citation']}{' (' + s['symbol'] + ')' if s.get('symbol') else ''}" for s in sources)
+    listing = "\n".join(f"- {s['citation']}" + (f" ({symbol})" if (symbol := s.get("symbol")) else "") for s in sources)
     return f"{SOURCES_HEADING}\n{listing}"
 
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 import copy
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langgraph.config import get_config
 from langgraph.runtime import Runtime
 from pydantic import Field, SecretStr
-from pydantic.dataclasses import dataclass
+from pydantic.dataclasses import dataclass, is_pydantic_dataclass
 from pydantic.fields import FieldInfo
 
 from cairn.errors import CairnError
@@ -40,6 +40,19 @@ def _setting(name: str) -> Any:
 
 def _default(name: str) -> Any:
     return Settings.model_fields[name].default
+
+
+def _mirrored_setting(info: FieldInfo) -> str | None:
+    """Return the name of the setting a field mirrors (``CAIRN_<NAME>``, put there by ``_setting``), or None."""
+    extra = info.json_schema_extra
+    setting = extra.get("setting") if isinstance(extra, dict) else None
+    return setting if isinstance(setting, str) else None
+
+
+def _fields(cls: type) -> dict[str, FieldInfo]:
+    """Return the fields of a pydantic dataclass (set by pydantic's decorator, which type checkers do not see)."""
+    assert is_pydantic_dataclass(cls), f"{cls.__name__} is not a pydantic dataclass"
+    return cls.__pydantic_fields__
 
 
 @dataclass(kw_only=True)
@@ -106,9 +119,9 @@ class Context:
         ``index_dir`` is overridden.
         """
         values: dict[str, Any] = {
-            name: getattr(settings, info.json_schema_extra["setting"].removeprefix("CAIRN_").lower())  # type: ignore[index]
-            for name, info in cls.__pydantic_fields__.items()  # type: ignore[attr-defined]
-            if isinstance(info.json_schema_extra, dict) and "setting" in info.json_schema_extra
+            name: getattr(settings, setting.removeprefix("CAIRN_").lower())
+            for name, info in _fields(cls).items()
+            if (setting := _mirrored_setting(info)) is not None
         }
         values["embedded_url"] = embedded_base_url(settings.embedded_host, settings.embedded_port)
         values["index_dir"] = str(settings.resolved_index_dir)
@@ -137,13 +150,14 @@ class Context:
         a graph compiled with this schema fills the rest from the settings resolved at load.
         """
         namespace: dict[str, Any] = {"__annotations__": {}, "__doc__": cls.__doc__, "__module__": cls.__module__}
-        for name, info in cls.__pydantic_fields__.items():  # type: ignore[attr-defined]
+        for name, info in _fields(cls).items():
             field_info = copy.copy(info)
             field_info.default = getattr(defaults, name)
             field_info.default_factory = None
             namespace["__annotations__"][name] = info.annotation
             namespace[name] = field_info
-        return dataclass(kw_only=True)(type(cls.__name__, (cls,), namespace))
+        # pydantic's decorator is typed to return type[PydanticDataclass]; what it returns is this subclass of cls
+        return cast("type[Context]", dataclass(kw_only=True)(type(cls.__name__, (cls,), namespace)))
 
     # ------------------------------------------------------------ what nodes derive from it
 

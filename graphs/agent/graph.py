@@ -12,7 +12,7 @@ from graphs.agent.state import AgentState, InputState
 GRAPH_NAME = "cairn-agent"
 
 
-def build_graph(context_schema: type[Context] = Context) -> StateGraph:
+def build_graph(context_schema: type[Context] = Context) -> StateGraph[AgentState, Context, InputState, AgentState]:
     """Return the uncompiled agent graph (compile it with the checkpointer of your choice).
 
     ``context_schema`` is ``Context`` or a subclass with other defaults (``Context.with_defaults``),

@@ -17,7 +17,7 @@ from itertools import zip_longest
 from typing import Any, Literal
 
 from langchain_core.documents import Document
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.runtime import Runtime
 
 from config import Node
@@ -40,7 +40,7 @@ MAX_TOOL_CALLS = 4
 EXCERPT_CHARS = 600  # of each chunk shown to analyze, which only judges relevance
 
 
-def _question_of(messages: Sequence[AnyMessage]) -> str:
+def _question_of(messages: Sequence[BaseMessage]) -> str:
     for message in reversed(messages):
         if isinstance(message, HumanMessage):
             return message.text
@@ -191,8 +191,8 @@ def _looked_up(resources: Resources, lookups: Sequence[Lookup], k: int) -> list[
             documents.extend(in_repo(document, name) if spans_repos and name else document for document in found)
         per_lookup.append(documents)
     merged: dict[tuple[str, int, int], Document] = {}
-    for documents in zip_longest(*per_lookup):
-        for document in documents:
+    for each_lookup in zip_longest(*per_lookup):  # the first of every lookup's chunks, then the seconds, ...
+        for document in each_lookup:
             if document is not None:
                 merged.setdefault(_key(document), document)
     return list(merged.values())[:k]
@@ -236,6 +236,7 @@ async def _gather_with_tools(
     """Let a tool-calling model fetch more code; tool errors are recorded (ToolMessage status), never raised."""
     calls: list[ToolCallRecord] = []
     try:
+        # a Runnable declares no bind_tools: chat models (and their with_fallbacks chains) have it, others raise below
         model = resources.models[Node.ANALYZE].bind_tools(list(resources.tools))  # type: ignore[attr-defined]
     except (NotImplementedError, AttributeError, TypeError) as exc:
         log.info("analyze: model cannot call tools (%s); continuing without", exc)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from contextvars import Token
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -75,7 +76,7 @@ class _Run:
     started: float
     name: str
     node: str | None = None
-    token: object | None = None  # the context token while this span is current
+    token: Token[otel_context.Context] | None = None  # the context token while this span is current
     first_token: float | None = None
     model: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -259,7 +260,7 @@ class RunTelemetry(BaseCallbackHandler):
         run.model, run.node = model, None
         run.extra["node"] = attributes["cairn.node"]
 
-    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: str | list[str | dict[str, Any]], *, run_id: UUID, **kwargs: Any) -> None:
         run = self.runs.get(run_id)
         if run is None or run.first_token is not None or not token:
             return
@@ -349,7 +350,7 @@ class RunTelemetry(BaseCallbackHandler):
         self._end(run_id, error)
 
 
-def _detach(token: object) -> None:
+def _detach(token: Token[otel_context.Context]) -> None:
     """Restore the context from before a span was made current, when this is the context it was made in.
 
     A chat model's end callback runs in a task of its own (langchain-core gathers them), where the
@@ -362,7 +363,7 @@ def _detach(token: object) -> None:
         if runtime is not None:
             runtime.detach(token)
         else:  # pragma: no cover - another OpenTelemetry runtime
-            otel_context.detach(token)  # type: ignore[arg-type]
+            otel_context.detach(token)
 
 
 def _clean(attributes: dict[str, Any]) -> dict[str, Any]:

@@ -37,5 +37,6 @@ async def ready(service: ServiceDep) -> JSONResponse:
     }
     replica = Replica(host=socket.gethostname(), pid=os.getpid(), workers=service.settings.workers,
                       started_at=STARTED_AT, version=__version__)  # fmt: skip
-    body = Readiness(ready=all(check["ok"] for check in checks.values()), checks=checks, replica=replica)  # type: ignore[arg-type]
+    ready = all(check["ok"] for check in checks.values())
+    body = Readiness.model_validate({"ready": ready, "checks": checks, "replica": replica})
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=200 if body.ready else 503)

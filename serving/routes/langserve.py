@@ -76,10 +76,11 @@ async def checked_body(request: Request) -> None:
         raise ServiceError(400, "The request body must be a JSON object", "invalid_request")
     batch = request.url.path.endswith("/batch")
     config = body.get("config", {})
+    inputs: list[Any] = []
     if batch:  # LangServe validates a batch's inputs outside its error handling: a bad one was a 500
-        inputs = body.get("inputs")
-        if not isinstance(inputs, list):
+        if not isinstance(given := body.get("inputs"), list):
             raise ServiceError(400, "`inputs` must be a list of inputs", "invalid_request")
+        inputs = given
         limit = request.app.state.cairn.settings.max_batch_inputs
         if len(inputs) > limit:
             raise ServiceError(400, f"A batch of {len(inputs)} inputs is over the limit of {limit} "

@@ -9,7 +9,7 @@ from openai.types.chat import ChatCompletion
 
 from serving.chat import chat
 from serving.errors import documented
-from serving.openai_api import ChatCompletionRequest, ModelList, model_card
+from serving.openai_compat import ChatCompletionRequest, ModelList, model_card
 from serving.service import ServiceDep
 
 router = APIRouter(prefix="/v1", tags=["openai"])

@@ -18,6 +18,7 @@ from serving.errors import REDIS_ERRORS, ServiceError, documented
 from serving.schemas import SessionDetail, SessionList, SessionMessage, SessionSummary, SessionTelemetry
 from serving.security import SESSION_ID_PATTERN, check_session_id, key_of, session_of, session_thread
 from serving.service import ServiceDep
+from serving.session_usage import session_usage
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
 
@@ -51,7 +52,7 @@ async def get_session(session_id: SessionId, request: Request, service: ServiceD
     thread = session_thread(key_of(request.scope), session_id)
     try:
         snapshot = await service.session_graph.aget_state({"configurable": {"thread_id": thread}})
-        usage = await service.saver.session_usage(thread)
+        usage = await session_usage(service.saver, thread)
     except REDIS_ERRORS as exc:
         raise service.redis_down(exc) from exc
     messages = snapshot.values.get("messages", []) if snapshot and snapshot.values else []

@@ -35,7 +35,7 @@ def break_retrieval(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def test_report_scores_and_gate(eval_settings: Settings, tmp_path: Path) -> None:
     report = await run_eval(resolve_dataset("sample"), eval_settings, temperature=0.3)
-    summary = report["summary"]
+    summary = report.summary
     assert summary["questions"] == 6
     assert summary["hit@5"] >= 0.8 and summary["mrr"] >= 0.5
     assert summary["context_recall"] > 0.3
@@ -44,12 +44,12 @@ async def test_report_scores_and_gate(eval_settings: Settings, tmp_path: Path) -
     assert 0 < summary["rouge_l"] < 1
     # the instant model writes no JSON: analyze always falls back; plan (first questions) never asks a model
     assert summary["fallback_rate_analyze"] == 1.0 and summary["fallback_rate_plan"] is None
-    assert report["gate"]["passed"], report["gate"]
-    config = report["config"]
+    assert report.gate.passed, report.gate
+    config = report.config
     assert config["models"] == {"plan": "instant", "analyze": "instant", "refine": "instant", "answer": "instant"}
     assert config["temperature"] == 0.3 and config["retriever"] == eval_settings.agent_retriever
     assert config["index"]["counts"]["chunks"] > 10 and "files" not in config["index"]
-    row = report["questions"][0]
+    row = report.questions[0]
     assert "Sources:" not in row["answer"] and row["sources"]
     assert len(row["retrieved"]) <= eval_settings.eval_k and all(":" in c for c in row["retrieved"])
     paths = write_report(report, tmp_path / "out")
@@ -62,16 +62,16 @@ async def test_report_scores_and_gate(eval_settings: Settings, tmp_path: Path) -
 async def test_gate_fails_when_retrieval_is_broken(eval_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     break_retrieval(monkeypatch)
     report = await run_eval(resolve_dataset("sample"), eval_settings)
-    gate = report["gate"]
-    assert not gate["passed"]
+    gate = report.gate
+    assert not gate.passed
     # the sample corpus has 9 files, so noise still lands in the right file now and then; rank and
     # context recall are what collapse
-    assert {"mrr", "context_recall"} <= set(gate["failed_metrics"])
-    assert gate["failing_questions"]
+    assert {"mrr", "context_recall"} <= set(gate.failed_metrics)
+    assert gate.failing_questions
 
 
 def test_cli_exit_code_and_compare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from cairn.cli import app
+    from cli import app
 
     runner = CliRunner(env={"CAIRN_DATA_DIR": str(tmp_path)})  # the CLI's process settings
     good = runner.invoke(app, ["eval", "sample", "--model", "instant", "--out", str(tmp_path / "good")])

@@ -55,7 +55,7 @@ async def test_bundled_model_answers_through_the_full_graph_with_a_valid_citatio
 
 def _cairn(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "cairn.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env}, timeout=600,
     )  # fmt: skip
 

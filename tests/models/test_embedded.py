@@ -72,7 +72,7 @@ def test_other_deaths_say_what_to_check(fake_llama: list[str], tmp_path: Path) -
 def test_cairn_ask_names_the_death_with_exit_code_9(
     fake_llama: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sample_index
 ) -> None:
-    from cairn.cli import app
+    from cli import app
 
     index = sample_index.generation.path.parent
     monkeypatch.setenv("CAIRN_DATA_DIR", str(tmp_path / "data"))

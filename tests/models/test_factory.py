@@ -4,6 +4,7 @@ import logging
 import time
 
 import pytest
+from langchain_core.callbacks import CallbackManager
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableWithFallbacks
 from langchain_ollama import ChatOllama
@@ -89,6 +90,19 @@ def test_failover_uses_the_second_model_and_logs(fake_models, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="cairn.models"):
         assert bound.invoke([HumanMessage("hi")]).content == "from b"
     assert caplog.text.count("failing over to queued/b") == 3
+
+
+def test_failover_is_logged_for_a_model_built_with_a_callback_manager(fake_models, caplog) -> None:
+    """A provider's model may carry a CallbackManager, not a list: the failover log joins it, not a copy of it."""
+    shared = CallbackManager([])
+    down = QueuedChatModel(replies=[ConnectionError("refused")], callbacks=shared)
+    up = QueuedChatModel(default="from b")
+    fake_models(lambda spec, c: {"a": down, "b": up}[spec.model], name="queued")
+    model = build_chat_model(config("queued/a", model_fallback="queued/b"))
+    with caplog.at_level(logging.WARNING, logger="cairn.models"):
+        assert model.invoke([HumanMessage("hi")]).content == "from b"
+    assert caplog.text.count("failing over to queued/b") == 1
+    assert shared.handlers == []  # the provider's own manager is left as it was
 
 
 def test_real_unreachable_endpoint_fails_over_within_the_timeout(fake_models) -> None:

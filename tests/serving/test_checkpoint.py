@@ -13,8 +13,10 @@ from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.graph import START, MessagesState, StateGraph
 from typer.testing import CliRunner
 
-from cairn.cli import app
+from cli import app
 from serving.checkpoint import RedisCheckpointSaver
+from serving.checkpoint_migration import old_base, old_layout_sessions
+from serving.session_usage import record_usage, session_usage
 
 pytestmark = pytest.mark.integration
 
@@ -128,8 +130,8 @@ class _OldLayoutSaver(RedisCheckpointSaver):
     def _index_key(self) -> str:
         return f"{self.prefix}:threads"
 
-    def _thread_base(self, thread_id: str) -> str:
-        return self._old_base(thread_id)
+    def thread_base(self, thread_id: str) -> str:
+        return old_base(self, thread_id)
 
 
 def test_cairn_sessions_migrate_moves_sessions_of_the_old_layout(redis_url: str) -> None:
@@ -142,7 +144,7 @@ def test_cairn_sessions_migrate_moves_sessions_of_the_old_layout(redis_url: str)
         await graph.ainvoke({"messages": [HumanMessage("one")]}, alice)
         await graph.ainvoke({"messages": [HumanMessage("two")]}, alice)
         await graph.ainvoke({"messages": [HumanMessage("three")]}, other)
-        await old.record_usage("alice", {"total_tokens": 42})
+        await record_usage(old, "alice", {"total_tokens": 42})
         await old.client.delete(*await old.client.keys(f"{prefix}:t:*:at"))
         keys = set(await old.client.keys(f"{prefix}:*"))
         await old.aclose()
@@ -153,7 +155,7 @@ def test_cairn_sessions_migrate_moves_sessions_of_the_old_layout(redis_url: str)
 
     async def before() -> tuple[list, int, object]:
         saver = RedisCheckpointSaver.from_url(redis_url, prefix=prefix)
-        found = (await saver.thread_ids(), await saver.old_layout_sessions(), await saver.aget_tuple(alice))
+        found = (await saver.thread_ids(), await old_layout_sessions(saver), await saver.aget_tuple(alice))
         await saver.aclose()
         return found
 
@@ -168,8 +170,8 @@ def test_cairn_sessions_migrate_moves_sessions_of_the_old_layout(redis_url: str)
         saver = RedisCheckpointSaver.from_url(redis_url, prefix=prefix)
         assert await saver.client.keys(f"{prefix}:t:*") == [] and not await saver.client.exists(f"{prefix}:threads")
         assert {t for t, _ in await saver.thread_ids()} == {"alice", "a:b"}
-        assert await saver.old_layout_sessions() == 0
-        assert (await saver.session_usage("alice"))["total_tokens"] == 42
+        assert await old_layout_sessions(saver) == 0
+        assert (await session_usage(saver, "alice"))["total_tokens"] == 42
         state = await _echo_graph(saver).ainvoke({"messages": [HumanMessage("four")]}, alice)
         assert [m.content for m in state["messages"]] == ["one", "turn 1", "two", "turn 2", "four", "turn 3"]
         assert len([c async for c in saver.alist(alice)]) > 3  # the history came along, not only the latest

@@ -94,13 +94,13 @@ async def test_a_session_survives_the_loss_of_a_master_with_replicas(tmp_path: P
         graph = _echo_graph(saver)
         config = {"configurable": {"thread_id": "bob"}}
         await graph.ainvoke({"messages": [HumanMessage("before")]}, config)
-        owner = saver.client.get_node_from_key(saver._at_key("bob")).port
+        owner = saver.client.get_node_from_key(saver.at_key("bob")).port
         cluster.node(owner).kill()  # as a crash would; its replica takes over after the node timeout (1 s)
         started = time.monotonic()
         state = await graph.ainvoke({"messages": [HumanMessage("after")]}, config)  # retried through the failover
         failover_s = time.monotonic() - started
         assert [m.content for m in state["messages"]] == ["before", "turn 1", "after", "turn 2"]
-        assert saver.client.get_node_from_key(saver._at_key("bob")).port != owner
+        assert saver.client.get_node_from_key(saver.at_key("bob")).port != owner
         assert [t for t, _ in await saver.thread_ids()] == ["bob"]
         assert failover_s < 15
         await saver.aclose()

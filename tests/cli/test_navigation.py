@@ -16,7 +16,7 @@ from tests.conftest import ROOT, SAMPLE_REPO, FakeEmbedder
 
 
 def cairn(*args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "cairn.cli", *args]
+    command = [sys.executable, "-m", "cli", *args]
     return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ), timeout=120)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cairn.cli import app
+from cli import app
 from tests.conftest import SAMPLE_REPO
 from tests.repos import ingest_as, write_billing_repo
 

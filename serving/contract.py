@@ -28,7 +28,7 @@ def _error(description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": _ERROR_REF}}}
 
 
-def _reasons() -> dict[int, str]:
+def _reasons() -> dict[int | str, str]:
     return {status: entry["description"] for status, entry in documented(400, 401, 413, 429).items()}
 
 

@@ -194,6 +194,7 @@ def completion(state: dict[str, Any], usage: TokenUsage, session: str | None, mo
             )
         ],
         usage=usage.as_usage(),
+        # openai's models take extra fields (extra="allow"), which their signatures cannot list
         cairn=cairn_extra(state, session, usage.estimated),  # type: ignore[call-arg]
     )
 

@@ -1,4 +1,8 @@
-"""The page's API: hybrid search, exact navigation (definitions, references) and files as highlighted lines."""
+"""The code API at /api: hybrid search, exact navigation (definitions, references), files as highlighted lines.
+
+Cairn's page uses it, and so can any HTTP client (MCP's tools answer the same questions); its response
+models are in `serving/schemas.py`.
+"""
 
 from __future__ import annotations
 
@@ -21,9 +25,7 @@ from retrievers.navigation import (
     symbol_graph,
 )
 from serving.errors import ServiceError, documented
-from serving.service import ServiceDep
-from serving.web.code_view import excerpt_window, highlighted_file
-from serving.web.schemas import (
+from serving.schemas import (
     Definitions,
     FileExcerpt,
     FileLine,
@@ -32,6 +34,8 @@ from serving.web.schemas import (
     SearchResult,
     SearchResults,
 )
+from serving.service import ServiceDep
+from serving.web.code_view import excerpt_window, highlighted_file
 from tools import confine, tool_context_for
 
 router = APIRouter(prefix="/api", tags=["page"])
@@ -87,7 +91,7 @@ async def search(
         else next(iter(retrievers.values()))
     )
     filters = {name: value for name, value in (("path_glob", path), ("language", language)) if value}
-    documents = await asyncio.to_thread(retriever.invoke, q, **filters)
+    documents = await asyncio.to_thread(retriever.invoke, q, None, **filters)  # no config; the filters are kwargs
     results = []
     for document in documents:
         meta = document.metadata
@@ -159,7 +163,7 @@ async def definitions(service: ServiceDep, name: SymbolQuery, repo: RepoQuery = 
     no definition is a 404 (`SymbolNotFound`); a missing `name` is a 400.
     """
     records = await _navigate(service, repo, lambda graph: find_definition(graph, name), definition_record)
-    return Definitions(name=name, ambiguous=len(records) > 1, definitions=records)  # type: ignore[arg-type]
+    return Definitions.model_validate({"name": name, "ambiguous": len(records) > 1, "definitions": records})
 
 
 @router.get("/references", response_model=References, responses=documented(400, 401, 404, 503))
@@ -182,7 +186,7 @@ async def references(
 
     records = await _navigate(service, repo, lookup, caller_record)
     uses = sum(len(record["references"]) for record in records)
-    return References(name=name, uses=uses, total=total, callers=records)  # type: ignore[arg-type]
+    return References.model_validate({"name": name, "uses": uses, "total": total, "callers": records})
 
 
 @router.get("/files/{path:path}", response_model=FileExcerpt, responses=documented(400, 401, 404, 503))

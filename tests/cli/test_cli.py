@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from cairn.errors import ExitCode
 from tests.conftest import ROOT, SAMPLE_REPO
 
 pytestmark = pytest.mark.integration
 
 
 def cairn(*args: str, env: dict[str, str] | None = None, prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
-    command = [*prefix, sys.executable, "-m", "cairn.cli", *args]
+    command = [*prefix, sys.executable, "-m", "cli", *args]
     return subprocess.run(
         command, capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=300
     )
@@ -177,7 +178,8 @@ def test_an_ask_session_keeps_to_its_repository(repos_data: Path) -> None:
                   env=env)  # fmt: skip
     assert first.returncode == 0, first.stderr
     other = cairn("ask", "And the cache?", "--repo", "sample-repo", "--session", "s", "--model", "instant", env=env)
-    assert other.returncode == 1 and "The session 's' is about 'invoices'" in other.stderr
+    assert other.returncode == ExitCode.SESSION_REPOSITORY_MISMATCH
+    assert "The session 's' is about 'invoices'" in other.stderr
 
 
 def test_a_single_index_keeps_working_then_moves_into_repos_on_the_next_ingest(tmp_path: Path) -> None:
