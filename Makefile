@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install rebuild-model docs system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx bench-llama fuzz traces eval eval-retrieval vendor screenshots clean help
+.PHONY: install rebuild-model docs system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx bench-llama bench-mcp fuzz traces eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -64,7 +64,13 @@ demo: install  ## The command-line tour: ingest the sample, three searches, one 
 	$(BIN)/cairn search "retry with exponential backoff" --index $(SAMPLE_INDEX) -k 2 --language javascript
 	$(BIN)/cairn ask "How does the LRU cache evict entries?" --index $(SAMPLE_INDEX)
 
-test: install  ## Lint, check the import layering, types and generated docs, run every test, then the eval gate.
+# The MCP Inspector's CLI, which the MCP tests drive Cairn with (npm; 0.15.0 runs on Node 20, later ones need 22).
+INSPECTOR := $(VENV)/mcp-inspector/node_modules/.bin/mcp-inspector
+$(INSPECTOR): | $(BIN)/python
+	@command -v npm >/dev/null || { echo "npm is needed for the MCP Inspector (apt-get install npm)"; exit 1; }
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/mcp-inspector @modelcontextprotocol/inspector@0.15.0
+
+test: install $(INSPECTOR)  ## Lint, check the import layering, types and generated docs, run every test, then the eval gate.
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
@@ -142,11 +148,14 @@ bench-map-plan: install  ## Would plan reading the repository map help questions
 bench-onnx: install  ## Query embedding on ONNX Runtime vs torch: latency, chunks/s, agreement, golden-set quality (minutes).
 	$(BIN)/python benchmarks/bench_onnx.py
 
+bench-mcp: install  ## Cairn over MCP: search's overhead against /api/search (p50/p95, requests/s) and the bundled model's tool choice.
+	$(BIN)/python benchmarks/bench_mcp.py
+
 bench-llama: install  ## The embedded model's tokens/s: Cairn's llama.cpp build vs pip's native and an AVX2-only one; threads vs load (builds once, ~25 min).
 	$(BIN)/python benchmarks/bench_llama_build.py --avx2 --rounds 15
 	$(BIN)/python benchmarks/bench_llama_threads.py
 
-bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-cluster bench-ranking bench-map-plan bench-onnx bench-llama  ## All benchmarks but the million-chunk one (make bench-million).
+bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-cluster bench-ranking bench-map-plan bench-onnx bench-llama bench-mcp  ## All benchmarks but the million-chunk one (make bench-million).
 
 eval-retrieval: install  ## hit@5 / MRR of each retriever on the golden set (needs the benchmark index).
 	$(BIN)/python -m evals.retrieval --index /tmp/cairn-bench/index

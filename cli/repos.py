@@ -13,6 +13,8 @@ from cairn.errors import CairnError, ExitCode
 from cli.app import IndexOption, RepoOption, _index_specs, _reports_errors, _settings, app, err, out
 from config import Settings
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print as JSON.")]
+
 
 @app.command()
 @_reports_errors
@@ -114,3 +116,25 @@ def repos_remove(
 def version() -> None:
     """Print Cairn's version."""
     out.print(__version__)
+
+
+@app.command()
+@_reports_errors
+def tools(index: IndexOption = None, repo: RepoOption = None, as_json: JsonOption = False) -> None:
+    """List the tools the agent may use: Cairn's own and the allowed tools of the MCP servers configured.
+
+    An MCP server (CAIRN_MCP_SERVERS) is started to list its tools; one that fails is reported, not fatal.
+    Only read-only tools are allowed unless a server's allow_writes names one.
+    """
+    from tools.mcp import agent_tools
+
+    rows, statuses = agent_tools(_settings(index, repo).mcp_servers)
+    if as_json:
+        out.print_json(json.dumps({"tools": rows, "mcp_servers": statuses}))
+        return
+    for row in rows:
+        out.print(f"{row['name']:<28} {row['source']:<14} {'read-only' if row['read_only'] else 'WRITES'}",
+                  highlight=False)  # fmt: skip
+    for name, status in statuses.items():
+        if not status["ok"]:
+            err.print(f"[yellow]warning:[/] MCP server {name} is unavailable: {status['error']}", highlight=False)

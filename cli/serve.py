@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from cairn.errors import UnsafeBind
-from cli.app import IndexOption, _reports_errors, _settings, app, err, out
+from cli.app import IndexOption, RepoOption, _reports_errors, _settings, app, err, out
 from config import Settings
 
 
@@ -228,3 +228,40 @@ def sessions_migrate() -> None:
         ) from exc
     out.print(f"Migrated {moved} session(s) to the hash-tagged layout ({mode} Redis at {settings.redis_url}, "
               f"prefix {settings.redis_prefix!r}); {listed} session(s) in all.", highlight=False)  # fmt: skip
+
+
+@app.command()
+@_reports_errors
+def mcp(index: IndexOption = None, repo: RepoOption = None) -> None:
+    """Serve Cairn's tools over MCP on stdin and stdout, for clients that launch a command.
+
+    Claude Code, Cursor, Continue and Zed start it themselves (see docs/mcp.md). It logs to stderr only,
+    and starts nothing it does not need: the embedded model server only when `ask` is first called
+    (and stops it on exit). Sessions of `ask` need Redis at CAIRN_REDIS_URL; everything else works
+    without it.
+    """
+    import logging
+    import sys
+
+    from models.embedded import EmbeddedServer, is_serving, uses_embedded
+    from serving.mcp_server import CairnMCP
+    from serving.service import Service
+
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING, format="cairn mcp: %(levelname)s %(message)s")
+    settings = _settings(index, repo)
+    service = Service.build(settings)
+    service.load_index()  # a missing index is each tool's error to report, not the server's end
+    started: list[EmbeddedServer] = []
+
+    def model_on_demand() -> None:
+        if not started and uses_embedded(settings) and not is_serving(settings):
+            server = EmbeddedServer(settings)
+            server.start()
+            started.append(server)
+
+    service.model_on_demand = model_on_demand
+    try:
+        CairnMCP(service).run("stdio")
+    finally:
+        for server in started:
+            server.stop()

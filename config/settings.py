@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -288,6 +288,15 @@ class Settings(BaseSettings):
         default=None,
         description="Tools the agent may use, by name (default: all registered: search_code, read_file, grep, "
         "outline, find_definition, find_references, imports, imported_by, and any plugin tools).",
+    )
+
+    mcp_servers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description=(
+            "MCP servers whose tools the agent may use, as JSON: name -> {command, args, env, cwd} (stdio) or "
+            "{url, headers} (streamable HTTP), with optional tools (an allow-list) and allow_writes (tools that "
+            "may write, allowed by name; by default only read-only ones are). Empty: none (docs/mcp.md)."
+        ),
     )
 
     serve_host: str = Field(

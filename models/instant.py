@@ -2,10 +2,10 @@
 
 It answers every prompt at once, or at ``instant/<seconds>`` per word (a model streaming at a known
 pace, for a page or a client to watch), so what is measured is Cairn and its infrastructure (HTTP,
-retrieval, Redis), not a model. Judgement prompts get a reply that is not
-JSON, so the graph takes its deterministic fallbacks; the answer prompt gets one sentence citing
-the first ``[path:start-end]`` it is shown, streamed word by word, with token usage as a real
-endpoint reports it. Never the default: it is chosen with ``CAIRN_MODEL=instant``.
+retrieval, Redis), not a model. Judgement prompts get a reply that is not JSON, so the graph takes
+its deterministic fallbacks; the answer prompt gets one sentence citing the first excerpt it is shown
+(``[path:start-end]``, or a commit's ``[commit <sha>]``), streamed word by word, with token usage as
+a real endpoint reports it. Never the default: it is chosen with ``CAIRN_MODEL=instant``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 
 from prompts.agent import ANSWER_TASK
 
-_CITATION = re.compile(r"\[([^\[\]\s]+:\d+-\d+)\]")
+#: An excerpt's citation as the answer prompt labels it: ``[path:start-end]``, or ``[commit <sha>]`` for a
+#: commit from a file's history (tools/history.py).
+_CITATION = re.compile(r"\[([^\[\]\s]+:\d+-\d+|commit [0-9a-f]{7,40})\]")
 
 
 class InstantChatModel(BaseChatModel):

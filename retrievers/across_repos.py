@@ -32,7 +32,10 @@ def in_repo(document: Document, repo: str) -> Document:
     """Return a copy of a retrieved document whose path and citation start with ``<repo>/``."""
     meta = dict(document.metadata)
     meta["path"] = f"{repo}/{meta['path']}"
-    meta["citation"] = f"{meta['path']}:{meta['start_line']}-{meta['end_line']}"
+    if meta.get("kind") == "commit":  # cited by its commit, which names no path (tools/history.py)
+        meta["citation"] = f"{repo}: {meta['citation']}"
+    else:
+        meta["citation"] = f"{meta['path']}:{meta['start_line']}-{meta['end_line']}"
     meta["repo"] = repo
     meta["copies"] = [f"{repo}/{citation}" for citation in meta.get("copies", [])]
     return Document(page_content=document.page_content, metadata=meta)

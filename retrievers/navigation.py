@@ -127,6 +127,20 @@ _LOOKUP_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("definition", rf"\bwhere\s+(?:is|are)\s+{_NAME}\s+(?:defined|declared|implemented)"),
         ("definition", rf"\b(?:definition|implementation|source)\s+of\s+{_NAME}"),
         ("definition", rf"\bwhere\s+(?:is|are)\s+{_NAME}\s*\?"),
+        # a file's history: answered from a git MCP server when one is configured (tools/history.py)
+        (
+            "history",
+            rf"\b(?:when|why)\s+(?:was|were|did|has|have)\s+{_NAME}\s+(?:last\s+)?"
+            r"(?:change|changed|modified|edited|touched|updated|rewritten)",
+        ),
+        ("history", rf"\b(?:who|which\s+commits?)\s+(?:last\s+)?(?:changed|modified|edited|touched|updated)\s+{_NAME}"),
+        (
+            "history",
+            rf"\b(?:last|latest|recent|most\s+recent)\s+(?:changes?|commits?|edits?|modifications?)\s+"
+            rf"(?:to|of|in|for|on|touching)\s+{_NAME}",
+        ),
+        ("history", rf"\b(?:history|git\s+log)\s+(?:of|for)\s+{_NAME}"),
+        ("history", rf"\bwhat\s+changed\s+(?:in|about)\s+{_NAME}"),
     )
 )
 
@@ -136,7 +150,7 @@ class Lookup:
     """A symbol-graph lookup a question asks for: the definitions of a name, its uses, or a module's importers."""
 
     kind: str
-    """"definition", "references" or "importers"."""
+    """"definition", "references", "importers", or "history" (answered from git, not the graph)."""
     target: str
     """A symbol (``fuse``, ``Store.put``) or, for importers, a module or file (``tinykv.store``, ``a/b.py``)."""
 
@@ -159,7 +173,7 @@ def lookups_in(question: str) -> list[Lookup]:
     return lookups
 
 
-def _module_path(graph: SymbolGraph, index: SearchIndex, target: str) -> str | None:
+def module_path(graph: SymbolGraph, index: SearchIndex, target: str) -> str | None:
     """Return the indexed file a module name (``pkg.mod``) or path (``pkg/mod.py``) means, or None.
 
     A name is tried whole, then without its leading packages (``transformers.trainer_utils`` in an
@@ -206,7 +220,7 @@ def lookup_documents(index: SearchIndex, lookup: Lookup, limit: int) -> list[Doc
                 break
             add(index.row_at(reference.path, reference.line))
     elif lookup.kind == "importers":
-        path = _module_path(graph, index, lookup.target)
+        path = module_path(graph, index, lookup.target)
         for importer in graph.imported_by(path) if path else []:
             if len(rows) >= limit:
                 break

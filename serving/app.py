@@ -29,6 +29,7 @@ from ingest.watch import WatchBatch, WatchGroup
 from retrievers import IndexSpec, cached_embedder, load_search_index, loaded_indexes
 from serving.contract import cairn_openapi, known_query_only
 from serving.errors import REDIS_ERRORS, add_error_handlers
+from serving.mcp_server import mount_mcp
 from serving.observability import ObservabilityMiddleware
 from serving.routes import code, health, metrics, openai, sessions, web
 from serving.routes.langserve import add_langserve
@@ -39,6 +40,7 @@ from serving.security import (
     RateLimit,
     RunLimiter,
     SharedRateLimit,
+    is_loopback,
     parse_keys,
 )
 from serving.service import Service
@@ -96,6 +98,7 @@ def create_app(
         app.include_router(router)
     app.mount(web.STATIC_PREFIX, web.static_assets(), name="static")
     add_langserve(app, service)
+    app.state.mcp = mount_mcp(app, service, loopback_only=is_loopback(settings.serve_host))
     _add_middleware(app, service, keys)
     return app
 
@@ -115,7 +118,8 @@ def _lifespan(service: Service, embedder_factory: Callable[[], TextEmbedder] | N
         if settings.watch:
             await _start_watching(service, embedder_factory)
         try:
-            yield
+            async with app.state.mcp.session_manager.run():  # the streamable-HTTP sessions of /mcp
+                yield
         finally:
             if service.watchers is not None:
                 await asyncio.to_thread(service.watchers.stop)
@@ -172,7 +176,7 @@ def _add_middleware(app: FastAPI, service: Service, keys: list[ApiKey]) -> None:
     app.state.cairn_rate = rate  # a batch's extra inputs are counted against it (serving/routes/langserve.py)
     # innermost first: the JSON checks run after the key, the rate and the run limits let a request in
     app.add_middleware(JsonGuard)
-    app.add_middleware(RunLimiter, total=settings.max_concurrent_runs, per_client=settings.max_concurrent_runs_per_key)
+    app.add_middleware(RunLimiter, slots=service.runs)
     app.add_middleware(AccessMiddleware, keys=keys, max_body_bytes=settings.max_body_bytes, rate=rate,
                        open_paths={"/metrics"} if settings.metrics_public else ())  # fmt: skip
     # outermost of Cairn's middleware: it counts every answer, a 401 or 429 included

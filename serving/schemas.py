@@ -3,7 +3,7 @@ code API (search, definitions, references, files) that the page and any HTTP cli
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -190,3 +190,75 @@ class References(BaseModel):
     uses: int = Field(description="How many uses are listed (at most `limit`).")
     total: int = Field(description="How many uses the symbol graph holds.")
     callers: list[Caller]
+
+
+class Importer(BaseModel):
+    """One import statement that imports the module asked about."""
+
+    path: str
+    line: int
+    module: str = Field(description="The module as the import statement names it.")
+    name: str | None = Field(default=None, description="The name imported from it (from m import name), if any.")
+    resolved: str | None = Field(default=None, description="The indexed file the import resolves to.")
+    citation: str
+
+
+class Importers(BaseModel):
+    """Every import of a module (or file) in the index."""
+
+    module: str
+    importers: list[Importer]
+
+
+class FileText(BaseModel):
+    """Lines of an indexed file as plain text."""
+
+    path: str
+    total_lines: int
+    start: int = Field(description="The first line returned (1-based).")
+    end: int = Field(description="The last line returned.")
+    text: str = Field(description="Lines start..end, joined by newlines (at most 400).")
+    truncated: bool = Field(description="Whether the range asked for was longer than 400 lines and was cut.")
+
+
+class RankedDefinition(Definition):
+    """A definition of the repository map, with its PageRank score."""
+
+    score: float
+
+
+class RepoMap(BaseModel):
+    """A repository's most used definitions, grouped by file, fitted to a token budget (as `cairn map`)."""
+
+    tokens: int = Field(description="The budget the map was fitted to.")
+    ms: float = Field(description="How long ranking and rendering took.")
+    map: str = Field(description="The map as text: each file, then its definitions with their lines.")
+    definitions: list[RankedDefinition]
+
+
+class Repository(BaseModel):
+    """A repository the service answers about."""
+
+    name: str = Field(description="Its name (a model is cairn/<name>; `repo` parameters take it).")
+    source: str | None = Field(description="The folder it was indexed from.")
+    source_exists: bool
+    chunks: int | None
+    ok: bool = Field(description="Whether its index can serve.")
+    problem: str | None = Field(default=None, description="Why it cannot serve, when it cannot.")
+    default: bool = Field(description="Whether questions without a repository are about it.")
+
+
+class AgentTool(BaseModel):
+    """A tool the agent may use: Cairn's own, or an allowed tool of a configured MCP server."""
+
+    name: str
+    source: str = Field(description="cairn, or mcp:<server>.")
+    read_only: bool
+    description: str = ""
+
+
+class AgentTools(BaseModel):
+    """The agent's tools, and where each configured MCP server stands."""
+
+    tools: list[AgentTool]
+    mcp_servers: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -7,6 +7,7 @@ sessions are kept under so one key never sees another's.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -16,7 +17,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -392,17 +393,25 @@ RUN_ROUTES = frozenset({"/v1/chat/completions", "/agent/invoke", "/agent/batch",
                         "/agent/stream_log", "/agent/stream_events"})  # fmt: skip
 
 
-class RunLimiter:
-    """Bound the agent runs one worker answers at once: overall, and per key (per address without keys).
+class Busy(Exception):
+    """No run slot is free for this client: the message says which bound, ``retry_after`` how long to wait."""
 
-    A run past either bound is refused at once with a 429 and a ``Retry-After`` of about one typical
-    run (an average of the last runs' durations), rather than queued behind the model where its client
-    cannot tell waiting from hanging. A slot is held until the response is sent whole, a stream's
-    last byte included, or the client leaves.
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.message, self.retry_after = message, retry_after
+
+
+class RunSlots:
+    """How many agent runs one worker answers at once: overall, and per key (per address without keys).
+
+    Shared by every way a run starts (the chat and LangServe routes, MCP's ``ask``). A run past either
+    bound is refused at once (``Busy``) with a ``retry_after`` of about one typical run (an average of
+    the last runs' durations), rather than queued behind the model where its client cannot tell waiting
+    from hanging.
     """
 
-    def __init__(self, app: ASGIApp, *, total: int, per_client: int, routes: frozenset[str] = RUN_ROUTES) -> None:
-        self.app, self.total, self.per_client, self.routes = app, total, per_client, routes
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total, self.per_client = total, per_client
         self.running = 0
         self.by_client: dict[str, int] = {}
         self.typical_s = 5.0  # until runs have been timed
@@ -411,23 +420,19 @@ class RunLimiter:
         """Seconds a refused client should wait: about one run."""
         return max(1, math.ceil(self.typical_s))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.routes:
-            await self.app(scope, receive, send)
-            return
-        who = client_of(scope)
-        if self.running >= self.total or self.by_client.get(who, 0) >= self.per_client:
-            mine = self.by_client.get(who, 0) >= self.per_client
+    @contextlib.contextmanager
+    def hold(self, who: str) -> Iterator[None]:
+        """Hold a slot for ``who`` while the block runs; raise ``Busy`` when there is none."""
+        mine = self.by_client.get(who, 0) >= self.per_client
+        if mine or self.running >= self.total:
             what = f"{self.per_client} agent runs at once per client" if mine else f"{self.total} agent runs at once"
             wait = self.retry_after()
-            await _reply(send, 429, f"Busy: this service answers at most {what}; retry in {wait} s",
-                         "too_many_runs", [(b"retry-after", str(wait).encode())])  # fmt: skip
-            return
+            raise Busy(f"Busy: this service answers at most {what}; retry in {wait} s", wait)
         self.running += 1
         self.by_client[who] = self.by_client.get(who, 0) + 1
         started = time.monotonic()
         try:
-            await self.app(scope, receive, send)
+            yield
         finally:
             self.running -= 1
             if (left := self.by_client[who] - 1) > 0:
@@ -435,6 +440,27 @@ class RunLimiter:
             else:
                 del self.by_client[who]
             self.typical_s = 0.8 * self.typical_s + 0.2 * (time.monotonic() - started)
+
+
+class RunLimiter:
+    """Bound the agent runs of the HTTP routes that start one (``RUN_ROUTES``) by the service's ``RunSlots``.
+
+    A refused run is a 429 ``too_many_runs`` with ``Retry-After``. A slot is held until the response is
+    sent whole, a stream's last byte included, or the client leaves.
+    """
+
+    def __init__(self, app: ASGIApp, *, slots: RunSlots, routes: frozenset[str] = RUN_ROUTES) -> None:
+        self.app, self.slots, self.routes = app, slots, routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.routes:
+            await self.app(scope, receive, send)
+            return
+        try:
+            with self.slots.hold(client_of(scope)):
+                await self.app(scope, receive, send)
+        except Busy as busy:
+            await _reply(send, 429, busy.message, "too_many_runs", [(b"retry-after", str(busy.retry_after).encode())])
 
 
 #: How deep a JSON body may nest. A chat request is about 6 levels deep, a tool schema a few more;

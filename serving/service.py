@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -29,6 +30,8 @@ from serving.errors import REDIS_ERRORS, ServiceError, redis_down, translate
 from serving.observability import ServiceMetrics
 from serving.openai_compat import MODEL_ALIASES, MODEL_ID, REPO_MODEL_PREFIX
 from serving.redis_server import supervised_status as redis_status
+from serving.security import RunSlots
+from tools.mcp import hub_for, parse_servers
 
 log = logging.getLogger("cairn.serving")
 
@@ -54,6 +57,11 @@ class Service:
     http: httpx.AsyncClient | None = None
     metrics: ServiceMetrics = field(default_factory=ServiceMetrics)
     content: ContentPolicy = field(default_factory=ContentPolicy)
+    #: Called (in a thread) before an agent run that needs the model: ``cairn mcp`` starts the embedded
+    #: model server there, on first use, rather than at start-up.
+    model_on_demand: Callable[[], None] | None = None
+    #: How many agent runs this worker answers at once (the chat and LangServe routes, MCP's ask).
+    runs: RunSlots = field(default_factory=lambda: RunSlots(32, 16))
     #: The watchers of ``cairn serve --watch`` (None when not watching).
     watchers: WatchGroup | None = None
     #: The last model probe (monotonic time, result), and whether the model ever answered one.
@@ -76,6 +84,7 @@ class Service:
             graph=builder.compile(name=GRAPH_NAME),
             session_graph=builder.compile(checkpointer=saver, name=GRAPH_NAME),
             content=ContentPolicy(settings.trace_content),
+            runs=RunSlots(settings.max_concurrent_runs, settings.max_concurrent_runs_per_key),
         )
 
     def run_telemetry(self, session: str | None = None) -> RunTelemetry:
@@ -285,6 +294,19 @@ class Service:
             check["restarts"] = supervised.restarts
         if old:
             check["warning"] = f"{old} session(s) in the old key layout are not shown: run `cairn sessions migrate`"
+        return check
+
+    def check_mcp(self) -> dict[str, Any]:
+        """Where each configured MCP server stands (connected, its allowed tools, the error); never fatal."""
+        try:
+            hub = hub_for(parse_servers(self.settings.mcp_servers))
+        except CairnError as exc:
+            return {"ok": True, "warning": exc.message, "hint": exc.hint}
+        assert hub is not None
+        servers = {name: status.as_dict() for name, status in hub.connect().items()}
+        check: dict[str, Any] = {"ok": True, "servers": servers}
+        if down := [name for name, status in servers.items() if not status["ok"]]:
+            check["warning"] = f"MCP server(s) unavailable, their tools skipped: {', '.join(down)}"
         return check
 
     def check_index(self) -> dict[str, Any]:

@@ -86,6 +86,7 @@ class Context:
     prompt_layout: Literal["shared", "compact"] = _setting("agent_prompt_layout")
     use_tools: bool = _setting("agent_use_tools")
     tools: list[str] | None = _setting("tools")
+    mcp_servers: dict[str, dict[str, Any]] = _setting("mcp_servers")
     index_dir: str = Field(
         default=str(Path(_default("data_dir")) / "index"), description="The index folder to search (CAIRN_INDEX_DIR)."
     )

@@ -32,6 +32,7 @@ from models.reasoning import split_thinking
 from prompts.agent import ANALYZE, ANALYZE_WITH_TOOLS, ANSWER, NOTHING_FOUND, PLAN, REFINE
 from retrievers import in_repo
 from retrievers.navigation import Lookup, lookup_documents, lookups_in
+from tools.history import history_documents
 
 log = logging.getLogger("cairn.agent")
 
@@ -181,13 +182,19 @@ async def retrieve(state: AgentState, runtime: Runtime[Context]) -> dict[str, An
 
 
 def _looked_up(resources: Resources, lookups: Sequence[Lookup], k: int) -> list[Document]:
-    """Run plan's symbol-graph lookups on every index searched; up to k chunks, the lookups interleaved."""
+    """Run plan's lookups (the symbol graph's; a file's history from git) on every index searched.
+
+    Up to k documents, the lookups interleaved.
+    """
     per_lookup: list[list[Document]] = []
     spans_repos = len(resources.indexes) > 1
     for lookup in lookups:
         documents: list[Document] = []
         for name, index in resources.indexes.items():
-            found = lookup_documents(index, lookup, k)
+            if lookup.kind == "history":  # from a git MCP server, when one is configured
+                found = history_documents(resources.mcp, index, lookup.target) if resources.mcp else []
+            else:
+                found = lookup_documents(index, lookup, k)
             documents.extend(in_repo(document, name) if spans_repos and name else document for document in found)
         per_lookup.append(documents)
     merged: dict[tuple[str, int, int], Document] = {}

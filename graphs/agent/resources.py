@@ -24,6 +24,7 @@ from graphs.agent.judgements import AnalyzeJudgement, PlanJudgement, RefineJudge
 from models import Judgement, chat_model, judge_model
 from retrievers import AcrossReposRetriever, SearchIndex, load_search_index, make_retriever
 from tools import across_repos, load_tools, tool_context_for
+from tools.mcp import McpHub, hub_for, langchain_tool, parse_servers
 
 log = logging.getLogger("cairn.agent")
 
@@ -38,6 +39,8 @@ class Resources:
     """Repository name → loaded index ("" for the context's index folder); several when the run spans them."""
     retriever: BaseRetriever
     tools: tuple[BaseTool, ...]
+    mcp: McpHub | None = None
+    """The configured MCP servers (CAIRN_MCP_SERVERS), or None: their tools, and git history lookups."""
 
 
 #: The schema each judging node's reply must fit.
@@ -94,13 +97,17 @@ def resources_for(context: Context) -> Resources:
     else:
         retriever = make_retriever(context.retriever, next(iter(indexes.values())), **options)
     tools: tuple[BaseTool, ...] = ()
+    hub = hub_for(parse_servers(context.mcp_servers))
     if context.use_tools:
         per_repo = {name: _tools_for(index, context.tools) for name, index in indexes.items()}
         tools = tuple(across_repos(per_repo)) if context.spans_repos else next(iter(per_repo.values()))
+        if hub is not None:  # other servers' allowed tools, beside Cairn's own
+            tools += tuple(langchain_tool(hub, remote) for remote in hub.tools())
     return Resources(
         models={node: chat_model(context.model_config(node)) for node in MODEL_NODES},
         judges={node: judge_model(context.model_config(node), schema) for node, schema in JUDGEMENTS.items()},
         indexes=indexes,
         retriever=retriever,
         tools=tools,
+        mcp=hub,
     )

@@ -40,6 +40,31 @@ from models.reasoning import ThinkingFilter
 log = logging.getLogger("cairn.agent")
 
 
+def describe_step(step: dict[str, Any]) -> str | None:
+    """Return a step of the agent as a short line for people (None for steps not worth a line)."""
+    node, status = step.get("node"), step.get("status")
+    if status == "thinking":
+        return f"{node}: thinking"
+    if node == "plan":
+        if status == "running":
+            return "planning (rewriting the question)" if step.get("planned_by") == "model" else "planning"
+        return None
+    if node == "retrieve":
+        if status == "running":
+            return "searching " + ", ".join(f'"{q}"' for q in step.get("queries", []))
+        exact = f" ({step['looked_up']} from the symbol graph)" if step.get("looked_up") else ""
+        return f"found {step.get('found', 0)} chunks{exact}, kept {step.get('kept', 0)}"
+    if node == "analyze":
+        if status == "running":
+            return f"reading {step.get('documents', 0)} chunks"
+        return f"{step.get('relevant', 0)} relevant" + ("" if step.get("sufficient") else ", not enough")
+    if node == "refine":
+        return "searching again" if status == "running" else None
+    if node == "answer" and status == "running":
+        return "answering"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """A step of the agent, as its node reported it."""

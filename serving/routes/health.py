@@ -29,12 +29,15 @@ async def health() -> Health:
 @router.get("/ready", response_model=Readiness, responses={503: {"model": Readiness, "description": "Not ready"}})
 async def ready(service: ServiceDep) -> JSONResponse:
     """Whether the index is loaded and the model endpoint and Redis answer; says what is missing, and which
-    replica and worker process answered."""
+    replica and worker process answered. Configured MCP servers are listed under `mcp` (a server that is
+    down is a warning there, not a reason to be unready: the agent answers without its tools)."""
     checks = {
         "index": await asyncio.to_thread(service.check_index),
         "model": await service.check_model(),
         "redis": await service.check_redis(),
     }
+    if service.settings.mcp_servers:  # reported, never fatal: the agent skips a server that is down
+        checks["mcp"] = await asyncio.to_thread(service.check_mcp)
     replica = Replica(host=socket.gethostname(), pid=os.getpid(), workers=service.settings.workers,
                       started_at=STARTED_AT, version=__version__)  # fmt: skip
     ready = all(check["ok"] for check in checks.values())
