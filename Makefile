@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install rebuild-model docs system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx bench-llama bench-mcp fuzz traces eval eval-retrieval vendor screenshots clean help
+.PHONY: install rebuild-model docs system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx bench-llama bench-mcp bench-walk bench-hyde bench-followups fuzz traces eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -155,7 +155,16 @@ bench-llama: install  ## The embedded model's tokens/s: Cairn's llama.cpp build 
 	$(BIN)/python benchmarks/bench_llama_build.py --avx2 --rounds 15
 	$(BIN)/python benchmarks/bench_llama_threads.py
 
-bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-cluster bench-ranking bench-map-plan bench-onnx bench-llama bench-mcp  ## All benchmarks but the million-chunk one (make bench-million).
+bench-walk: install  ## Questions that describe code: hybrid vs the agent's walk (and its callees fusion), hit@1/5, MRR, caller recall (a minute).
+	$(BIN)/python benchmarks/bench_walk.py
+
+bench-hyde: install  ## HyDE with the bundled model on every retrieval eval set, against the agent without it (about 5 minutes).
+	$(BIN)/python benchmarks/bench_walk.py --variants hybrid,agent,agent-hyde --out benchmarks/results/hyde.json
+
+bench-followups: install  ## Two-turn follow-ups on the bundled model: example copies, antecedents named, hit@5 (minutes).
+	$(BIN)/python -m benchmarks.bench_followups
+
+bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-cluster bench-ranking bench-map-plan bench-onnx bench-llama bench-mcp bench-walk bench-hyde bench-followups  ## All benchmarks but the million-chunk one (make bench-million).
 
 eval-retrieval: install  ## hit@5 / MRR of each retriever on the golden set (needs the benchmark index).
 	$(BIN)/python -m evals.retrieval --index /tmp/cairn-bench/index

@@ -272,6 +272,13 @@ class Settings(BaseSettings):
             "and the identifiers in it are searched as they are)."
         ),
     )
+    agent_hyde: bool = Field(
+        default=False,
+        description=(
+            "HyDE: plan asks the model for a short hypothetical code snippet answering the question, and it is "
+            "searched as one more query (one more model call a turn; measured in docs/benchmarks.md)."
+        ),
+    )
     agent_prompt_layout: Literal["shared", "compact"] = Field(
         default="shared",
         description=(

@@ -68,6 +68,7 @@ def _package_corpus(package: str) -> Callable[[], Corpus]:
 CORPORA: dict[str, Callable[[], Corpus]] = {
     "sample": lambda: Corpus("sample", ROOT / "examples" / "sample-repo", "in-repo"),
     "httpx": _package_corpus("httpx"),
+    "rich": _package_corpus("rich"),
     "transformers": _package_corpus("transformers"),
 }
 

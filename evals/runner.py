@@ -190,6 +190,7 @@ async def _ask_one(run: _Run, question: EvalQuestion) -> dict[str, Any]:
         "judged": state.get("judged", []),
         "fallbacks": state.get("fallbacks", []),
         "planned_by": state.get("planned_by"),
+        "empty_answer": bool(state.get("empty_answer")),
         "retrieved": [d.metadata["citation"] for d in documents[:k]],
         "citations": state.get("citations", []),
         "sources": [source["citation"] for source in state.get("sources", [])],
@@ -210,6 +211,7 @@ def _summary(rows: list[dict[str, Any]], run: _Run) -> dict[str, Any]:
         "model_citation_precision": _mean([r["model_citation_precision"] for r in rows]),
         "latency_p50_s": round(statistics.median(r["latency_s"] for r in rows), 3),
         **fallback_rates(rows),
+        "empty_answers": sum(bool(r.get("empty_answer")) for r in rows),
     }
     for name in run.scorers.judged:
         summary[name] = _mean([r.get(name) for r in rows])

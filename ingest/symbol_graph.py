@@ -269,6 +269,28 @@ class SymbolGraph:
         ]
         return sorted(sites, key=lambda site: (site.path, site.line))
 
+    def references_within(self, path: str, start_line: int, end_line: int) -> list[ReferenceSite]:
+        """Return the uses of names on lines ``start_line``..``end_line`` of ``path``: what a definition calls."""
+        rows = self._rows(
+            'SELECT r.name, r.kind, f.path, r.line, d.name, d.qualified, d.kind, d.start, d."end" '
+            "FROM refs r JOIN files f ON f.id = r.file LEFT JOIN defs d ON d.id = r.scope "
+            "WHERE f.path = ? AND r.line BETWEEN ? AND ? ORDER BY r.line",
+            (path, start_line, end_line),
+        )
+        return [
+            ReferenceSite(ref_name, kind, ref_path, line, _site(d_name, d_qualified, d_kind, ref_path, d_start, d_end))
+            for ref_name, kind, ref_path, line, d_name, d_qualified, d_kind, d_start, d_end in rows
+        ]
+
+    def definitions_within(self, path: str, start_line: int, end_line: int) -> list[DefinitionSite]:
+        """Return the definitions that begin on lines ``start_line``..``end_line`` of ``path`` (a class's methods)."""
+        rows = self._rows(
+            'SELECT d.name, d.qualified, d.kind, f.path, d.start, d."end" FROM defs d JOIN files f ON f.id = d.file '
+            "WHERE f.path = ? AND d.start BETWEEN ? AND ? ORDER BY d.start",
+            (path, start_line, end_line),
+        )
+        return [DefinitionSite(*row) for row in rows]
+
     def count_references(self, name: str) -> int:
         """Return how many uses of ``name`` (its last part) the graph holds, however many are listed."""
         return self._rows("SELECT count(*) FROM refs WHERE name = ?", (name.strip().rsplit(".", 1)[-1],))[0][0]

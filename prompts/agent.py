@@ -33,6 +33,18 @@ PLAN = ChatPromptTemplate.from_messages(
     ]
 )
 
+#: HyDE: a hypothetical snippet that would answer the question, searched for its likeness to real code.
+HYDE = ChatPromptTemplate.from_messages(
+    [
+        (
+            "system",
+            "Write a short Python code snippet (at most 12 lines) that could be the code this question about a "
+            "repository is asking about. Reply with the code only.",
+        ),
+        ("human", "{question}"),
+    ]
+)
+
 ANALYZE = ChatPromptTemplate.from_messages(
     [
         ("system", EXCERPTS_SYSTEM),
@@ -81,6 +93,9 @@ ANSWER = ChatPromptTemplate.from_messages(
         ),
     ]
 )
+
+#: What the answer says when the model wrote no answer text (the Sources list follows it).
+EMPTY_ANSWER = "The model gave no answer text for this question; the most relevant places in the code are listed below."
 
 NOTHING_FOUND = (
     "I could not find code in the index that answers this question. Try naming a file, function or "

@@ -97,11 +97,87 @@ def source_documents(state: Mapping[str, Any]) -> list[Document]:
 
 
 def sources_block(sources: Sequence[Source]) -> str:
-    """Return the "Sources:" list that ends an answer (empty when there are no sources)."""
+    """Return the "Sources:" list that ends an answer (empty when there are no sources).
+
+    Each citation and symbol is a code span, so a Markdown client shows ``tinykv/__init__.py:1-6`` and
+    ``Store.__init__`` as written, not with "init" in bold.
+    """
     if not sources:
         return ""
-    listing = "\n".join(f"- {s['citation']}" + (f" ({symbol})" if (symbol := s.get("symbol")) else "") for s in sources)
+    listing = "\n".join(f"- `{s['citation']}`" + (f" (`{symbol}`)" if (symbol := s.get("symbol")) else "")
+                        for s in sources)  # fmt: skip
     return f"{SOURCES_HEADING}\n{listing}"
+
+
+#: A word Markdown would mangle: a citation, or an identifier with underscores that read as emphasis
+#: (``__init__``, ``_private_``, ``snake_case_name``); with the punctuation around it kept apart.
+_WORD = re.compile(r"^(?P<lead>[\[(\"'“‘]*)(?P<core>.*?)(?P<trail>[\])\"'”’.,;:!?]*)$", re.DOTALL)
+_MANGLED = re.compile(r"__|(?<![\w])_\w|\w_(?![\w])|\w_\w+_\w")
+
+
+class MarkdownGuard:
+    """Make an answer's text safe for Markdown clients as it streams: citations and identifiers as code spans.
+
+    ``feed`` returns the text that can be decided so far (whole words; a word still being written is
+    held back until whitespace ends it); ``flush`` returns the rest. Text inside code spans or fenced
+    blocks is left as it is.
+    """
+
+    def __init__(self) -> None:
+        self._held = ""
+        self._in_span = False
+        self._in_fence = False
+        self._line_start = True
+
+    def feed(self, chunk: str) -> str:
+        """Return the decided part of ``chunk`` (with what was held back before), made Markdown-safe."""
+        text = self._held + chunk
+        cut = max(text.rfind(" "), text.rfind("\n"), text.rfind("\t"))
+        if cut < 0:
+            self._held = text
+            return ""
+        self._held = text[cut + 1 :]
+        return self._words(text[: cut + 1])
+
+    def flush(self) -> str:
+        """Return what is still held back (the stream ended)."""
+        held, self._held = self._held, ""
+        return self._words(held)
+
+    def _words(self, text: str) -> str:
+        out: list[str] = []
+        for piece in re.split(r"(\s+)", text):
+            if not piece or piece.isspace():
+                out.append(piece)
+                if "\n" in piece:
+                    self._line_start = True
+                continue
+            fence = self._line_start and piece.startswith(("```", "~~~"))
+            self._line_start = False
+            if fence:
+                self._in_fence = not self._in_fence
+            out.append(piece if self._in_fence or fence else self._word(piece))
+        return "".join(out)
+
+    def _word(self, word: str) -> str:
+        if self._in_span or "`" in word:
+            self._in_span = (word.count("`") % 2 == 1) != self._in_span
+            return word
+        parts = _WORD.match(word)
+        if parts is None or not parts["core"]:
+            return word
+        lead, core, trail = parts["lead"], parts["core"], parts["trail"]
+        if CITATION.fullmatch(core) or CITATION.fullmatch(f"{lead[-1:]}{core}{trail[:1]}"):
+            return f"{lead.removesuffix('[')}`{core}`{trail.removeprefix(']')}"  # its brackets become the span
+        if _MANGLED.search(core) and re.fullmatch(r"[\w./-]+(?:\(\))?", core):
+            return f"{lead}`{core}`{trail}"
+        return word
+
+
+def markdown_safe(text: str) -> str:
+    """Return a whole answer made Markdown-safe as ``MarkdownGuard`` makes a streamed one."""
+    guard = MarkdownGuard()
+    return guard.feed(text) + guard.flush()
 
 
 def render_answer(answer: str, sources: Sequence[Source]) -> str:

@@ -83,6 +83,7 @@ class Context:
     k: int = _setting("agent_k")
     max_rounds: int = _setting("agent_max_rounds")
     plan: Literal["auto", "model", "question"] = _setting("agent_plan")
+    hyde: bool = _setting("agent_hyde")
     prompt_layout: Literal["shared", "compact"] = _setting("agent_prompt_layout")
     use_tools: bool = _setting("agent_use_tools")
     tools: list[str] | None = _setting("tools")

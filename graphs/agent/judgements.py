@@ -7,6 +7,7 @@ tokens, and a model that wanders still stops at the closing brace.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
@@ -33,3 +34,53 @@ class RefineJudgement(BaseModel):
     """New search queries for what is still missing."""
 
     queries: list[Query] = Field(min_length=1, max_length=3, description="New, different search queries.")
+
+
+# ---------------------------------------------------------------- checking a plan
+
+#: The prompt's own example (prompts/agent.py: PLAN), which a small model copies instead of planning.
+PLAN_EXAMPLES = frozenset({"how does x handle y?", "x handle y", "handle_y", "how does x handle y"})
+#: Placeholders in a rewrite ("How does X handle Y?"): single capital letters standing for names.
+_PLACEHOLDERS = re.compile(r"\b[XYZ]\b")
+_CONTENT_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{2,}")
+_CAMEL_PART = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
+_FILLER = frozenset(
+    "the and for with that this what where which when how does did are was were has have from into about "
+    "code function method class file module repository there their them they its it's".split()
+)
+#: Words that point back at an earlier turn ("where is its capacity set?").
+_PRONOUNS = re.compile(r"\b(?:it|its|they|them|their|theirs|this|that|these|those|there|he|she|one)\b", re.IGNORECASE)
+
+
+def content_words(text: str) -> set[str]:
+    """The words of ``text`` that carry meaning, lowercased, with identifiers' parts (``snake_case`` → snake, case)."""
+    words: set[str] = set()
+    for word in _CONTENT_WORD.findall(text):
+        for part in [word, *word.split("_"), *_CAMEL_PART.findall(word)]:
+            lowered = part.lower()
+            if len(lowered) >= 3 and lowered not in _FILLER:
+                words.add(lowered.rstrip("s") if len(lowered) > 4 else lowered)
+    return words
+
+
+def key_words(text: str) -> list[str]:
+    """The words of ``text`` that carry meaning, as written and in order (for a search query)."""
+    return list(dict.fromkeys(w for w in _CONTENT_WORD.findall(text) if w.lower() not in _FILLER))
+
+
+def copies_example(text: str) -> bool:
+    """Whether a planned question or query is the prompt's example, or keeps its placeholders (X, Y, Z)."""
+    normal = " ".join(text.lower().split())
+    placeholders = len(_PLACEHOLDERS.findall(text))
+    # "X handle Y", or a short query built on one placeholder ("X is corrupt")
+    return normal in PLAN_EXAMPLES or placeholders >= 2 or (placeholders == 1 and len(text.split()) <= 4)
+
+
+def about(text: str, conversation: str) -> bool:
+    """Whether a planned query shares a meaningful word with the conversation (the question and before it)."""
+    return bool(content_words(text) & content_words(conversation))
+
+
+def points_back(question: str) -> bool:
+    """Whether a question leans on an earlier turn through a pronoun ("And where is its capacity set?")."""
+    return bool(_PRONOUNS.search(question))

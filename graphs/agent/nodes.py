@@ -22,21 +22,29 @@ from langgraph.runtime import Runtime
 
 from config import Node
 from graphs.agent.budget import fit_budget, trim_history
-from graphs.agent.citations import check_citations, render_answer, source_of
+from graphs.agent.citations import check_citations, markdown_safe, render_answer, source_of
 from graphs.agent.context import Context, run_context
+from graphs.agent.judgements import about, content_words, copies_example, key_words, points_back
 from graphs.agent.resources import Resources, resources_for
 from graphs.agent.state import AgentState, ToolCallRecord
 from ingest.tokens import identifiers_in
 from models import Judgement
 from models.reasoning import split_thinking
-from prompts.agent import ANALYZE, ANALYZE_WITH_TOOLS, ANSWER, NOTHING_FOUND, PLAN, REFINE
+from prompts.agent import ANALYZE, ANALYZE_WITH_TOOLS, ANSWER, EMPTY_ANSWER, HYDE, NOTHING_FOUND, PLAN, REFINE
 from retrievers import in_repo
 from retrievers.navigation import Lookup, lookup_documents, lookups_in
+from retrievers.walk import Trail, described_in, described_kind, hops_for, relation_in, walk
 from tools.history import history_documents
 
 log = logging.getLogger("cairn.agent")
 
 MAX_QUERIES = 4
+#: The most of a HyDE snippet that is searched (a query, not a document).
+HYDE_CHARS = 600
+_FENCED = re.compile(r"```[\w+-]*\n(.*?)(?:```|$)", re.DOTALL)
+#: Whether a question's ranking also fuses in what the best chunk calls. Off: on the eval sets it gained
+#: on two and lost more than 0.01 MRR on two (docs/benchmarks.md, bench_walk.py's agent-callees).
+CALLEES_OF_TOP = False
 MAX_TOOL_CALLS = 4
 EXCERPT_CHARS = 600  # of each chunk shown to analyze, which only judges relevance
 
@@ -93,29 +101,41 @@ async def plan(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
     ask_model = context.plan == "model" or (context.plan == "auto" and bool(history))
     step(runtime, Node.PLAN, "running", planned_by="model" if ask_model else "question")
     fallbacks: list[str] = []
-    standalone, planned = question, []
+    standalone = question
+    planned: list[str] = []
+    earlier = _question_of(history) if history else ""
     if ask_model:
         judgement = await resources.judges[Node.PLAN].ainvoke(PLAN.format_messages(history=history, question=question))
         _judged(runtime, Node.PLAN, judgement)
-        if judgement.parsed is not None:
-            standalone = judgement.parsed.question.strip() or question
-            planned = list(judgement.parsed.queries)
-        else:
-            fallbacks.append(Node.PLAN)
+        standalone, planned = _checked_plan(judgement, question, earlier)
+        if standalone == question and not planned:
+            fallbacks.append(Node.PLAN)  # no reply that fit, or one copying the prompt's example: the question
     # The user's own words are always searched: a small model's rewrite may lose what mattered.
-    context_names = identifiers_in(_question_of(history)) if history else []
-    queries = _dedupe([question, *planned, *identifiers_in(question), *context_names])[:MAX_QUERIES]
-    if history and not planned and context_names:
-        standalone = f"{question} (earlier: {', '.join(context_names[:3])})"
+    context_names = identifiers_in(earlier) if history else []
+    follow_up = [f"{' '.join(key_words(earlier))} {question}"] if history and points_back(question) else []
+    # "Which functions call the helper that ...": a relation of something described, not named: walked
+    # in the symbol graph from what the search finds (retrieve), which searches the description alone too.
+    walk = relation_in(question) or relation_in(standalone) or ""
+    described = [d for d in (described_in(question),) if d] if walk else []
+    hyde = [snippet] if context.hyde and (snippet := await _hypothetical(resources, standalone)) else []
+    queries = _dedupe([question, *described, *hyde, *planned, *identifiers_in(question), *context_names, *follow_up])
+    queries = queries[:MAX_QUERIES]
+    # A follow-up the model did not make standalone (no rewrite, or one still saying "it") carries the
+    # question it follows, so analyze and answer know what "it" is.
+    if history and (standalone == question or points_back(standalone)) and (context_names or points_back(question)):
+        standalone = f"{standalone} (follow-up to: {earlier})"
     # "What calls X", "where is X defined", "which modules import X": answered from the symbol graph too.
     lookups = [{"kind": lookup.kind, "target": lookup.target} for lookup in lookups_in(question)]
     if not lookups and standalone != question:
         lookups = [{"kind": lookup.kind, "target": lookup.target} for lookup in lookups_in(standalone)]
-    step(runtime, Node.PLAN, "done", queries=queries, question=standalone, lookups=lookups)
+    walk = "" if lookups else walk  # a named target is looked up exactly instead
+    step(runtime, Node.PLAN, "done", queries=queries, question=standalone, lookups=lookups, walk=walk, hyde=bool(hyde))
     return {
         "question": standalone,
         "queries": queries,
         "lookups": lookups,
+        "walk": walk,
+        "walked": [],
         "planned_by": "model" if ask_model else "question",
         "searched": [],
         "documents": [],
@@ -131,6 +151,39 @@ async def plan(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
         "fallbacks": fallbacks,
         "tool_calls": [],
     }
+
+
+async def _hypothetical(resources: Resources, question: str) -> str:
+    """HyDE: a snippet the model imagines answers the question (its code only, at most HYDE_CHARS), or ""."""
+    reply = await resources.models[Node.PLAN].ainvoke(HYDE.format_messages(question=question))
+    visible, _thinking = split_thinking(str(reply.content))
+    fenced = _FENCED.search(visible)
+    snippet = (fenced.group(1) if fenced else visible).strip()[:HYDE_CHARS]
+    if not snippet or copies_example(snippet):
+        log.info("plan: no hypothetical snippet from the model (HyDE)")
+        return ""
+    return snippet
+
+
+def _checked_plan(judgement: Judgement, question: str, earlier: str) -> tuple[str, list[str]]:
+    """Return the model's standalone question and queries, without what copies the prompt's example or is
+    about nothing in the conversation (each counted in the log); the question itself when nothing is left."""
+    parsed = judgement.parsed
+    if parsed is None:
+        return question, []
+    conversation = f"{earlier}\n{question}"
+    planned = [q for q in parsed.queries if not copies_example(q) and about(q, conversation)]
+    rewrite = parsed.question.strip()
+    # A rewrite must keep what the latest question adds: a small model often repeats the earlier question
+    # ("And where is its capacity set?" -> "How does the LRU cache evict entries?").
+    new_words = content_words(question) - content_words(earlier)
+    keeps_question = not earlier or not new_words or bool(content_words(rewrite) & new_words)
+    fits = rewrite and keeps_question and not copies_example(rewrite) and about(rewrite, conversation)
+    standalone = rewrite if fits else question
+    rejected = [q for q in parsed.queries if q not in planned] + ([rewrite] if standalone != rewrite else [])
+    if rejected:
+        log.info("plan: rejected %s (the prompt's example, or not about the question)", rejected)
+    return standalone, planned
 
 
 # ---------------------------------------------------------------- retrieve
@@ -168,17 +221,78 @@ async def retrieve(state: AgentState, runtime: Runtime[Context]) -> dict[str, An
     # Embedding the queries and searching are CPU work: off the event loop, so a service stays responsive.
     rankings: list[list[Document]] = await asyncio.to_thread(resources.retriever.batch, queries) if queries else []
     exact = await asyncio.to_thread(_looked_up, resources, lookups, context.k) if lookups else []
+    walked: list[str] = []
+    if state.get("walk") and not state.get("rounds") and rankings:
+        asked = _question_of(state["messages"])
+        # Seeds come from the ranking for the description alone ("crops or pads a string ...") when it was
+        # searched: the words about the relation ("which code calls") pull other code up.
+        described = described_in(asked)
+        seeding = [rankings[queries.index(described)]] if described in queries else rankings
+        target = (described_kind(asked), described or "")
+        found, trail = await asyncio.to_thread(
+            _walked, resources, seeding, state["walk"], hops_for(asked), target, context
+        )
+        exact, walked = [*found, *exact], [str(t) for t in trail]
+        for line in walked:
+            step(runtime, Node.RETRIEVE, "walking", trail=line)
     previous = state.get("documents", [])
     kept_before = [d for i, d in enumerate(previous) if i in set(state.get("relevant", []))]
     seen = {_key(d) for d in kept_before}
     exact = [d for d in exact if _key(d) not in seen]
     seen |= {_key(d) for d in exact}
+    if not state.get("walk") and not lookups and not state.get("rounds") and rankings and CALLEES_OF_TOP:
+        # "How does X work": the definitions the best chunk calls as one more ranking (the helper doing the work).
+        rankings = [*rankings, await asyncio.to_thread(_callees_of_top, resources, rankings, context)]
     found = [d for d in fuse_rankings(rankings, context.rrf_k) if _key(d) not in seen]
     # The graph's answers first (up to k), then search's best to fill k: never fewer than two of those.
     searched = found[: max(context.k - len(exact), min(2, len(found)))]
     kept = fit_budget([*kept_before, *exact, *searched], context.document_tokens)
     step(runtime, Node.RETRIEVE, "done", found=len(found) + len(exact), looked_up=len(exact), kept=len(kept))
-    return {"documents": kept, "relevant": [], "searched": [*state.get("searched", []), *queries]}
+    return {"documents": kept, "relevant": [], "searched": [*state.get("searched", []), *queries],
+            "walked": [*state.get("walked", []), *walked]}  # fmt: skip
+
+
+def _walked(
+    resources: Resources,
+    rankings: list[list[Document]],
+    relation: str,
+    hops: int,
+    target: tuple[str | None, str],
+    context: Context,
+) -> tuple[list[Document], list[Trail]]:
+    """Follow the question's relation in the symbol graph from the search's best hits, per index.
+
+    ``target`` is the kind of definition the question describes and its description (``described_kind``,
+    ``described_in``). The described definition comes first, then what the walk found from it (callers,
+    callees, importers or subclasses); they go ahead of the search's other hits.
+    """
+    fused = fuse_rankings(rankings, context.rrf_k)
+    spans_repos = len(resources.indexes) > 1
+    documents: list[Document] = []
+    trail: list[Trail] = []
+    for name, index in resources.indexes.items():
+        mine = [d for d in fused if d.metadata.get("repo", "") == name] if spans_repos else fused
+        if spans_repos:  # across repositories the hits carry the repository's prefix; the graph does not
+            mine = [_unprefixed(d, name) for d in mine]
+        found, followed = walk(index, mine, relation, hops=hops, kind=target[0], described=target[1])
+        documents += [in_repo(d, name) if spans_repos and name else d for d in found]
+        trail += followed
+    return documents[: context.k], trail
+
+
+def _callees_of_top(resources: Resources, rankings: list[list[Document]], context: Context) -> list[Document]:
+    """The definitions the fused search's best chunk calls, as one more ranking to fuse (none across repositories)."""
+    if len(resources.indexes) != 1:
+        return []
+    (index,) = resources.indexes.values()
+    found, _ = walk(index, fuse_rankings(rankings, context.rrf_k)[:1], "callees", seeds=1, limit=3)
+    return [d for d in found if not str(d.metadata.get("walk", "")).startswith("described")]
+
+
+def _unprefixed(document: Document, repo: str) -> Document:
+    """A hit across repositories with its path as its own repository's graph knows it (no ``repo/``)."""
+    meta = {**document.metadata, "path": str(document.metadata["path"]).removeprefix(f"{repo}/")}
+    return Document(page_content=document.page_content, metadata=meta)
 
 
 def _looked_up(resources: Resources, lookups: Sequence[Lookup], k: int) -> list[Document]:
@@ -395,6 +509,8 @@ async def answer(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]
     reply = await resources.models[Node.ANSWER].ainvoke(prompt, stop=context.stop or None)
     visible, _thinking = split_thinking(str(reply.content))  # a reasoning model's thinking stays out
     text, valid, dropped = check_citations(visible, documents)
+    empty = not text.strip()
+    text = EMPTY_ANSWER if empty else markdown_safe(text)  # never a bare Sources list
     sources = [source_of(d) for d in relevant]
     if context.prompt_layout == "shared":  # it was shown every excerpt: all are its sources, chosen ones first
         sources += [source_of(d, relevant=False) for i, d in enumerate(documents) if i not in set(chosen)]
@@ -402,5 +518,6 @@ async def answer(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]
     metadata = reply.response_metadata or {}
     finish = metadata.get("finish_reason") or metadata.get("done_reason") or "stop"
     message = AIMessage(render_answer(text, sources), response_metadata={"usage": dict(usage), "finish_reason": finish})
-    step(runtime, Node.ANSWER, "done", citations=valid, dropped_citations=dropped, sources=sources)
-    return {"messages": [message], "answer": text, "sources": sources, "citations": valid, "dropped_citations": dropped}
+    step(runtime, Node.ANSWER, "done", citations=valid, dropped_citations=dropped, sources=sources, empty=empty)
+    return {"messages": [message], "answer": text, "sources": sources, "citations": valid, "dropped_citations": dropped,
+            "empty_answer": empty}  # fmt: skip

@@ -43,6 +43,11 @@ class AgentState(InputState, total=False):
     """Search queries of the current round (plan, then refine)."""
     lookups: list[dict[str, str]]
     """Symbol-graph lookups the question asks for (plan): ``{"kind": "references", "target": "fuse"}``."""
+    walk: str
+    """The relation a question asks about what it describes (plan: "callers", "callees", "importers",
+    "subclasses"), followed in the symbol graph from the search's best hits (retrieve); "" when none."""
+    walked: list[str]
+    """What the walk followed this turn ("following `encode_record` → 2 callers")."""
     planned_by: str
     """Who chose the first queries: "model" (a standalone rewrite) or "question" (the question as asked)."""
     searched: list[str]
@@ -65,6 +70,8 @@ class AgentState(InputState, total=False):
     """The answer's citations (path:start-end) that retrieved code supports, in order of first use."""
     dropped_citations: list[str]
     """Citations the model wrote that no retrieved chunk supports; removed from the answer."""
+    empty_answer: bool
+    """Whether the model wrote no answer text (the answer then says so and lists the relevant places)."""
     judged: list[str]
     """Each model judgement asked this turn, by node (plan, analyze, refine), in order."""
     fallbacks: list[str]

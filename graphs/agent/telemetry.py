@@ -67,6 +67,8 @@ class AgentMetrics:
                                  ("node",), registry=registry)  # fmt: skip
         self.errors = Counter("cairn:errors", "Failures by where they happened and their type.",
                               ("node", "type"), registry=registry)  # fmt: skip
+        self.empty_answers = Counter("cairn:empty_answers", "Answers the model gave no text for (the places listed).",
+                                     registry=registry)  # fmt: skip
 
 
 @dataclass
@@ -228,6 +230,8 @@ class RunTelemetry(BaseCallbackHandler):
             if self.metrics is not None:
                 self.metrics.fallbacks.labels(run.node).inc(len(fallbacks))
         if run.node == Node.ANSWER:
+            if outputs.get("empty_answer") and self.metrics is not None:
+                self.metrics.empty_answers.inc()
             span.set_attribute("cairn.citations", list(outputs.get("citations", [])))
             span.set_attribute("cairn.dropped_citations", list(outputs.get("dropped_citations", [])))
             if (answer := outputs.get("answer")) and (text := self.content.text(str(answer), kind="message")):

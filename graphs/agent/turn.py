@@ -33,6 +33,7 @@ from langgraph.types import Durability, StreamMode
 
 from cairn.errors import SessionRepositoryMismatch
 from config import Node
+from graphs.agent.citations import MarkdownGuard
 from graphs.agent.context import Context
 from graphs.agent.sessions import recorded_repo, repo_mismatch, session_metadata
 from models.reasoning import ThinkingFilter
@@ -50,6 +51,8 @@ def describe_step(step: dict[str, Any]) -> str | None:
             return "planning (rewriting the question)" if step.get("planned_by") == "model" else "planning"
         return None
     if node == "retrieve":
+        if status == "walking":
+            return str(step.get("trail", ""))
         if status == "running":
             return "searching " + ", ".join(f'"{q}"' for q in step.get("queries", []))
         exact = f" ({step['looked_up']} from the symbol graph)" if step.get("looked_up") else ""
@@ -172,6 +175,7 @@ class Turn:
                       self.graph.astream({"messages": list(self.messages)}, self._config(), context=self.context,
                                          stream_mode=modes, durability=self._durability()))  # fmt: skip
         thinking = ThinkingFilter()
+        markdown = MarkdownGuard()  # citations and identifiers as code spans, as the final answer has them
         final: dict[str, Any] = {}
         streamed = False
         try:
@@ -189,15 +193,18 @@ class Turn:
                     visible, thought = thinking.feed(str(chunk.content))
                     if thought:
                         yield Thinking(thought)
-                    if visible:
+                    # blank text before the first word is dropped: an answer of whitespace is no answer, and
+                    # the reply then says so (answer: EMPTY_ANSWER) instead of sending a bare Sources list
+                    if visible and (safe := markdown.feed(visible)) and (streamed or (safe := safe.lstrip())):
                         streamed = True
-                        yield Token(visible)
+                        yield Token(safe)
             visible, thought = thinking.flush()  # the tail held back in case it began a tag
             if thought:
                 yield Thinking(thought)
-            if visible:
+            safe = markdown.feed(visible) + markdown.flush()  # and the word held back until it ended
+            if safe := safe if streamed else safe.lstrip():
                 streamed = True
-                yield Token(visible)
+                yield Token(safe)
             self.completed = True
         finally:
             await stream.aclose()

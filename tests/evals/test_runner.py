@@ -44,6 +44,7 @@ async def test_report_scores_and_gate(eval_settings: Settings, tmp_path: Path) -
     assert 0 < summary["rouge_l"] < 1
     # the instant model writes no JSON: analyze always falls back; plan (first questions) never asks a model
     assert summary["fallback_rate_analyze"] == 1.0 and summary["fallback_rate_plan"] is None
+    assert summary["empty_answers"] == 0 and not any(r["empty_answer"] for r in report.questions)
     assert report.gate.passed, report.gate
     config = report.config
     assert config["models"] == {"plan": "instant", "analyze": "instant", "refine": "instant", "answer": "instant"}

@@ -73,13 +73,13 @@ async def test_happy_path_answers_with_checked_citations(index_dir) -> None:
     assert "decode_records crc32" in state["queries"] and "how is a torn record detected?" in state["queries"]
     assert state["citations"] == ["tinykv/wal.py:24-36"]
     assert state["dropped_citations"] == ["tinykv/lies.py:1-9"]
-    assert "lies.py" not in state["answer"] and "[tinykv/wal.py:24-36]" in state["answer"]
+    assert "lies.py" not in state["answer"] and "`tinykv/wal.py:24-36`" in state["answer"]
     # the answer's text and its sources are separate fields; the message a reader sees has both
     assert "Sources:" not in state["answer"] and state["sources"]
     reply = state["messages"][-1]
     assert isinstance(reply, AIMessage) and reply.content.startswith(state["answer"])
     assert reply.content.endswith(
-        "\n".join(f"- {s['citation']}" + (f" ({s['symbol']})" if s["symbol"] else "") for s in state["sources"])
+        "\n".join(f"- `{s['citation']}`" + (f" (`{s['symbol']}`)" if s["symbol"] else "") for s in state["sources"])
     )
     # the answer was shown every excerpt (the shared layout): all are sources, the ones analyze chose first
     chosen = [state["documents"][i].metadata["citation"] for i in state["relevant"]]
@@ -263,7 +263,7 @@ def test_json_is_found_inside_chatter_and_fences() -> None:
 
 async def test_a_first_question_is_searched_as_asked_and_a_follow_up_is_rewritten(index_dir) -> None:
     """plan=auto (the default) saves the model call a first question does not need."""
-    plan_model = QueuedChatModel(replies=['{"question": "Who calls decode_records?", "queries": ["replay"]}'])
+    plan_model = QueuedChatModel(replies=['{"question": "Who calls decode_records?", "queries": ["replay records"]}'])
     ctx = context(
         index_dir,
         plan="auto",
@@ -281,7 +281,7 @@ async def test_a_first_question_is_searched_as_asked_and_a_follow_up_is_rewritte
     assert first["judged"] == ["analyze"]
     follow = await memory.ainvoke({"messages": [HumanMessage("and who calls it?")]}, config, context=ctx)
     assert len(plan_model.prompts) == 1 and follow["planned_by"] == "model"
-    assert follow["question"] == "Who calls decode_records?" and "replay" in follow["queries"]
+    assert follow["question"] == "Who calls decode_records?" and "replay records" in follow["queries"]
 
 
 async def test_a_reasoning_models_thinking_never_reaches_the_answer_or_history(index_dir) -> None:
@@ -366,3 +366,87 @@ async def test_a_question_without_navigation_makes_no_lookup(index_dir) -> None:
     state = await graph.ainvoke({"messages": [HumanMessage("how does compaction work?")]}, context=ctx)
     assert state["lookups"] == []
     assert not any(d.metadata["retriever"].startswith("graph:") for d in state["documents"])
+
+
+async def test_hyde_searches_the_snippet_the_model_imagines(index_dir) -> None:
+    """CAIRN_AGENT_HYDE: one model call writes a snippet (fences stripped) that is searched as a query."""
+    plan_model = QueuedChatModel(replies=["```python\ndef decode_records(data):\n    check_crc32(data)\n```"])
+    ctx = context(
+        index_dir,
+        plan="question",
+        hyde=True,
+        **models(
+            plan=plan_model,
+            analyze=QueuedChatModel(default='{"relevant": [1], "sufficient": true}'),
+            answer=QueuedChatModel(default="It checks a CRC [tinykv/wal.py:24-36]."),
+        ),
+    )
+    state = await graph.ainvoke({"messages": [HumanMessage("How are torn records detected?")]}, context=ctx)
+    assert len(plan_model.prompts) == 1  # the HyDE call; the plan itself was not asked for
+    assert state["queries"][:2] == [
+        "How are torn records detected?",
+        "def decode_records(data):\n    check_crc32(data)",
+    ]
+
+
+async def test_without_hyde_no_snippet_is_asked_for(index_dir) -> None:
+    plan_model = QueuedChatModel(replies=[])
+    analyze = QueuedChatModel(default='{"relevant": [1], "sufficient": true}')
+    ctx = context(
+        index_dir, plan="question", **models(plan=plan_model, analyze=analyze, answer=QueuedChatModel(default="x"))
+    )
+    state = await graph.ainvoke({"messages": [HumanMessage("How are torn records detected?")]}, context=ctx)
+    assert plan_model.prompts == [] and not any("def " in q for q in state["queries"])
+
+
+async def test_a_described_helpers_callers_are_walked_to(index_dir) -> None:
+    """The issue's question: it names no symbol, so the helper is found by search and its callers by the graph."""
+    question = "Which functions call the helper that encodes one log record (header, then key length, key and value)?"
+    ctx = context(
+        index_dir,
+        plan="auto",
+        **models(
+            analyze=QueuedChatModel(default='{"relevant": [1, 2, 3], "sufficient": true}'),
+            answer=QueuedChatModel(default="WriteAheadLog.append and Store.compact call it."),
+        ),
+    )
+    steps: list[dict] = []
+    async for mode, chunk in graph.astream({"messages": [HumanMessage(question)]}, context=ctx,
+                                           stream_mode=["custom", "values"]):  # fmt: skip
+        if mode == "custom":
+            steps.append(chunk)
+        else:
+            state = chunk
+    assert state["lookups"] == [] and state["walk"] == "callers"
+    assert state["queries"][1] == "encodes one log record (header, then key length, key and value)"
+    walked = [d for d in state["documents"] if d.metadata["retriever"] == "walk:callers"]
+    assert walked[0].metadata["symbol"] == "encode_record" and state["documents"][0] is walked[0]
+    assert {d.metadata["path"] for d in walked[1:]} == {"tinykv/store.py", "tinykv/wal.py"}
+    assert state["walked"] == ["following `encode_record` → 2 callers"]
+    assert any(s.get("trail") == "following `encode_record` → 2 callers" for s in steps)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        '{"question": "How does X handle Y?", "queries": ["X handle Y", "handle_y"]}',  # the prompt's example
+        '{"question": "How does the LRU cache evict entries?", "queries": ["cache evict"]}',  # the earlier question
+    ],
+)
+async def test_a_follow_up_plan_that_copies_or_loses_the_question_is_not_taken(index_dir, reply: str) -> None:
+    ctx = context(
+        index_dir,
+        plan="auto",
+        **models(
+            plan=QueuedChatModel(replies=[reply]),
+            analyze=QueuedChatModel(default='{"relevant": [1], "sufficient": true}'),
+            answer=QueuedChatModel(default="In LRUCache.__init__."),
+        ),
+    )
+    memory = build_graph().compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "follow"}}
+    await memory.ainvoke({"messages": [HumanMessage("How does the LRU cache evict entries?")]}, config, context=ctx)
+    follow = await memory.ainvoke({"messages": [HumanMessage("And where is its capacity set?")]}, config, context=ctx)
+    assert follow["question"] == "And where is its capacity set? (follow-up to: How does the LRU cache evict entries?)"
+    assert not any(q in ("X handle Y", "handle_y") for q in follow["queries"])
+    assert "LRU cache evict entries And where is its capacity set?" in follow["queries"]

@@ -87,3 +87,41 @@ def test_unreachable_model_endpoint_is_a_clear_error(real_index, tmp_path: Path)
     )  # fmt: skip
     assert done.returncode == 10
     assert "unreachable" in done.stderr and "hint:" in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_a_follow_up_on_the_bundled_model_names_its_antecedent_and_copies_no_example(llama, real_index) -> None:
+    """The two-turn case from Open WebUI: "And where is its capacity set?" after a question about the cache."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from graphs.agent.graph import build_graph
+    from graphs.agent.judgements import copies_example
+
+    context = Context(
+        model=f"openai-compatible/smollm2-135m@{llama.base_url}", index_dir=real_index, max_rounds=0, temperature=0
+    )
+    memory = build_graph().compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "follow-up"}}
+    first = "How does the LRU cache evict entries when it is full?"
+    await memory.ainvoke({"messages": [HumanMessage(first)]}, config, context=context)
+    follow = await memory.ainvoke(
+        {"messages": [HumanMessage("And where is its capacity set?")]}, config, context=context
+    )
+    assert follow["planned_by"] == "model"
+    assert not any(copies_example(q) for q in [follow["question"], *follow["queries"]]), follow["queries"]
+    assert "cache" in follow["question"].lower(), follow["question"]  # what "its" stands for
+    assert "tinykv/cache.py" in {d.metadata["path"] for d in follow["documents"]}
+    assert follow["answer"].strip()  # never a bare Sources list
+
+
+async def test_the_described_helpers_callers_are_cited_on_the_bundled_model(llama, real_index) -> None:
+    """The issue's question names no symbol; the reply cites both callers of encode_record."""
+    question = "Which functions call the helper that encodes one log record (header, then key length, key and value)?"
+    context = Context(
+        model=f"openai-compatible/smollm2-135m@{llama.base_url}", index_dir=real_index, max_rounds=0, temperature=0
+    )
+    state = await graph.ainvoke({"messages": [HumanMessage(question)]}, context=context)
+    assert state["walked"] == ["following `encode_record` → 2 callers"]
+    reply = state["messages"][-1].content
+    callers = [d for d in state["documents"] if d.metadata.get("walk", "").startswith("callers of")]
+    assert {d.metadata["path"] for d in callers} == {"tinykv/wal.py", "tinykv/store.py"}
+    assert all(f"`{d.metadata['citation']}`" in reply for d in callers), reply  # both cited, as code spans

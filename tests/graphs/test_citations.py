@@ -31,5 +31,5 @@ def test_the_rendered_answer_is_the_text_then_its_sources() -> None:
         {"citation": "b.md:3-4", "symbol": None, "score": 0.1},
     ]
     rendered = render_answer("It works [a.py:1-9].", sources)
-    assert rendered == "It works [a.py:1-9].\n\nSources:\n- a.py:1-9 (f)\n- b.md:3-4"
+    assert rendered == "It works [a.py:1-9].\n\nSources:\n- `a.py:1-9` (`f`)\n- `b.md:3-4`"
     assert render_answer("Nothing found.", []) == "Nothing found."
