@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install rebuild-model docs system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx bench-llama bench-mcp bench-walk bench-hyde bench-followups fuzz traces eval eval-retrieval vendor screenshots clean help
+.PHONY: install rebuild-model docs system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx bench-llama bench-mcp bench-walk bench-hyde bench-followups bench-ingest-onnx infinity-venv bench-embeddings fuzz traces eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -163,6 +163,16 @@ bench-hyde: install  ## HyDE with the bundled model on every retrieval eval set,
 
 bench-followups: install  ## Two-turn follow-ups on the bundled model: example copies, antecedents named, hit@5 (minutes).
 	$(BIN)/python -m benchmarks.bench_followups
+
+bench-ingest-onnx: install  ## The ingest's batch encoder: torch fp32 vs ONNX fp32 vs ONNX int8, chunks/s and dense retrieval on the eval sets (minutes).
+	$(BIN)/python -m benchmarks.bench_ingest_onnx
+
+infinity-venv: install  ## Infinity (infinity-emb 0.0.78) in .venv-infinity, an embedding server for bench-embeddings (about 2 minutes).
+	test -x .venv-infinity/bin/infinity_emb || (python3.11 -m venv .venv-infinity && \
+	  .venv-infinity/bin/pip install -q torch==2.13.0 && .venv-infinity/bin/pip install -q "infinity-emb[server,torch]==0.0.78")
+
+bench-embeddings: infinity-venv  ## Embeddings from an endpoint (Infinity on the bundled model) vs the local model: vectors, retrieval, chunks/s.
+	$(BIN)/python -m benchmarks.bench_embeddings
 
 bench: bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-cluster bench-ranking bench-map-plan bench-onnx bench-llama bench-mcp bench-walk bench-hyde bench-followups  ## All benchmarks but the million-chunk one (make bench-million).
 

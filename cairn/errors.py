@@ -55,6 +55,9 @@ class ExitCode(IntEnum):
     SESSION_REPOSITORY_MISMATCH = 19
     """`cairn ask --session`: the session is about another repository than the one asked about (a session keeps to
     one)"""
+    RERANKER_UNAVAILABLE = 20
+    """the reranker (`CAIRN_RERANK_MODEL`) cannot be loaded or reached (a search keeps its fused order and warns
+    instead)"""
     INTERRUPTED = 130
     """interrupted (Ctrl-C); the index on disk is unchanged unless a new one was completed"""
 
@@ -123,6 +126,13 @@ class EmbeddingModelMismatch(CairnError):
     """The index was built with another embedding model than the one configured."""
 
     exit_code = ExitCode.EMBEDDING_MODEL_MISMATCH
+    http_status = 503
+
+
+class RerankUnavailable(CairnError):
+    """The reranker cannot score (an endpoint down, a folder that is not a CrossEncoder): the fused order stands."""
+
+    exit_code = ExitCode.RERANKER_UNAVAILABLE
     http_status = 503
 
 

@@ -203,6 +203,9 @@ def search(
     path: Annotated[list[str] | None, typer.Option("--path", help="Only paths matching this glob.")] = None,
     language: Annotated[list[str] | None, typer.Option("--language", help="Only this language.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
+    rerank: Annotated[
+        bool | None, typer.Option("--rerank/--no-rerank", help="Rerank with CAIRN_RERANK_MODEL (default CAIRN_RERANK).")
+    ] = None,
 ) -> None:
     """Search the index and print ranked citations (path:start-end) with snippets.
 
@@ -210,26 +213,38 @@ def search(
     """
     from ingest.repos import ALL, default_repo
     from retrievers import AcrossReposRetriever, available_retrievers, make_retriever
+    from retrievers.rerank import rerank as rerank_documents
 
     settings = _settings(index, repo)
     if mode not in available_retrievers():
         raise CairnError(f"Unknown --mode {mode!r}", f"choose one of: {', '.join(available_retrievers())}")
     indexes = _load_indexes(settings)
     options = {"k": k or settings.search_k, "depth": settings.fusion_depth, "rrf_k": settings.rrf_k}
-    retrievers = {name: make_retriever(mode, loaded, **options) for name, loaded in indexes.items()}
+    reranking = settings.rerank if rerank is None else rerank
+    # a reranker reads the fused ranking's top N, so that many are retrieved and it keeps k
+    wide = {**options, "k": max(options["k"], settings.rerank_top_n)} if reranking else options
+    retrievers = {name: make_retriever(mode, loaded, **wide) for name, loaded in indexes.items()}
     retriever = (
-        AcrossReposRetriever(retrievers=retrievers, k=options["k"], rrf_k=settings.rrf_k)
+        AcrossReposRetriever(retrievers=retrievers, k=wide["k"], rrf_k=settings.rrf_k)
         if default_repo(settings) == ALL
         else next(iter(retrievers.values()))
     )
     if mode != "keyword":
         next(iter(indexes.values())).embedder  # noqa: B018  (load the model now, so the time printed is the search's)
+    reranker = _reranker(settings) if (settings.rerank if rerank is None else rerank) else None
     started = time.perf_counter()
     docs = retriever.invoke(query, path_glob=path, language=language)
+    warning = None
+    if reranker is not None:
+        reranked = rerank_documents(reranker, query, docs, k=options["k"], top_n=settings.rerank_top_n)
+        docs, warning = reranked.documents, reranked.warning
     elapsed_ms = (time.perf_counter() - started) * 1000
+    if warning:
+        err.print(f"warning: {warning}", style="yellow", highlight=False)
     if as_json:
         rows = [{**doc.metadata, "text": doc.page_content} for doc in docs]
-        out.print_json(json.dumps({"query": query, "mode": mode, "ms": round(elapsed_ms, 2), "results": rows}))
+        found = {"query": query, "mode": mode, "ms": round(elapsed_ms, 2), "results": rows}
+        out.print_json(json.dumps({**found, "warnings": [warning] if warning else []}))
         return
     if not docs:
         out.print("No results.")
@@ -245,6 +260,21 @@ def search(
         for line in snippet:
             out.print(f"      {line[:120]}", highlight=False, markup=False)
     err.print(f"{len(docs)} results in {elapsed_ms:.1f} ms ({mode})", style="dim")
+
+
+def _reranker(settings: Settings) -> Any:
+    """The reranker CAIRN_RERANK_MODEL names (an error when none is set); None when it cannot be loaded."""
+    from cairn.errors import RerankUnavailable
+    from retrievers.rerank import make_reranker
+
+    if not settings.rerank_model:
+        raise CairnError("Reranking needs a reranker", "set CAIRN_RERANK_MODEL (docs/models.md#reranking)")
+    key = settings.rerank_api_key.get_secret_value() if settings.rerank_api_key else None
+    try:
+        return make_reranker(settings.rerank_model, key)
+    except RerankUnavailable as exc:
+        err.print(f"warning: not reranked: {exc.message}", style="yellow", highlight=False)
+        return None
 
 
 def _navigate(settings: Settings, lookup: Callable[[Any], Any]) -> tuple[list[tuple[str, Any]], float]:

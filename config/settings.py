@@ -97,8 +97,49 @@ class Settings(BaseSettings):
     embedding_model: str = Field(
         default=BUNDLED_EMBEDDING_MODEL,
         description=(
-            "Sentence-transformers model: 'all-MiniLM-L6-v2' (bundled, offline) or a local model folder. "
-            "Hub names are never downloaded."
+            "What embeds chunks and queries: 'all-MiniLM-L6-v2' (bundled, offline), a local sentence-transformers "
+            "folder, 'openai-compatible/MODEL@BASE_URL' (an OpenAI-compatible /embeddings endpoint: vLLM, TEI, "
+            "llama.cpp's server with --embedding, Infinity, LiteLLM) or 'ollama/MODEL[@BASE_URL]' (Ollama's "
+            "/api/embed). Hub names are never downloaded. An index records provider/model and dimension; "
+            "another one is refused (exit 5) until 'cairn ingest --rebuild'."
+        ),
+    )
+    rerank: bool = Field(
+        default=False,
+        description="Rerank the fused ranking's top CAIRN_RERANK_TOP_N with CAIRN_RERANK_MODEL, in the agent and "
+        "every search (cairn search --rerank turns it on for one search).",
+    )
+    rerank_model: str | None = Field(
+        default=None,
+        description=(
+            "The reranker: 'openai-compatible/MODEL@BASE_URL' (a /rerank endpoint: llama.cpp's server with "
+            "--reranking, vLLM, TEI, Infinity; Jina/Cohere's request shape) or a local sentence-transformers "
+            "CrossEncoder folder. None ship offline; unset: no reranking."
+        ),
+    )
+    rerank_top_n: int = Field(default=30, ge=1, le=200, description="Documents of the fused ranking reranked.")
+    rerank_api_key: SecretStr | None = Field(default=None, description="Bearer key sent to a rerank endpoint.")
+    embedding_api_key: SecretStr | None = Field(
+        default=None, description="Bearer key sent to an embedding endpoint (none by default)."
+    )
+    embedding_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Batches in flight at once to an embedding endpoint."
+    )
+    embedding_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds an embedding endpoint may take for one batch (retried on 429/5xx)."
+    )
+    embedding_query_prefix: str | None = Field(
+        default=None,
+        description=(
+            "Text put before each query embedded by an endpoint; unset: the known family's (nomic-embed "
+            "'search_query: ', E5 'query: ', BGE/mxbai/arctic and CodeRankEmbed their instruction), else none."
+        ),
+    )
+    embedding_document_prefix: str | None = Field(
+        default=None,
+        description=(
+            "Text put before each chunk embedded by an endpoint; unset: the known family's (nomic-embed "
+            "'search_document: ', E5 'passage: '), else none."
         ),
     )
     embedding_device: str = Field(default="cpu", description="Torch device for embeddings: cpu, cuda, mps.")

@@ -12,6 +12,7 @@ import numpy as np
 
 from cairn.errors import EmbeddingModelUnavailable
 from config import BUNDLED_EMBEDDING_MODEL
+from ingest.embedding_endpoints import EndpointEmbedder, EndpointOptions, parse_endpoint
 
 # Nothing may reach the network at run time: the hub clients must neither download nor phone home.
 for _name in (
@@ -195,3 +196,37 @@ class Embedder:
         if self._queries is not None:
             return self._queries.encode(texts) if texts else np.empty((0, self.dimension), dtype=np.float32)
         return self.embed_documents(texts, batch_size=max(1, len(texts)))
+
+
+def make_embedder(
+    model_name: str,
+    *,
+    device: str = "cpu",
+    max_tokens: int = 256,
+    backend: str = "torch",
+    onnx_fallback_dir: Path | None = None,
+    query_threads: int = 1,
+    endpoint: EndpointOptions | None = None,
+) -> TextEmbedder:
+    """The embedder a setting names: an endpoint (``openai-compatible/...``, ``ollama/...``) or a local model."""
+    spec = parse_endpoint(model_name)
+    if spec is not None:
+        options = endpoint or EndpointOptions()
+        return EndpointEmbedder(
+            spec,
+            api_key=options.api_key,
+            max_tokens=max_tokens,
+            batch_size=options.batch_size,
+            concurrency=options.concurrency,
+            timeout=options.timeout,
+            query_prefix=options.query_prefix,
+            document_prefix=options.document_prefix,
+        )
+    return Embedder(
+        model_name,
+        device=device,
+        max_tokens=max_tokens,
+        backend=backend,
+        onnx_fallback_dir=onnx_fallback_dir,
+        query_threads=query_threads,
+    )

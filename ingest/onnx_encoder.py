@@ -54,7 +54,9 @@ def _pooling(model_path: Path) -> dict[str, Any]:
 class OnnxQueryEncoder:
     """Embed short texts (queries) with ONNX Runtime, mean-pooled and L2-normalised like the torch model."""
 
-    def __init__(self, model: Any, model_path: Path, cache_dir: Path, *, threads: int = 1) -> None:
+    def __init__(
+        self, model: Any, model_path: Path, cache_dir: Path, *, threads: int = 1, quantized: bool = False
+    ) -> None:
         import onnxruntime as ort
 
         pooling = _pooling(model_path)
@@ -66,6 +68,8 @@ class OnnxQueryEncoder:
         self.max_length = int(model.max_seq_length)
         self._tokenizer = model.tokenizer
         path = export(model, model_path, cache_dir)
+        if quantized:
+            path = quantize_int8(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -156,4 +160,25 @@ def export(model: Any, model_path: Path, cache_dir: Path) -> Path:
         finally:
             Path(temporary).unlink(missing_ok=True)
         log.info("exported the embedding model to ONNX: %s", target)
+        return target
+
+
+def quantize_int8(path: Path) -> Path:
+    """Return the export with its weights dynamically quantized to int8 (written once beside it, atomically)."""
+    target = path.with_name(path.stem + "-int8.onnx")
+    if target.exists():
+        return target
+    with _export_lock:
+        if target.exists():
+            return target
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        handle, temporary = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
+        os.close(handle)
+        try:
+            quantize_dynamic(str(path), temporary, weight_type=QuantType.QInt8)
+            os.replace(temporary, target)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+        log.info("quantized the embedding model's ONNX export to int8: %s", target)
         return target

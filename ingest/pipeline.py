@@ -20,7 +20,9 @@ from cairn.telemetry import span
 from config import Settings
 from ingest.chunk_table import ChunkTable, ChunkTableBuilder
 from ingest.chunking import Chunk, ChunkingOptions, chunk_file, parse_code
-from ingest.embedder import Embedder, TextEmbedder, embedding_input
+from ingest.embedder import TextEmbedder, embedding_input, make_embedder
+from ingest.embedding_endpoints import EndpointOptions
+from ingest.embedding_endpoints import identity as embedding_identity
 from ingest.languages import detect_language
 from ingest.manifest import (
     FORMAT,
@@ -395,7 +397,9 @@ def _embed_and_write(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         scanned_at_ns=scanned_at_ns,
         repo_root=str(repo_root),
-        embedding=EmbeddingInfo(settings.embedding_model, int(vectors.shape[1]), settings.embedding_max_tokens),
+        embedding=EmbeddingInfo(
+            embedding_identity(settings.embedding_model), int(vectors.shape[1]), settings.embedding_max_tokens
+        ),
         chunking=baseline.chunking,
         faiss_index=settings.faiss_index,
         counts=Counts(files=len(scan.files), chunks=len(rows), skipped=dict(result.skipped)),
@@ -427,7 +431,7 @@ def _previous_generation(index_dir: Path, settings: Settings) -> Generation | No
         return None
     except IndexCorrupted as exc:
         raise IndexCorrupted(exc.message, "run 'cairn ingest PATH --rebuild' to build it afresh") from exc
-    if previous.embedding_model != settings.embedding_model:
+    if previous.embedding_model != embedding_identity(settings.embedding_model):
         raise EmbeddingModelMismatch(
             f"The index at {index_dir} was built with embedding model {previous.embedding_model!r}, "
             f"but {settings.embedding_model!r} is configured",
@@ -547,7 +551,10 @@ def _carry_tokens(
     return tokens, offsets, vocab
 
 
-def _default_embedder(settings: Settings) -> Embedder:
-    return Embedder(
-        settings.embedding_model, device=settings.embedding_device, max_tokens=settings.embedding_max_tokens
+def _default_embedder(settings: Settings) -> TextEmbedder:
+    return make_embedder(
+        settings.embedding_model,
+        device=settings.embedding_device,
+        max_tokens=settings.embedding_max_tokens,
+        endpoint=EndpointOptions.from_settings(settings),
     )

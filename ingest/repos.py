@@ -24,6 +24,7 @@ from typing import Any
 
 from cairn.errors import CairnError, IndexCorrupted, RepositoryNameTaken, RepositoryNotFound, UnknownRepository
 from config import Settings
+from ingest.embedding_endpoints import identity as embedding_identity
 from ingest.manifest import Manifest
 from ingest.store import CURRENT, is_index_folder, writer_lock
 
@@ -172,7 +173,7 @@ class Repositories:
             return RepoInfo(name, str(index_dir), None, False, None, None, None, None, size, exc.message, exc.hint)
         assert manifest is not None  # get() checked the CURRENT pointer
         problem = hint = None
-        if manifest.embedding.model != embedding_model:
+        if manifest.embedding.model != embedding_identity(embedding_model):
             problem = f"built with embedding model {manifest.embedding.model!r}, but {embedding_model!r} is configured"
             hint = f"re-ingest it: cairn ingest {manifest.repo_root} --name {name} --rebuild"
         return RepoInfo(

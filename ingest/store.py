@@ -89,7 +89,11 @@ class Generation:
         return vocab
 
     def vectors(self) -> np.ndarray:
-        """Return all chunk vectors as an (n, dim) float32 array, row i for chunk i (no copy for flat)."""
+        """Return all chunk vectors as an (n, dim) float32 array, row i for chunk i.
+
+        For a flat index it is a view into the FAISS index's memory, no copy: valid only while this
+        generation is referenced (``open_generation(path).vectors()`` on one line reads freed memory).
+        """
         import faiss
 
         total, dim = self.faiss_index.ntotal, self.faiss_index.d

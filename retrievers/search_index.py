@@ -20,7 +20,9 @@ from cairn.errors import EmbeddingModelMismatch, InvalidPattern
 from cairn.telemetry import span
 from config import Settings
 from ingest.chunking import Chunk
-from ingest.embedder import Embedder, TextEmbedder
+from ingest.embedder import Embedder, TextEmbedder, make_embedder
+from ingest.embedding_endpoints import EndpointEmbedder, EndpointOptions
+from ingest.embedding_endpoints import identity as embedding_identity
 from ingest.store import CURRENT, Generation, open_generation
 from ingest.symbol_graph import DefinitionSite
 from ingest.tokens import identifiers_in, tokenizer
@@ -125,7 +127,15 @@ class SearchIndex:
     def embedder(self) -> TextEmbedder:
         """Return the embedding model, loading it on first use (keyword search never needs it)."""
         if not isinstance(self._embedder, TextEmbedder):
-            self._embedder = self._embedder()
+            embedder = self._embedder()
+            built = self.generation.manifest.embedding
+            if embedder.dimension != built.dimension:  # an endpoint now serving another model
+                raise EmbeddingModelMismatch(
+                    f"The embedding model makes {embedder.dimension}-dimensional vectors; the index holds "
+                    f"{built.dimension}-dimensional ones from {built.model!r}",
+                    "point CAIRN_EMBEDDING_MODEL at the model the index was built with, or re-ingest with --rebuild",
+                )
+            self._embedder = embedder
         return self._embedder
 
     @property
@@ -419,7 +429,7 @@ class SearchIndex:
         """Embed several queries in one batch (one forward pass instead of one per query)."""
         with span("embed queries", **{"cairn.queries.count": len(queries)}):
             embedder = self.embedder
-            if isinstance(embedder, Embedder):
+            if isinstance(embedder, Embedder | EndpointEmbedder):
                 return embedder.embed_queries(list(queries))
             return embedder.embed_documents(list(queries), batch_size=max(1, len(queries)))
 
@@ -510,6 +520,8 @@ class IndexSpec:
     onnx_dir: Path | None = None
     """Where the ONNX export goes when the model's own folder is read-only."""
     query_threads: int = 1
+    endpoint: EndpointOptions | None = None
+    """How to reach an embedding endpoint, when the model is one."""
 
     @classmethod
     def from_settings(cls, settings: Settings, index_dir: Path | None = None) -> IndexSpec:
@@ -523,22 +535,35 @@ class IndexSpec:
             settings.embedding_backend,
             settings.data_dir / "onnx",
             settings.embedding_query_threads,
+            EndpointOptions.from_settings(settings),
         )
 
 
 @lru_cache(maxsize=4)
 def _embedder(
-    model: str, device: str, max_tokens: int, backend: str = "auto", onnx_dir: Path | None = None, threads: int = 1
-) -> Embedder:
-    return Embedder(
-        model, device=device, max_tokens=max_tokens, backend=backend, onnx_fallback_dir=onnx_dir, query_threads=threads
+    model: str,
+    device: str,
+    max_tokens: int,
+    backend: str = "auto",
+    onnx_dir: Path | None = None,
+    threads: int = 1,
+    endpoint: EndpointOptions | None = None,
+) -> TextEmbedder:
+    return make_embedder(
+        model,
+        device=device,
+        max_tokens=max_tokens,
+        backend=backend,
+        onnx_fallback_dir=onnx_dir,
+        query_threads=threads,
+        endpoint=endpoint,
     )
 
 
 _embedder_lock = threading.Lock()
 
 
-def cached_embedder(settings: Settings) -> Embedder:
+def cached_embedder(settings: Settings) -> TextEmbedder:
     """Return the settings' embedding model as loaded once per process, shared with query embedding."""
     with _embedder_lock:  # several watchers warming up at once load it once
         return _embedder(
@@ -548,6 +573,7 @@ def cached_embedder(settings: Settings) -> Embedder:
             settings.embedding_backend,
             settings.data_dir / "onnx",
             settings.embedding_query_threads,
+            EndpointOptions.from_settings(settings),
         )
 
 
@@ -586,7 +612,7 @@ def load_search_index(source: Settings | IndexSpec) -> SearchIndex:
             _open_indexes[key] = _Loaded(index.generation.path.name, index, generation_bytes(index.generation.path))
             _evict(spec.memory_budget_bytes)
     built_with = index.generation.embedding_model
-    if built_with != spec.embedding_model:
+    if built_with != embedding_identity(spec.embedding_model):
         raise EmbeddingModelMismatch(
             f"The index at {index_dir} was built with embedding model {built_with!r}, "
             f"but {spec.embedding_model!r} is configured",
@@ -618,6 +644,8 @@ def _open(index_dir: Path, spec: IndexSpec) -> SearchIndex:
     embedding = generation.manifest.embedding
     # Indexes from before the manifest recorded it were embedded at the setting's default.
     max_tokens = embedding.max_tokens or Settings.model_fields["embedding_max_tokens"].default
-    model, device = embedding.model, spec.embedding_device
-    options = (spec.embedding_backend, spec.onnx_dir, spec.query_threads)
+    # An endpoint is recorded without its address (provider/model): the setting says where it is served.
+    model = spec.embedding_model if embedding_identity(spec.embedding_model) == embedding.model else embedding.model
+    device = spec.embedding_device
+    options = (spec.embedding_backend, spec.onnx_dir, spec.query_threads, spec.endpoint)
     return SearchIndex(generation, lambda: _embedder(model, device, max_tokens, *options), ef_search=spec.ef_search)

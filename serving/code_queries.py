@@ -17,7 +17,7 @@ from typing import Any
 
 from langchain_core.tools import ToolException
 
-from cairn.errors import CairnError, SymbolNotFound
+from cairn.errors import CairnError, RerankUnavailable, SymbolNotFound
 from graphs.agent.resources import load_indexes
 from ingest.walker import decode_text
 from retrievers import AcrossReposRetriever, check_retriever, load_search_index, make_retriever
@@ -31,6 +31,7 @@ from retrievers.navigation import (
     symbol_graph,
 )
 from retrievers.repo_map import repo_map
+from retrievers.rerank import Reranked, make_reranker, rerank
 from serving.errors import ServiceError
 from serving.schemas import (
     AgentTool,
@@ -63,6 +64,7 @@ async def search(
     path: list[str] | None = None,
     language: list[str] | None = None,
     repo: str | None = None,
+    rerank: bool | None = None,
 ) -> SearchResults:
     """Search as `cairn search` does: ranked chunks with citation, symbol, snippet and score."""
     try:
@@ -72,15 +74,23 @@ async def search(
     context = service.context_for_repo(repo)
     await service.require_index(context)
     indexes = await asyncio.to_thread(load_indexes, context)
-    options = {"k": k, "depth": context.fusion_depth, "rrf_k": context.rrf_k}
+    reranking = context.rerank if rerank is None else rerank
+    if reranking and not context.rerank_model:
+        raise ServiceError(409, "rerank: no reranker is configured (set CAIRN_RERANK_MODEL)", "no_reranker")
+    wide = max(k, context.rerank_top_n) if reranking else k  # the reranker reads the fused top N, keeps k
+    options = {"k": wide, "depth": context.fusion_depth, "rrf_k": context.rrf_k}
     retrievers = {name: make_retriever(mode, index, **options) for name, index in indexes.items()}
     retriever = (
-        AcrossReposRetriever(retrievers=retrievers, k=k, rrf_k=context.rrf_k)
+        AcrossReposRetriever(retrievers=retrievers, k=wide, rrf_k=context.rrf_k)
         if context.spans_repos
         else next(iter(retrievers.values()))
     )
     filters = {name: value for name, value in (("path_glob", path), ("language", language)) if value}
     documents = await asyncio.to_thread(retriever.invoke, query, None, **filters)  # no config; the filters are kwargs
+    warnings: list[str] = []
+    if reranking:
+        reranked = await asyncio.to_thread(_reranked, context, query, documents, k)
+        documents, warnings = reranked.documents, [reranked.warning] if reranked.warning else []
     results = [
         SearchResult(
             citation=meta["citation"],
@@ -98,7 +108,17 @@ async def search(
         for document in documents
         for meta in (document.metadata,)
     ]
-    return SearchResults(query=query, mode=mode, results=results)
+    return SearchResults(query=query, mode=mode, results=results, reranked=reranking and not warnings,
+                         warnings=warnings)  # fmt: skip
+
+
+def _reranked(context: Any, query: str, documents: list[Any], k: int) -> Reranked:
+    key = context.rerank_api_key.get_secret_value() if context.rerank_api_key else None
+    try:
+        reranker = make_reranker(str(context.rerank_model), key)
+    except RerankUnavailable as exc:
+        return Reranked(documents[:k], f"not reranked: {exc.message}")
+    return rerank(reranker, query, documents, k=k, top_n=context.rerank_top_n)
 
 
 def _prefixed(record: dict[str, Any], repo: str) -> dict[str, Any]:

@@ -141,6 +141,7 @@ def documented(*statuses: int) -> dict[int | str, dict]:
         400: "The request is malformed (invalid JSON, a field out of range, an unknown parameter value).",
         401: "A key is required (CAIRN_API_KEYS is set) and was missing or wrong.",
         404: "No such model, session, file or repository.",
+        409: "The request asks for something this service is not set up for (rerank without CAIRN_RERANK_MODEL).",
         413: "The request body is over CAIRN_MAX_BODY_BYTES.",
         429: "Over CAIRN_RATE_LIMIT requests per minute; retry after the Retry-After header's seconds.",
         503: "A part the request needs is unavailable (index, model endpoint, Redis); the message says which.",

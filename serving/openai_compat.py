@@ -247,6 +247,47 @@ def model_card(model_id: str = MODEL_ID) -> Model:
     return Model(id=model_id, object="model", created=0, owned_by="cairn")
 
 
+#: The model id /v1/embeddings answers as (the configured embedding model's own name is accepted too).
+EMBEDDING_MODEL_ID = "cairn-embedding"
+#: What one embeddings request may carry: inputs, and characters in each.
+MAX_EMBEDDING_INPUTS = 256
+MAX_EMBEDDING_CHARS = 32_000
+
+
+class EmbeddingRequest(BaseModel):
+    """OpenAI's embeddings request: texts (token arrays are not taken), float or base64 vectors."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str
+    input: str | list[str] = Field(description="A text, or up to 256 texts, of at most 32,000 characters each.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1, description="Must be the model's own dimension if given.")
+    user: str | None = None
+
+
+class EmbeddingData(BaseModel):
+    """One vector: floats, or base64 of its little-endian float32 bytes (``encoding_format``)."""
+
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    """OpenAI's embeddings response."""
+
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: EmbeddingUsage
+
+
 class ModelList(BaseModel):
     """OpenAI's model list: ``{"object": "list", "data": [...]}``."""
 

@@ -117,6 +117,8 @@ class SearchResults(BaseModel):
     query: str
     mode: str = Field(description="The retriever that ranked them.")
     results: list[SearchResult]
+    reranked: bool = Field(default=False, description="Whether the reranker reordered them (CAIRN_RERANK_MODEL).")
+    warnings: list[str] = Field(default_factory=list, description="What did not go as asked, e.g. a reranker down.")
 
 
 class RetrieverList(BaseModel):

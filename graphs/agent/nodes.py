@@ -20,6 +20,7 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.runtime import Runtime
 
+from cairn.errors import RerankUnavailable
 from config import Node
 from graphs.agent.budget import fit_budget, trim_history
 from graphs.agent.citations import check_citations, markdown_safe, render_answer, source_of
@@ -33,6 +34,7 @@ from models.reasoning import split_thinking
 from prompts.agent import ANALYZE, ANALYZE_WITH_TOOLS, ANSWER, EMPTY_ANSWER, HYDE, NOTHING_FOUND, PLAN, REFINE
 from retrievers import in_repo
 from retrievers.navigation import Lookup, lookup_documents, lookups_in
+from retrievers.rerank import Reranked, make_reranker, rerank
 from retrievers.walk import Trail, described_in, described_kind, hops_for, relation_in, walk
 from tools.history import history_documents
 
@@ -244,6 +246,12 @@ async def retrieve(state: AgentState, runtime: Runtime[Context]) -> dict[str, An
         # "How does X work": the definitions the best chunk calls as one more ranking (the helper doing the work).
         rankings = [*rankings, await asyncio.to_thread(_callees_of_top, resources, rankings, context)]
     found = [d for d in fuse_rankings(rankings, context.rrf_k) if _key(d) not in seen]
+    if context.rerank and context.rerank_model and found:
+        asked = state.get("question") or _question_of(state["messages"])
+        reranked = await asyncio.to_thread(_reranked, context, asked, found)
+        found = reranked.documents
+        if reranked.warning:
+            step(runtime, Node.RETRIEVE, "warning", warning=reranked.warning)
     # The graph's answers first (up to k), then search's best to fill k: never fewer than two of those.
     searched = found[: max(context.k - len(exact), min(2, len(found)))]
     kept = fit_budget([*kept_before, *exact, *searched], context.document_tokens)
@@ -278,6 +286,16 @@ def _walked(
         documents += [in_repo(d, name) if spans_repos and name else d for d in found]
         trail += followed
     return documents[: context.k], trail
+
+
+def _reranked(context: Context, question: str, found: list[Document]) -> Reranked:
+    """The fused ranking reordered by the reranker (CAIRN_RERANK): the fused order, with a warning, if it fails."""
+    key = context.rerank_api_key.get_secret_value() if context.rerank_api_key else None
+    try:
+        reranker = make_reranker(str(context.rerank_model), key)
+    except RerankUnavailable as exc:
+        return Reranked(found, f"not reranked: {exc.message}")
+    return rerank(reranker, question, found, k=len(found), top_n=context.rerank_top_n)
 
 
 def _callees_of_top(resources: Resources, rankings: list[list[Document]], context: Context) -> list[Document]:

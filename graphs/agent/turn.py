@@ -53,6 +53,8 @@ def describe_step(step: dict[str, Any]) -> str | None:
     if node == "retrieve":
         if status == "walking":
             return str(step.get("trail", ""))
+        if status == "warning":
+            return str(step.get("warning", ""))
         if status == "running":
             return "searching " + ", ".join(f'"{q}"' for q in step.get("queries", []))
         exact = f" ({step['looked_up']} from the symbol graph)" if step.get("looked_up") else ""

@@ -40,7 +40,7 @@ async def list_tools(service: ServiceDep) -> AgentTools:
     return await asyncio.to_thread(code_queries.agent_tools, service)
 
 
-@router.get("/search", response_model=SearchResults, responses=documented(400, 401, 404, 503))
+@router.get("/search", response_model=SearchResults, responses=documented(400, 401, 404, 409, 503))
 async def search(
     service: ServiceDep,
     q: Annotated[str, Query(min_length=1, max_length=2000, description="What to look for.")],
@@ -55,12 +55,15 @@ async def search(
     path: Annotated[list[str] | None, Query(description="Only files matching these globs (gitignore style).")] = None,
     language: Annotated[list[str] | None, Query(description="Only these languages, e.g. python.")] = None,
     repo: RepoQuery = None,
+    rerank: Annotated[bool, Query(description="Rerank with CAIRN_RERANK_MODEL (on anyway with CAIRN_RERANK).")] = False,
 ) -> SearchResults:
     """Search the index as `cairn search` does: ranked chunks with citation, symbol, snippet and score.
 
-    An unknown `repo` is a 404 listing the repositories.
+    An unknown `repo` is a 404 listing the repositories. With `rerank` and no reranker configured, a 409;
+    a reranker that fails leaves the fused order, said in `warnings`.
     """
-    return await code_queries.search(service, q, mode=mode, k=k, path=path, language=language, repo=repo)
+    return await code_queries.search(service, q, mode=mode, k=k, path=path, language=language, repo=repo,
+                                     rerank=rerank or None)  # fmt: skip
 
 
 SymbolQuery = Annotated[

@@ -1,15 +1,31 @@
-"""The OpenAI-compatible API: the model list and chat completions."""
+"""The OpenAI-compatible API: the model list, chat completions and embeddings."""
 
 from __future__ import annotations
+
+import asyncio
+import base64
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from openai.types import Model
 from openai.types.chat import ChatCompletion
 
+from ingest.embedding_endpoints import identity
+from retrievers import cached_embedder
 from serving.chat import chat
-from serving.errors import documented
-from serving.openai_compat import ChatCompletionRequest, ModelList, model_card
+from serving.errors import ServiceError, documented
+from serving.openai_compat import (
+    EMBEDDING_MODEL_ID,
+    MAX_EMBEDDING_CHARS,
+    MAX_EMBEDDING_INPUTS,
+    ChatCompletionRequest,
+    EmbeddingData,
+    EmbeddingList,
+    EmbeddingRequest,
+    EmbeddingUsage,
+    ModelList,
+    model_card,
+)
 from serving.service import ServiceDep
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -49,3 +65,50 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
     extra ``cairn`` field: the checked citations, the sources, what the agent searched.
     """
     return await chat(service, body, request)
+
+
+@router.post("/embeddings", response_model=EmbeddingList, responses=documented(400, 401, 404, 413, 503))
+async def embeddings(body: EmbeddingRequest, service: ServiceDep) -> EmbeddingList:
+    """Embed texts with the model Cairn searches with (``cairn-embedding``, or the model's own name).
+
+    For clients that need embeddings (Open WebUI's RAG, Continue's indexing, ``llm embed``): the same
+    vectors Cairn's index holds (L2-normalised; the document form, with an endpoint family's document
+    prefix). ``usage.prompt_tokens`` counts the word-pieces the model read (its tokenizer, at
+    CAIRN_EMBEDDING_MAX_TOKENS each) when the model is local, the words when it is an endpoint.
+    """
+    settings = service.settings
+    accepted = {EMBEDDING_MODEL_ID, settings.embedding_model, identity(settings.embedding_model)}
+    if body.model not in accepted:
+        message = f"Model {body.model!r} does not embed here; use {EMBEDDING_MODEL_ID!r}"
+        raise ServiceError(404, message, "model_not_found")
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or len(texts) > MAX_EMBEDDING_INPUTS:
+        raise ServiceError(400, f"input: give 1 to {MAX_EMBEDDING_INPUTS} texts, not {len(texts)}", "invalid_input")
+    longest = next((i for i, text in enumerate(texts) if len(text) > MAX_EMBEDDING_CHARS), None)
+    if longest is not None:
+        raise ServiceError(413, f"input[{longest}] is over {MAX_EMBEDDING_CHARS:,} characters", "input_too_long")
+    embedder = await asyncio.to_thread(cached_embedder, settings)
+    if body.dimensions is not None and body.dimensions != embedder.dimension:
+        raise ServiceError(400, f"dimensions: this model makes {embedder.dimension}-dimensional vectors only",
+                           "invalid_dimensions")  # fmt: skip
+    vectors = await asyncio.to_thread(embedder.embed_documents, texts, batch_size=min(len(texts), 32))
+    tokens = await asyncio.to_thread(_count_tokens, embedder, texts, settings.embedding_max_tokens)
+    data = [
+        EmbeddingData(
+            index=i,
+            # base64: the little-endian float32 bytes, as OpenAI sends them (the official client's default)
+            embedding=base64.b64encode(vector.astype("<f4").tobytes()).decode()
+            if body.encoding_format == "base64"
+            else vector.tolist(),
+        )
+        for i, vector in enumerate(vectors)
+    ]
+    usage = EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+    return EmbeddingList(model=body.model, data=data, usage=usage)
+
+
+def _count_tokens(embedder: object, texts: list[str], max_tokens: int) -> int:
+    tokenizer = getattr(getattr(embedder, "_model", None), "tokenizer", None)
+    if tokenizer is None:
+        return sum(len(text.split()) for text in texts)
+    return sum(min(len(ids), max_tokens) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])

@@ -237,3 +237,45 @@ async def test_langserve_client_invoke_and_stream(service: Server) -> None:
     ended = [e["name"] for e in events if e["event"] == "on_chain_end" and e["name"] in nodes]
     assert started[:3] == ["plan", "retrieve", "analyze"] and started[-1] == "answer" and ended == started
     assert httpx.get(f"{service.url}/agent/playground/").status_code == 200
+
+
+def test_embeddings_through_the_official_openai_client(service: Server, real_embedder) -> None:
+    """/v1/embeddings serves the model Cairn searches with: the client's default base64 and floats alike."""
+    import numpy as np
+    import openai
+
+    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused")
+    texts = ["def put(self, key, value):", "How does the LRU cache evict entries?"]
+    expected = real_embedder.embed_documents(texts)
+    packed = client.embeddings.create(model="cairn-embedding", input=texts)  # encoding_format base64 by default
+    assert [e.index for e in packed.data] == [0, 1] and packed.usage.prompt_tokens > 8
+    np.testing.assert_allclose(np.asarray([e.embedding for e in packed.data]), expected, atol=1e-6)
+    floats = client.embeddings.create(model="all-MiniLM-L6-v2", input=texts[0], encoding_format="float")
+    np.testing.assert_allclose(floats.data[0].embedding, expected[0], atol=1e-6)
+    with pytest.raises(openai.NotFoundError, match="cairn-embedding"):
+        client.embeddings.create(model="text-embedding-3-small", input="x")
+    with pytest.raises(openai.BadRequestError, match="384-dimensional"):
+        client.embeddings.create(model="cairn-embedding", input="x", dimensions=256)
+    with pytest.raises(openai.BadRequestError, match="1 to 256 texts"):
+        client.embeddings.create(model="cairn-embedding", input=["x"] * 257)
+    too_long = httpx.post(f"{service.url}/v1/embeddings", json={"model": "cairn-embedding", "input": ["a" * 32_001]})
+    assert too_long.status_code == 413 and "input[0]" in too_long.json()["error"]["message"]
+    tokens = httpx.post(f"{service.url}/v1/embeddings", json={"model": "cairn-embedding", "input": [[1, 2, 3]]})
+    assert tokens.status_code == 400  # token arrays are not taken
+
+
+def test_search_rerank_is_a_409_without_a_reranker_and_a_warning_when_it_is_down(
+    service: Server, service_index: Path, redis_server: RedisProcess
+) -> None:
+    from tests.conftest import free_port
+
+    unset = httpx.get(f"{service.url}/api/search", params={"q": "cache", "rerank": "true"})
+    assert unset.status_code == 409 and "CAIRN_RERANK_MODEL" in unset.json()["error"]["message"]
+    plain = httpx.get(f"{service.url}/api/search", params={"q": "cache"}).json()
+    assert plain["reranked"] is False and plain["warnings"] == []
+    model = f"openai-compatible/m@http://127.0.0.1:{free_port()}"
+    with served(service_index, redis_server.url, rerank=True, rerank_model=model) as reranking:
+        down = httpx.get(f"{reranking.url}/api/search", params={"q": "cache"})
+        assert down.status_code == 200 and down.json()["reranked"] is False
+        assert "cannot be reached" in down.json()["warnings"][0]
+        assert [r["citation"] for r in down.json()["results"]] == [r["citation"] for r in plain["results"]]
