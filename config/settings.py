@@ -104,6 +104,11 @@ class Settings(BaseSettings):
             "another one is refused (exit 5) until 'cairn ingest --rebuild'."
         ),
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="How cairn serve logs: one line per request and a warning for each fallback, model or Redis "
+        "error, as 'text' or 'json' (one JSON object a line, for a log shipper).",
+    )
     rerank: bool = Field(
         default=False,
         description="Rerank the fused ranking's top CAIRN_RERANK_TOP_N with CAIRN_RERANK_MODEL, in the agent and "

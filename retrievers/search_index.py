@@ -127,15 +127,7 @@ class SearchIndex:
     def embedder(self) -> TextEmbedder:
         """Return the embedding model, loading it on first use (keyword search never needs it)."""
         if not isinstance(self._embedder, TextEmbedder):
-            embedder = self._embedder()
-            built = self.generation.manifest.embedding
-            if embedder.dimension != built.dimension:  # an endpoint now serving another model
-                raise EmbeddingModelMismatch(
-                    f"The embedding model makes {embedder.dimension}-dimensional vectors; the index holds "
-                    f"{built.dimension}-dimensional ones from {built.model!r}",
-                    "point CAIRN_EMBEDDING_MODEL at the model the index was built with, or re-ingest with --rebuild",
-                )
-            self._embedder = embedder
+            self._embedder = self._embedder()
         return self._embedder
 
     @property
@@ -214,6 +206,13 @@ class SearchIndex:
 
         if not len(self.chunks) or k <= 0:
             return []
+        if vector.shape[-1] != self._faiss.d:  # an endpoint now serving another model: refused, not a FAISS crash
+            built = self.generation.manifest.embedding
+            raise EmbeddingModelMismatch(
+                f"The embedding model makes {vector.shape[-1]}-dimensional vectors; the index holds "
+                f"{self._faiss.d}-dimensional ones from {built.model!r}",
+                "point CAIRN_EMBEDDING_MODEL at the model the index was built with, or re-ingest with --rebuild",
+            )
         if mask is None:
             mask = self.mask(flt)
         options: dict[str, Any] = {}

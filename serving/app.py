@@ -27,6 +27,7 @@ from graphs.agent.resources import resources_for
 from ingest.embedder import TextEmbedder
 from ingest.watch import WatchBatch, WatchGroup
 from retrievers import IndexSpec, cached_embedder, load_search_index, loaded_indexes
+from serving import request_log
 from serving.contract import cairn_openapi, known_query_only
 from serving.errors import REDIS_ERRORS, add_error_handlers
 from serving.mcp_server import mount_mcp
@@ -71,6 +72,7 @@ def create_app(
     the model queries are embedded with, loaded once for both).
     """
     settings = settings or Settings()
+    request_log.configure(settings.log_format)  # each worker builds its app: each logs the same way
     keys = parse_keys(k.get_secret_value() for k in settings.api_keys)  # an empty or repeated key: exit 11
     provider = telemetry.configure()  # exports only where OTEL_EXPORTER_OTLP_ENDPOINT says
     service = Service.build(settings)

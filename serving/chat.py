@@ -48,8 +48,13 @@ STEP_EVENT = "cairn.step"
 
 
 def session_id(body: ChatCompletionRequest, request: Request) -> str | None:
-    """Return the request's session: the ``X-Session-Id`` header, else the ``user`` field, else None."""
-    session = request.headers.get(SESSION_HEADER) or body.user
+    """Return the request's session: the ``X-Session-Id`` header, else None (the resent history is the conversation).
+
+    Never the ``user`` field: clients put one stable id per person there (Open WebUI, LibreChat), and a
+    session from it would merge all of a person's chats into one conversation. ``user`` is recorded on
+    the run's trace (``enduser.id``) instead.
+    """
+    session = request.headers.get(SESSION_HEADER)
     if session is not None:
         check_session_id(session)
     return session
@@ -75,7 +80,9 @@ def run_context(service: Service, body: ChatCompletionRequest) -> Context:
     )
 
 
-async def chat(service: Service, body: ChatCompletionRequest, request: Request) -> Response:
+async def chat(
+    service: Service, body: ChatCompletionRequest, request: Request, note: dict[str, Any] | None = None
+) -> Response:
     """Answer a chat-completions request, whole or streamed; a session keeps the conversation in Redis.
 
     The turn itself is the agent's (``graphs.agent.turn``): this renders it as OpenAI's response or
@@ -87,7 +94,7 @@ async def chat(service: Service, body: ChatCompletionRequest, request: Request) 
     await service.require_index(context)
     session = session_id(body, request)
     usage = TokenUsage()
-    callbacks = [usage, service.run_telemetry(session)]
+    callbacks = [usage, service.run_telemetry(session, body.user)]
     if session:
         thread = session_thread(key_of(request.scope), session)
         turn = Turn(service.session_graph, context, new_turn(body.messages), callbacks=callbacks,
@@ -109,12 +116,13 @@ async def chat(service: Service, body: ChatCompletionRequest, request: Request) 
             raise await service.translate(exc, context) from exc
         if turn.session is not None:
             await record_usage(service, turn.session.thread, usage)
-        reply = completion(state, usage, session, model=body.model)
+        reply = completion(state, usage, session, model=body.model, note=note)
         return JSONResponse(reply.model_dump(mode="json", exclude_unset=True))
 
     with_steps = request.headers.get(EVENTS_HEADER, "").strip().lower() in {"1", "true", "yes"}
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    chunks = stream_chunks(turn.events(steps=with_steps), usage, session, include_usage, with_steps, model=body.model)
+    chunks = stream_chunks(turn.events(steps=with_steps), usage, session, include_usage, with_steps, model=body.model,
+                           note=note)  # fmt: skip
     # Hold the response until the answer starts (or the run fails), so a model or Redis failure before
     # the first token is a proper 503/504 rather than an error inside a 200 stream. With steps asked for,
     # the first step starts the response at once, and a later failure is an error event in the stream.
@@ -191,6 +199,7 @@ async def stream_chunks(
     include_usage: bool,
     with_steps: bool = False,
     model: str = MODEL_ID,
+    note: dict[str, Any] | None = None,
 ) -> AsyncGenerator[str, None]:
     """Render a turn's events as ``chat.completion.chunk`` SSE lines ending in [DONE].
 
@@ -222,7 +231,8 @@ async def stream_chunks(
         rest = render_answer(final.get("answer", ""), sources)
     if rest:
         yield writer.delta(rest)
-    yield writer.delta(finish=finish_reason_of(final), cairn=cairn_extra(final, session, usage.estimated))
+    extra = {**cairn_extra(final, session, usage.estimated), **(note or {})}
+    yield writer.delta(finish=finish_reason_of(final), cairn=extra)
     if include_usage:
         yield writer.usage(usage.as_usage())
     yield DONE

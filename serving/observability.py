@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cairn.telemetry import current_traceresponse
 from graphs.agent.telemetry import SECONDS, AgentMetrics
+from serving.request_log import log_request
 
 __all__ = ["CONTENT_TYPE_LATEST", "ObservabilityMiddleware", "ServiceMetrics"]
 
@@ -45,6 +46,11 @@ class ServiceMetrics:
     def exposition(self) -> bytes:
         """Return the metrics in Prometheus' text format."""
         return generate_latest(self.registry)
+
+
+#: Probes and assets: counted in /metrics, not written to the log (a load balancer polls /ready every few seconds).
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics", "/favicon.ico"})
+QUIET_PREFIXES = ("/static/",)
 
 
 class ObservabilityMiddleware:
@@ -76,9 +82,17 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, stamped_send)
         finally:
             self.metrics.running.dec()
+            elapsed = time.perf_counter() - started
             labels = (scope.get("method", ""), _route_of(scope), str(status))
             self.metrics.requests.labels(*labels).inc()
-            self.metrics.duration.labels(*labels).observe(time.perf_counter() - started)
+            self.metrics.duration.labels(*labels).observe(elapsed)
+            path = scope.get("path", "")
+            if path not in QUIET_PATHS and not path.startswith(QUIET_PREFIXES):
+                headers = dict(scope.get("headers") or [])
+                log_request(scope.get("method", ""), path, status, elapsed * 1000,
+                            model=(scope.get("state") or {}).get("cairn_model"),
+                            session=headers.get(b"x-session-id", b"").decode("latin-1")[:200] or None,
+                            trace_id=traceresponse.split("-")[1] if traceresponse else None)  # fmt: skip
 
 
 def _route_of(scope: Scope) -> str:

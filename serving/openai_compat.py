@@ -20,6 +20,8 @@ from graphs.agent.budget import message_tokens, text_tokens
 
 MODEL_ID = "cairn-agent"
 MODEL_ALIASES = {MODEL_ID, "cairn"}
+#: The configured chat model itself, no agent (serving/passthrough.py): for a client's titles and tags.
+PASSTHROUGH_MODEL_ID = "cairn-chat"
 #: A repository's model id is this prefix and its name (``cairn/tinykv``); ``cairn/*`` spans them all.
 REPO_MODEL_PREFIX = "cairn/"
 DONE = "data: [DONE]\n\n"
@@ -149,6 +151,24 @@ class TokenUsage(BaseCallbackHandler):
         )
 
 
+def tools_note(body: ChatCompletionRequest) -> dict[str, Any]:
+    """Say what becomes of the client's ``tools``: ignored (noted in the reply's ``cairn`` field), or a 400 when
+    ``tool_choice`` demands a call, which Cairn's models never make of a client's tools."""
+    from serving.errors import ServiceError
+
+    extra = body.model_extra or {}
+    tools = extra.get("tools") or []
+    if not tools:
+        return {}
+    choice = extra.get("tool_choice")
+    if choice == "required" or isinstance(choice, dict):
+        raise ServiceError(400, "tool_choice asks for a call of the request's tools, which Cairn's models do not make "
+                           "(the agent uses its own tools): send tool_choice 'auto' or 'none', or no tools",
+                           "tools_unsupported")  # fmt: skip
+    return {"tools_ignored": f"the request's {len(tools)} tool(s) were not offered to the model; Cairn answers "
+                             "with text (the agent uses its own tools)"}  # fmt: skip
+
+
 def cairn_extra(state: dict[str, Any], session: str | None, usage_estimated: bool = False) -> dict[str, Any]:
     """The structured extra field: checked citations, the sources, removed citations, what the agent did."""
     return {
@@ -176,7 +196,13 @@ def completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex[:24]}"
 
 
-def completion(state: dict[str, Any], usage: TokenUsage, session: str | None, model: str = MODEL_ID) -> ChatCompletion:
+def completion(
+    state: dict[str, Any],
+    usage: TokenUsage,
+    session: str | None,
+    model: str = MODEL_ID,
+    note: dict[str, Any] | None = None,
+) -> ChatCompletion:
     """Return the non-streaming ``chat.completion`` for a finished run (its ``cairn`` extra included)."""
     messages = state.get("messages") or []
     content = str(messages[-1].content) if messages else state.get("answer", "")
@@ -195,7 +221,7 @@ def completion(state: dict[str, Any], usage: TokenUsage, session: str | None, mo
         ],
         usage=usage.as_usage(),
         # openai's models take extra fields (extra="allow"), which their signatures cannot list
-        cairn=cairn_extra(state, session, usage.estimated),  # type: ignore[call-arg]
+        cairn={**cairn_extra(state, session, usage.estimated), **(note or {})},  # type: ignore[call-arg]
     )
 
 

@@ -389,7 +389,7 @@ class AccessMiddleware:
 
 
 #: The routes that run the agent: what the concurrency limits count.
-RUN_ROUTES = frozenset({"/v1/chat/completions", "/agent/invoke", "/agent/batch", "/agent/stream",
+RUN_ROUTES = frozenset({"/v1/chat/completions", "/v1/responses", "/agent/invoke", "/agent/batch", "/agent/stream",
                         "/agent/stream_log", "/agent/stream_events"})  # fmt: skip
 
 

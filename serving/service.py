@@ -28,7 +28,7 @@ from serving.checkpoint import RedisCheckpointSaver
 from serving.checkpoint_migration import old_layout_sessions
 from serving.errors import REDIS_ERRORS, ServiceError, redis_down, translate
 from serving.observability import ServiceMetrics
-from serving.openai_compat import MODEL_ALIASES, MODEL_ID, REPO_MODEL_PREFIX
+from serving.openai_compat import MODEL_ALIASES, MODEL_ID, PASSTHROUGH_MODEL_ID, REPO_MODEL_PREFIX
 from serving.redis_server import supervised_status as redis_status
 from serving.security import RunSlots
 from tools.mcp import hub_for, parse_servers
@@ -87,9 +87,9 @@ class Service:
             runs=RunSlots(settings.max_concurrent_runs, settings.max_concurrent_runs_per_key),
         )
 
-    def run_telemetry(self, session: str | None = None) -> RunTelemetry:
-        """Return the callback that traces one agent run and feeds the service's metrics."""
-        return RunTelemetry(content=self.content, metrics=self.metrics.agent, conversation=session)
+    def run_telemetry(self, session: str | None = None, user: str | None = None) -> RunTelemetry:
+        """Return the callback that traces one agent run (its session and end user) and feeds the metrics."""
+        return RunTelemetry(content=self.content, metrics=self.metrics.agent, conversation=session, user=user)
 
     # ------------------------------------------------------------ repositories and models
 
@@ -97,14 +97,14 @@ class Service:
         """Return the model ids served: cairn-agent, cairn/<name> per repository, cairn/* when there are several."""
         names = self.context.repositories().names()
         spans = [f"{REPO_MODEL_PREFIX}{ALL}"] if len(names) > 1 else []
-        return [MODEL_ID, *(f"{REPO_MODEL_PREFIX}{name}" for name in names), *spans]
+        return [MODEL_ID, *(f"{REPO_MODEL_PREFIX}{name}" for name in names), *spans, PASSTHROUGH_MODEL_ID]
 
     def context_for_model(self, model: str) -> Context:
         """Return the Context a model id answers with: cairn-agent the default, cairn/<name> that repository.
 
         Raises a 404 listing the model ids (and so the repositories) for any other id.
         """
-        if model in MODEL_ALIASES:
+        if model in MODEL_ALIASES or model == PASSTHROUGH_MODEL_ID:
             return self.context
         repo = model.removeprefix(REPO_MODEL_PREFIX) if model.startswith(REPO_MODEL_PREFIX) else None
         if repo and self._exists(repo):
@@ -183,7 +183,9 @@ class Service:
         error = translate(exc, model=context.node_model(Node.ANSWER), timeout=context.model_timeout,
                           redis_url=self.settings.redis_url, retries=context.model_max_retries)  # fmt: skip
         if error.code in ("model_unavailable", "internal_error") and (dead := await self._embedded_death()):
-            return ServiceError(503, f"{dead.message} ({dead.hint})", "model_crashed", "server_error")
+            error = ServiceError(503, f"{dead.message} ({dead.hint})", "model_crashed", "server_error")
+        if error.status >= 500:
+            log.warning("%s (%s)", error.message, error.code)  # model down, timed out or died; Redis down
         return error
 
     async def _embedded_death(self, wait: float = 1.5) -> EmbeddedModelError | None:

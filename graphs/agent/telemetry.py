@@ -13,6 +13,7 @@ ends when the stream ends; token usage is recorded when the endpoint reports it,
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from contextvars import Token
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ NODES = {Node.PLAN, Node.RETRIEVE, Node.ANALYZE, Node.REFINE, Node.ANSWER}
 #: Histogram buckets in seconds, from a cached search to a slow CPU model (vLLM's go to 80 s or more).
 SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0)
 DOCUMENTS = (0, 1, 2, 4, 6, 8, 12, 16, 24, 32, 50)
+
+log = logging.getLogger("cairn.agent")
 
 
 class AgentMetrics:
@@ -91,11 +94,17 @@ class RunTelemetry(BaseCallbackHandler):
     raise_error = False
 
     def __init__(
-        self, *, content: ContentPolicy, metrics: AgentMetrics | None = None, conversation: str | None = None
+        self,
+        *,
+        content: ContentPolicy,
+        metrics: AgentMetrics | None = None,
+        conversation: str | None = None,
+        user: str | None = None,
     ) -> None:
         self.content = content
         self.metrics = metrics
         self.conversation = conversation
+        self.user = user
         self.runs: dict[UUID, _Run] = {}
         self.started = time.perf_counter()
         self.first_answer_token: float | None = None
@@ -160,6 +169,7 @@ class RunTelemetry(BaseCallbackHandler):
                 KIND: "AGENT",
                 "gen_ai.agent.name": GRAPH_NAME,
                 "gen_ai.conversation.id": self.conversation,
+                "enduser.id": self.user,  # the request's `user`: who asked, never which conversation
             }
             if isinstance(inputs, dict) and (question := _last_user_text(inputs.get("messages") or [])):
                 attributes["input.value"] = self.content.text(question, kind="query")  # shown by Phoenix
@@ -227,6 +237,7 @@ class RunTelemetry(BaseCallbackHandler):
         fallbacks = [f for f in outputs.get("fallbacks", []) if f == run.node]
         if fallbacks:
             span.set_attribute("cairn.fallback", True)
+            log.warning("%s: the model's judgement did not fit its schema; took the deterministic fallback", run.node)
             if self.metrics is not None:
                 self.metrics.fallbacks.labels(run.node).inc(len(fallbacks))
         if run.node == Node.ANSWER:

@@ -18,6 +18,7 @@ from serving.openai_compat import (
     EMBEDDING_MODEL_ID,
     MAX_EMBEDDING_CHARS,
     MAX_EMBEDDING_INPUTS,
+    PASSTHROUGH_MODEL_ID,
     ChatCompletionRequest,
     EmbeddingData,
     EmbeddingList,
@@ -25,7 +26,10 @@ from serving.openai_compat import (
     EmbeddingUsage,
     ModelList,
     model_card,
+    tools_note,
 )
+from serving.passthrough import passthrough
+from serving.responses_api import ResponsesRequest, responses
 from serving.service import ServiceDep
 
 router = APIRouter(prefix="/v1", tags=["openai"])
@@ -58,13 +62,18 @@ async def get_model(model_id: str, service: ServiceDep) -> Model:
 async def chat_completions(body: ChatCompletionRequest, request: Request, service: ServiceDep) -> Response:
     """OpenAI-compatible chat completions, streaming or not; answers cite path:start-end.
 
-    A conversation is kept server-side when the request names a session (``X-Session-Id`` header,
-    or the ``user`` field); then only the new user turn is taken from ``messages``. The model picks
+    A conversation is kept server-side when the request names a session (``X-Session-Id`` header);
+    then only the new user turn is taken from ``messages``. Without one the resent history is the
+    conversation; ``user`` never selects a session (it is recorded as the trace's ``enduser.id``). The model picks
     the repository: ``cairn-agent`` the default one, ``cairn/<name>`` that one, ``cairn/*`` all of them;
     a session keeps to the repository of its first turn (400 for another). The response carries an
     extra ``cairn`` field: the checked citations, the sources, what the agent searched.
     """
-    return await chat(service, body, request)
+    request.state.cairn_model = body.model  # for the request's log line
+    note = tools_note(body)  # 400 when tool_choice demands a call of the client's tools
+    if body.model == PASSTHROUGH_MODEL_ID:  # a client's chores: the chat model alone, no agent, no session
+        return await passthrough(service, body, request, note)
+    return await chat(service, body, request, note)
 
 
 @router.post("/embeddings", response_model=EmbeddingList, responses=documented(400, 401, 404, 413, 503))
@@ -112,3 +121,21 @@ def _count_tokens(embedder: object, texts: list[str], max_tokens: int) -> int:
     if tokenizer is None:
         return sum(len(text.split()) for text in texts)
     return sum(min(len(ids), max_tokens) for ids in tokenizer(texts, add_special_tokens=True)["input_ids"])
+
+
+@router.post(
+    "/responses",
+    responses={200: {"description": "A response; with `stream: true`, the Responses API's server-sent events.",
+                     "content": {"text/event-stream": {}}}, **documented(400, 401, 404, 413, 429, 503, 504)},
+)  # fmt: skip
+async def create_response(body: ResponsesRequest, request: Request, service: ServiceDep) -> Response:
+    """OpenAI's Responses API over the agent: one turn, whole or streamed; `previous_response_id` continues it.
+
+    Each response is kept as a turn of its own session (under the caller's key), named by its id, so a
+    chain of `previous_response_id`s is one conversation and two chains never meet (`store: false`
+    keeps nothing). The models are the chat ones (`cairn-agent`, `cairn/<name>`, `cairn/*`).
+    """
+    request.state.cairn_model = body.model
+    if body.model == PASSTHROUGH_MODEL_ID:
+        raise ServiceError(400, "cairn-chat answers chat completions only; use cairn-agent here", "model_not_supported")
+    return await responses(service, body, request)

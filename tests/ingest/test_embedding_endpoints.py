@@ -146,6 +146,13 @@ def test_cairn_ingest_against_a_down_endpoint_exits_6_and_writes_nothing(tmp_pat
     assert not any(tmp_path.rglob("manifest.json"))  # no generation written
 
 
+def test_a_query_vector_of_another_dimension_is_refused_not_a_faiss_crash(sample_index) -> None:
+    import numpy as np
+
+    with pytest.raises(EmbeddingModelMismatch, match="8-dimensional vectors; the index holds 384"):
+        sample_index.dense_by_vector(np.ones(8, dtype=np.float32), k=3)
+
+
 # ---------------------------------------------------------------- a real server
 
 

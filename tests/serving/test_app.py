@@ -30,9 +30,9 @@ def test_health_and_ready(service: Server) -> None:
     assert checks["redis"]["ok"] and checks["model"]["ok"]
 
 
-def test_models_lists_the_agent(service: Server) -> None:
+def test_models_lists_the_agent_and_the_plain_model(service: Server) -> None:
     body = httpx.get(f"{service.url}/v1/models").json()
-    assert [m["id"] for m in body["data"]] == ["cairn-agent"]
+    assert [m["id"] for m in body["data"]] == ["cairn-agent", "cairn-chat"]
 
 
 def test_chat_completion_with_citations(service: Server) -> None:
@@ -164,7 +164,7 @@ def test_official_openai_client_sync(service: Server) -> None:
     import openai
 
     client = openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused")
-    assert [m.id for m in client.models.list()] == ["cairn-agent"]
+    assert [m.id for m in client.models.list()] == ["cairn-agent", "cairn-chat"]
     completion = client.chat.completions.create(
         model="cairn-agent", messages=[{"role": "user", "content": "How does the LRU cache evict?"}], max_tokens=64
     )
@@ -196,12 +196,13 @@ async def test_official_openai_client_async_with_session(service: Server) -> Non
     import openai
 
     client = openai.AsyncOpenAI(base_url=f"{service.url}/v1", api_key="unused")
+    session = {"X-Session-Id": "async-session"}
     first = await client.chat.completions.create(
-        model="cairn-agent", user="async-session", messages=[{"role": "user", "content": "What does put do?"}]
+        model="cairn-agent", extra_headers=session, messages=[{"role": "user", "content": "What does put do?"}]
     )
     stream = await client.chat.completions.create(
         model="cairn-agent",
-        user="async-session",
+        extra_headers=session,
         stream=True,
         messages=[
             {"role": "user", "content": "What does put do?"},
@@ -279,3 +280,73 @@ def test_search_rerank_is_a_409_without_a_reranker_and_a_warning_when_it_is_down
         assert down.status_code == 200 and down.json()["reranked"] is False
         assert "cannot be reached" in down.json()["warnings"][0]
         assert [r["citation"] for r in down.json()["results"]] == [r["citation"] for r in plain["results"]]
+
+
+# Open WebUI's title task, as it sends it to the chat's model (replayed from its request log)
+TITLE_TASK = (
+    "### Task:\nGenerate a concise, 3-5 word title with an emoji summarizing the chat history.\n"
+    '### Output:\nJSON format: { "title": "your concise title here" }\n### Chat History:\n<chat_history>\n'
+    "USER: How does the LRU cache evict entries?\nASSISTANT: It evicts the least recently used entry.\n</chat_history>"
+)
+
+
+def test_cairn_chat_is_the_model_alone_for_a_clients_chores(service: Server) -> None:
+    """No agent: no retrieval, no Sources, no session; streamed or whole, through the official client."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused")
+    messages = [{"role": "user", "content": TITLE_TASK}]
+    sessions = httpx.get(f"{service.url}/sessions").json()["sessions"]
+    whole = client.chat.completions.create(model="cairn-chat", messages=messages)
+    text = whole.choices[0].message.content
+    assert text == "ok" and "Sources:" not in text  # the instant model's reply to a prompt without excerpts
+    assert whole.model == "cairn-chat" and whole.model_extra["cairn"]["passthrough"] is True
+    assert whole.usage.prompt_tokens > 0
+    streamed = client.chat.completions.create(model="cairn-chat", messages=messages, stream=True,
+                                              stream_options={"include_usage": True})  # fmt: skip
+    chunks = list(streamed)
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "ok"
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
+    assert httpx.get(f"{service.url}/sessions").json()["sessions"] == sessions  # none kept
+
+
+def test_a_requests_tools_are_noted_or_refused_not_ignored_in_silence(service: Server) -> None:
+    tools = [{"type": "function", "function": {"name": "read_file", "parameters": {"type": "object"}}}]
+    body = {"model": "cairn-agent", "messages": [{"role": "user", "content": "How does the LRU cache evict?"}],
+            "tools": tools}  # fmt: skip
+    noted = httpx.post(f"{service.url}/v1/chat/completions", json=body, timeout=60)
+    assert noted.status_code == 200 and "1 tool(s) were not offered" in noted.json()["cairn"]["tools_ignored"]
+    required = httpx.post(f"{service.url}/v1/chat/completions", json={**body, "tool_choice": "required"}, timeout=60)
+    assert required.status_code == 400 and required.json()["error"]["code"] == "tools_unsupported"
+    chat = httpx.post(f"{service.url}/v1/chat/completions", json={**body, "model": "cairn-chat"}, timeout=60)
+    assert chat.status_code == 200 and chat.json()["cairn"]["tools_ignored"]
+
+
+def test_the_responses_api_through_the_official_client(service: Server) -> None:
+    """client.responses.create, whole and streamed; previous_response_id continues one conversation only."""
+    import openai
+
+    client = openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused")
+    first = client.responses.create(model="cairn-agent", input="How does the LRU cache evict entries?")
+    assert first.status == "completed" and first.id.startswith("resp_")
+    assert first.output_text.startswith("It is implemented in") and "Sources:" in first.output_text
+    assert first.usage.output_tokens > 0 and first.model_extra["cairn"]["sources"]
+    events = list(client.responses.create(model="cairn-agent", input="And where is put?", stream=True,
+                                          previous_response_id=first.id))  # fmt: skip
+    kinds = [e.type for e in events]
+    assert kinds[:4] == ["response.created", "response.in_progress", "response.output_item.added",
+                         "response.content_part.added"] and kinds[-1] == "response.completed"  # fmt: skip
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    follow = events[-1].response
+    assert deltas == follow.output_text and "Sources:" in deltas
+    # the follow-up continued the first response's session: both questions are in it
+    session = httpx.get(f"{service.url}/sessions/{follow.model_extra['cairn']['session_id']}").json()
+    asked = [m["content"] for m in session["messages"] if m["role"] == "user"]
+    assert asked == ["How does the LRU cache evict entries?", "And where is put?"]
+    other = client.responses.create(model="cairn-agent", input="How are records encoded?")
+    assert other.model_extra["cairn"]["session_id"] != follow.model_extra["cairn"]["session_id"]  # never merged
+    with pytest.raises(openai.NotFoundError):
+        client.responses.create(model="cairn-agent", input="x", previous_response_id="resp_" + "0" * 32 + "_1")
+    with client.responses.stream(model="cairn-agent", input="What does get return?") as stream:  # the helper
+        final = stream.get_final_response()
+    assert final.output_text.startswith("It is implemented in")

@@ -225,3 +225,32 @@ def test_the_service_exports_otlp_and_the_model_server_gets_traceparent(
     attributes = {a.key: a.value for a in chat.attributes}
     assert attributes["gen_ai.request.model"].string_value == "smollm2-135m"
     assert attributes["gen_ai.usage.output_tokens"].int_value > 0  # llama.cpp reports usage
+
+
+def test_the_operators_log_has_a_line_per_request_and_warnings_as_json(
+    service_index: Path, redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    """CAIRN_LOG_FORMAT=json: a request's line names its route, model, status, time, session and trace."""
+    import json
+
+    settings = service_settings(service_index, redis_server.url, log_format="json")
+    log_path = tmp_path / "serve.log"
+    with ServiceProcess(settings, log_path=log_path) as service:
+        body = {"model": "cairn-agent", "messages": [{"role": "user", "content": "How does the LRU cache evict?"}]}
+        reply = httpx.post(f"{service.url}/v1/chat/completions", json=body, headers={"X-Session-Id": "log-1"},
+                           timeout=60)  # fmt: skip
+        assert reply.status_code == 200
+        httpx.get(f"{service.url}/health")  # a probe: counted, not logged
+        missing = httpx.get(f"{service.url}/v1/models/nope")
+        assert missing.status_code == 404
+        time.sleep(0.5)
+    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    chat = next(e for e in lines if e.get("route") == "/v1/chat/completions")
+    assert chat["method"] == "POST" and chat["status"] == 200 and chat["model"] == "cairn-agent"
+    assert chat["session"] == "log-1" and chat["ms"] > 0 and chat["logger"] == "cairn.access"
+    if "traceresponse" in reply.headers:
+        assert chat["trace_id"] == reply.headers["traceresponse"].split("-")[1]
+    assert any(e.get("route") == "/v1/models/nope" and e["status"] == 404 for e in lines)
+    assert not any(e.get("route") == "/health" for e in lines)
+    # the instant model writes no JSON: analyze takes its fallback, and the log says so
+    assert any(e["level"] == "WARNING" and "took the deterministic fallback" in e["message"] for e in lines)

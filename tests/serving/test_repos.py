@@ -55,7 +55,7 @@ def ask(model: str, question: str = "How is an invoice total rounded?") -> dict:
 
 def test_models_list_the_agent_each_repository_and_all(client: TestClient) -> None:
     ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
-    assert ids == ["cairn-agent", "cairn/billing", "cairn/gone", "cairn/odd", "cairn/tinykv", "cairn/*"]
+    assert ids == ["cairn-agent", "cairn/billing", "cairn/gone", "cairn/odd", "cairn/tinykv", "cairn/*", "cairn-chat"]
     assert client.get("/v1/models/cairn/billing").json()["id"] == "cairn/billing"
     missing = client.get("/v1/models/cairn/nope")
     assert missing.status_code == 404 and "billing, gone, odd, tinykv" in missing.json()["error"]["message"]

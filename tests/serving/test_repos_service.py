@@ -51,7 +51,13 @@ def question(text: str = "How is an invoice total rounded?") -> list:
 
 def test_an_openai_client_picks_the_repository_from_the_model_menu(service: Server) -> None:
     client = openai.OpenAI(base_url=f"{service.url}/v1", api_key="unused")
-    assert [m.id for m in client.models.list()] == ["cairn-agent", "cairn/billing", "cairn/tinykv", "cairn/*"]
+    assert [m.id for m in client.models.list()] == [
+        "cairn-agent",
+        "cairn/billing",
+        "cairn/tinykv",
+        "cairn/*",
+        "cairn-chat",
+    ]
 
     reply = client.chat.completions.create(model="cairn/billing", messages=question())
     assert reply.model == "cairn/billing"

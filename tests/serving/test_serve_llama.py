@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -57,6 +58,14 @@ def test_cairn_serve_with_the_embedded_model(service_index: Path, redis_server: 
         assert sources and [str(c) for _, c in find_citations(listed)] == [s["citation"] for s in sources]
         session = httpx.get(f"http://127.0.0.1:{port}/sessions/llama-session").json()
         assert session["telemetry"]["message_count"] == 2 and session["telemetry"]["prompt_tokens"] > 0
+        # Open WebUI's title task, pointed at the plain model: answered by the model alone, quickly
+        from tests.serving.test_app import TITLE_TASK
+
+        started = time.perf_counter()
+        title = client.chat.completions.create(model="cairn-chat", max_tokens=24,
+                                               messages=[{"role": "user", "content": TITLE_TASK}])  # fmt: skip
+        assert title.choices[0].message.content.strip() and "Sources:" not in title.choices[0].message.content
+        assert title.model_extra["cairn"]["passthrough"] is True and time.perf_counter() - started < 30
     finally:
         serve.signal(signal.SIGINT)  # Ctrl-C: the service stops the model server it started
         try:

@@ -113,9 +113,24 @@ def _status(port: int, path: str, header: str, value: str) -> int:
 
 def test_session_ids_with_control_characters_are_refused(service_index: Path, redis_url: str) -> None:
     with served(service_index, redis_url) as server:
-        reply = _ask(server.url, user="a\x1fb")  # a header cannot carry one; the user field can
-        assert reply.status_code == 400 and reply.json()["error"]["code"] == "invalid_session_id"
         assert httpx.get(f"{server.url}/sessions/a%1Fb").status_code == 400
+
+
+def test_one_user_with_two_conversations_never_shares_a_session(service_index: Path, redis_url: str) -> None:
+    """Open WebUI sends one stable `user` per person: each chat stays its own (the resent history is the chat)."""
+    with served(service_index, redis_url) as server:
+        first = _ask(server.url, user="alice")
+        asked = [{"role": "user", "content": "How are records encoded in the write-ahead log?"}]
+        body = {"model": "cairn-agent", "user": "alice", "messages": asked}
+        second = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=60)
+        assert first.status_code == second.status_code == 200
+        assert first.json()["cairn"]["session_id"] is None and second.json()["cairn"]["session_id"] is None
+        # the second chat's run saw its own question only: no rewrite from "history", no earlier words searched
+        assert second.json()["cairn"]["queries"][0] == "How are records encoded in the write-ahead log?"
+        assert not any("LRU" in q or "evict" in q for q in second.json()["cairn"]["queries"])
+        assert httpx.get(f"{server.url}/sessions").json()["sessions"] == []  # nothing kept under "alice"
+        odd = _ask(server.url, user="a\x1fb")  # `user` is not a session id: any string is recorded, not refused
+        assert odd.status_code == 200
 
 
 # ---------------------------------------------------------------- a turn is saved whole or not at all
@@ -441,3 +456,20 @@ def test_a_redis_that_cairn_started_and_that_dies_is_restarted(tmp_path: Path, s
 def _ask_client(client, session: str):
     body = {"model": "cairn-agent", "messages": [{"role": "user", "content": QUESTION}]}
     return client.post("/v1/chat/completions", json=body, headers={"X-Session-Id": session})
+
+
+def test_another_keys_response_cannot_be_continued(service_index: Path, redis_url: str) -> None:
+    """previous_response_id is a session like any other: under the caller's key; another key's is a 404."""
+    with served(service_index, redis_url, api_keys=[KEY1, KEY2]) as server:
+        body = {"model": "cairn-agent", "input": "How does the LRU cache evict?"}
+        first = httpx.post(f"{server.url}/v1/responses", json=body, headers={"Authorization": f"Bearer {KEY1}"},
+                           timeout=60)  # fmt: skip
+        assert first.status_code == 200
+        follow = {**body, "previous_response_id": first.json()["id"]}
+        stolen = httpx.post(f"{server.url}/v1/responses", json=follow, headers={"Authorization": f"Bearer {KEY2}"},
+                            timeout=60)  # fmt: skip
+        assert stolen.status_code == 404
+        own = httpx.post(f"{server.url}/v1/responses", json=follow, headers={"Authorization": f"Bearer {KEY1}"},
+                         timeout=60)  # fmt: skip
+        assert own.status_code == 200 and own.json()["id"].endswith("_2")
+        assert httpx.post(f"{server.url}/v1/responses", json=body).status_code == 401
