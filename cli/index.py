@@ -231,13 +231,14 @@ def search(
     )
     if mode != "keyword":
         next(iter(indexes.values())).embedder  # noqa: B018  (load the model now, so the time printed is the search's)
-    reranker = _reranker(settings) if (settings.rerank if rerank is None else rerank) else None
+    reranker = _reranker(settings, asked=bool(rerank)) if reranking else None
     started = time.perf_counter()
     docs = retriever.invoke(query, path_glob=path, language=language)
     warning = None
     if reranker is not None:
         reranked = rerank_documents(reranker, query, docs, k=options["k"], top_n=settings.rerank_top_n)
         docs, warning = reranked.documents, reranked.warning
+    docs = docs[: options["k"]]  # retrieved wide for a reranker that could not be had: the fused top k
     elapsed_ms = (time.perf_counter() - started) * 1000
     if warning:
         err.print(f"warning: {warning}", style="yellow", highlight=False)
@@ -262,12 +263,16 @@ def search(
     err.print(f"{len(docs)} results in {elapsed_ms:.1f} ms ({mode})", style="dim")
 
 
-def _reranker(settings: Settings) -> Any:
-    """The reranker CAIRN_RERANK_MODEL names (an error when none is set); None when it cannot be loaded."""
+def _reranker(settings: Settings, *, asked: bool) -> Any:
+    """The reranker CAIRN_RERANK_MODEL names; None (with a warning) when it cannot be loaded, or none is set and
+    only the setting turned reranking on (an error when --rerank asked for it)."""
     from cairn.errors import RerankUnavailable
     from retrievers.rerank import make_reranker
 
     if not settings.rerank_model:
+        if not asked:
+            err.print("warning: not reranked: CAIRN_RERANK is on but CAIRN_RERANK_MODEL is not set", style="yellow")
+            return None
         raise CairnError("Reranking needs a reranker", "set CAIRN_RERANK_MODEL (docs/models.md#reranking)")
     key = settings.rerank_api_key.get_secret_value() if settings.rerank_api_key else None
     try:

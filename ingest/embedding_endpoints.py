@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -81,6 +82,14 @@ def parse_endpoint(name: str) -> EndpointSpec | None:
             "append @<base_url>, e.g. openai-compatible/bge-small@http://127.0.0.1:7997/v1",
         )
     return EndpointSpec(provider, model, (base_url or OLLAMA_URL).rstrip("/"))
+
+
+_USERINFO = re.compile(r"//[^/@\s]+@")
+
+
+def shown(text: str) -> str:
+    """A URL (or a message holding one) without the user and password it may carry: ``//***@host``."""
+    return _USERINFO.sub("//***@", text)
 
 
 def identity(name: str) -> str:
@@ -169,8 +178,13 @@ class EndpointEmbedder:
             transport=transport,
             limits=httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency),
         )
-        # The dimension is the server's: asked once now, so a server that is down fails before any work.
-        self.dimension = int(self._embed([f"{self.query_prefix}dimension probe"])[0].shape[0])
+        # The dimension is the server's: asked once now, so a server that is down fails before any work
+        # (one try: a service's requests should not wait out the backoff for a server that is not there).
+        try:
+            self.dimension = int(self._embed([f"{self.query_prefix}dimension probe"], retries=0)[0].shape[0])
+        except BaseException:
+            self._client.close()
+            raise
 
     # ------------------------------------------------------------ TextEmbedder
 
@@ -217,18 +231,19 @@ class EndpointEmbedder:
         body = {"model": self.spec.model, "input": texts, "encoding_format": "float"}
         return f"{self.spec.base_url}/embeddings", body
 
-    def _embed(self, texts: list[str]) -> np.ndarray:
+    def _embed(self, texts: list[str], retries: int | None = None) -> np.ndarray:
         url, body = self._request(texts)
-        for attempt in range(self.retries + 1):
+        retries = self.retries if retries is None else retries
+        for attempt in range(retries + 1):
             try:
                 response = self._client.post(url, json=body)
             except httpx.TransportError as exc:
-                if attempt == self.retries:
+                if attempt == retries:
                     raise self._unreachable(exc) from exc
                 self._wait(attempt, None)
                 continue
-            if response.status_code in RETRY_STATUSES and attempt < self.retries:
-                log.warning("embedding endpoint %s answered %s; retrying", url, response.status_code)
+            if response.status_code in RETRY_STATUSES and attempt < retries:
+                log.warning("embedding endpoint %s answered %s; retrying", shown(url), response.status_code)
                 self._wait(attempt, response.headers.get("retry-after"))
                 continue
             return self._vectors(response, len(texts))
@@ -242,7 +257,7 @@ class EndpointEmbedder:
         time.sleep(delay)
 
     def _vectors(self, response: httpx.Response, expected: int) -> np.ndarray:
-        where = f"{self.spec.provider} embedding endpoint {self.spec.base_url}"
+        where = f"{self.spec.provider} embedding endpoint {shown(self.spec.base_url)}"
         if response.status_code in (404, 400) and self.spec.model.lower() in response.text.lower():
             raise EmbeddingModelUnavailable(
                 f"The {where} does not serve the model {self.spec.model!r} ({response.status_code}: "
@@ -282,7 +297,7 @@ class EndpointEmbedder:
 
     def _unreachable(self, exc: Exception) -> EmbeddingModelUnavailable:
         return EmbeddingModelUnavailable(
-            f"The {self.spec.provider} embedding endpoint {self.spec.base_url} cannot be reached "
+            f"The {self.spec.provider} embedding endpoint {shown(self.spec.base_url)} cannot be reached "
             f"({type(exc).__name__}: {exc})",
             "start the embedding server, or fix the URL in CAIRN_EMBEDDING_MODEL",
         )

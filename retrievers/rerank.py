@@ -128,6 +128,9 @@ def rerank(
     except RerankUnavailable as exc:
         log.warning("rerank skipped: %s", exc.message)
         return Reranked(list(documents[:k]), f"not reranked: {exc.message}")
+    except Exception as exc:  # a model's own failure (CrossEncoder.predict, a broken answer): never the search's
+        log.warning("rerank skipped: %s: %s", type(exc).__name__, exc)
+        return Reranked(list(documents[:k]), f"not reranked: the reranker failed ({type(exc).__name__}: {exc})")
     order = sorted(range(len(head)), key=lambda i: -scores[i])
     ranked = []
     for rank, i in enumerate(order, start=1):
@@ -135,3 +138,14 @@ def rerank(
         metadata = {**document.metadata, "rerank_score": round(scores[i], 6), "rank": rank}
         ranked.append(Document(page_content=document.page_content, metadata=metadata))
     return Reranked([*ranked, *tail][:k])
+
+
+def rerank_with(
+    spec: str, api_key: str | None, query: str, documents: Sequence[Document], *, k: int, top_n: int = TOP_N
+) -> Reranked:
+    """``rerank`` with the reranker a setting names; one that cannot be loaded leaves the order, with the warning."""
+    try:
+        reranker = make_reranker(spec, api_key)
+    except RerankUnavailable as exc:
+        return Reranked(list(documents[:k]), f"not reranked: {exc.message}")
+    return rerank(reranker, query, documents, k=k, top_n=top_n)

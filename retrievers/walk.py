@@ -104,15 +104,18 @@ def described_in(question: str) -> str | None:
 
 
 #: The kind of definition a noun names: "the helper that ..." is a function, "the method that ..." a method.
-_KINDS = {"helper": "function", "function": "function", "utility": "function", "utilitie": "function",
-          "routine": "function", "method": "method", "class": "class", "classe": "class", "error": "class",
+_KINDS = {"helper": "function", "function": "function", "utility": "function", "utilities": "function",
+          "routine": "function", "method": "method", "class": "class", "error": "class",
           "exception": "class"}  # fmt: skip
 
 
 def described_kind(question: str) -> str | None:
     """Return the kind of definition a question describes ("function", "method", "class"), or None."""
     match = _DESCRIBED.search(question)
-    return _KINDS.get(match.group(2).lower().rstrip("s")) if match else None
+    if match is None:
+        return None
+    noun = match.group(2).lower()
+    return _KINDS.get(noun) or _KINDS.get(noun.removesuffix("es")) or _KINDS.get(noun.removesuffix("s"))
 
 
 def hops_for(question: str) -> int:

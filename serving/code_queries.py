@@ -17,7 +17,7 @@ from typing import Any
 
 from langchain_core.tools import ToolException
 
-from cairn.errors import CairnError, RerankUnavailable, SymbolNotFound
+from cairn.errors import CairnError, SymbolNotFound
 from graphs.agent.resources import load_indexes
 from ingest.walker import decode_text
 from retrievers import AcrossReposRetriever, check_retriever, load_search_index, make_retriever
@@ -31,7 +31,7 @@ from retrievers.navigation import (
     symbol_graph,
 )
 from retrievers.repo_map import repo_map
-from retrievers.rerank import Reranked, make_reranker, rerank
+from retrievers.rerank import Reranked, rerank_with
 from serving.errors import ServiceError
 from serving.schemas import (
     AgentTool,
@@ -75,8 +75,11 @@ async def search(
     await service.require_index(context)
     indexes = await asyncio.to_thread(load_indexes, context)
     reranking = context.rerank if rerank is None else rerank
+    unset: list[str] = []
     if reranking and not context.rerank_model:
-        raise ServiceError(409, "rerank: no reranker is configured (set CAIRN_RERANK_MODEL)", "no_reranker")
+        if rerank:  # asked for by this request
+            raise ServiceError(409, "rerank: no reranker is configured (set CAIRN_RERANK_MODEL)", "no_reranker")
+        reranking, unset = False, ["not reranked: CAIRN_RERANK is on but CAIRN_RERANK_MODEL names no reranker"]
     wide = max(k, context.rerank_top_n) if reranking else k  # the reranker reads the fused top N, keeps k
     options = {"k": wide, "depth": context.fusion_depth, "rrf_k": context.rrf_k}
     retrievers = {name: make_retriever(mode, index, **options) for name, index in indexes.items()}
@@ -87,7 +90,7 @@ async def search(
     )
     filters = {name: value for name, value in (("path_glob", path), ("language", language)) if value}
     documents = await asyncio.to_thread(retriever.invoke, query, None, **filters)  # no config; the filters are kwargs
-    warnings: list[str] = []
+    warnings: list[str] = list(unset)
     if reranking:
         reranked = await asyncio.to_thread(_reranked, context, query, documents, k)
         documents, warnings = reranked.documents, [reranked.warning] if reranked.warning else []
@@ -114,11 +117,7 @@ async def search(
 
 def _reranked(context: Any, query: str, documents: list[Any], k: int) -> Reranked:
     key = context.rerank_api_key.get_secret_value() if context.rerank_api_key else None
-    try:
-        reranker = make_reranker(str(context.rerank_model), key)
-    except RerankUnavailable as exc:
-        return Reranked(documents[:k], f"not reranked: {exc.message}")
-    return rerank(reranker, query, documents, k=k, top_n=context.rerank_top_n)
+    return rerank_with(str(context.rerank_model), key, query, documents, k=k, top_n=context.rerank_top_n)
 
 
 def _prefixed(record: dict[str, Any], repo: str) -> dict[str, Any]:

@@ -151,13 +151,15 @@ class TokenUsage(BaseCallbackHandler):
         )
 
 
-def tools_note(body: ChatCompletionRequest) -> dict[str, Any]:
+def tools_note(body: BaseModel) -> dict[str, Any]:
     """Say what becomes of the client's ``tools``: ignored (noted in the reply's ``cairn`` field), or a 400 when
     ``tool_choice`` demands a call, which Cairn's models never make of a client's tools."""
     from serving.errors import ServiceError
 
     extra = body.model_extra or {}
     tools = extra.get("tools") or []
+    if not isinstance(tools, list):
+        raise ServiceError(400, "tools: expected a list of tool definitions", "invalid_tools")
     if not tools:
         return {}
     choice = extra.get("tool_choice")

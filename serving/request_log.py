@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -56,9 +57,20 @@ def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     logger.setLevel(level)  # still propagated: a host's own handlers (pytest's, an embedding app's) see it too
 
 
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _clean(value: Any) -> Any:
+    """A client's value as a log may hold it: control characters escaped, at most 200 characters."""
+    if not isinstance(value, str):
+        return value
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m.group()):02x}", value)[:200]
+
+
 def log_request(method: str, route: str, status: int, ms: float, **fields: Any) -> None:
-    """Write a request's access line (a 5xx as a warning)."""
-    known = {name: value for name, value in fields.items() if value}
+    """Write a request's access line (a 5xx as a warning); what the client sent cannot forge a line."""
+    known = {name: _clean(value) for name, value in fields.items() if value}
+    route = _clean(route)
     details = " ".join(f"{name}={known[name]}" for name in ("model", "session", "trace_id") if name in known)
     level = logging.WARNING if status >= 500 else logging.INFO
     extra = {"method": method, "route": route, "status": status, "ms": round(ms, 1), **known}

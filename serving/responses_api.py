@@ -8,7 +8,8 @@ Every response is kept as a turn of a session, and its id names that session: ``
 A request with ``previous_response_id`` continues the session of that response (under the caller's
 key, like every session: another key's id is a 404), so a client that chains ids gets server-side
 memory without sending the history again; a request without one starts a new session, so two
-conversations never meet. ``store: false`` answers without keeping anything. Cairn's extra data (the
+conversations never meet. ``store: false`` on a new conversation keeps nothing (on a continued one the
+turn joins the session it continues). Cairn's extra data (the
 checked citations, the sources) travels where a stock client ignores it: the response's ``cairn``
 field, besides the answer's trailing "Sources:" list.
 
@@ -31,12 +32,12 @@ from typing import Any, Literal
 import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from graphs.agent.citations import render_answer, sources_block
 from graphs.agent.turn import Final, Session, Token, Turn
-from serving.chat import until_disconnected
+from serving.chat import MAX_MESSAGES, record_usage, until_disconnected
 from serving.errors import REDIS_ERRORS, ServiceError
 from serving.openai_compat import TokenUsage, cairn_extra
 from serving.security import check_session_id, key_of, session_thread
@@ -92,6 +93,8 @@ def _messages(body: ResponsesRequest, continuing: bool) -> list[BaseMessage]:
     for item in items:
         if item.role == "user":
             out.append(HumanMessage(item.text()))
+        elif item.role == "assistant":  # a client keeping its own history (store: false) resends the answers
+            out.append(AIMessage(item.text()))
         elif item.role in {"system", "developer"}:
             out.append(SystemMessage(item.text()))
     return out
@@ -156,9 +159,9 @@ async def responses(service: Service, body: ResponsesRequest, request: Request) 
     session_key, number = _session_of(body)
     continuing = body.previous_response_id is not None
     messages = _messages(body, continuing)
-    if not any(isinstance(m, HumanMessage) for m in messages):
-        raise ServiceError(400, "input: no user message to answer", "invalid_input")
-    rid = f"resp_{session_key}_{number}"
+    if not isinstance(messages[-1:][0] if messages else None, HumanMessage) or not str(messages[-1].content).strip():
+        raise ServiceError(400, "input: the last item must be a user message with text to answer", "invalid_input")
+    _check_history(service, messages)
     usage = TokenUsage()
     name = f"resp-{session_key}"
     check_session_id(name)
@@ -169,13 +172,16 @@ async def responses(service: Service, body: ResponsesRequest, request: Request) 
         turn = Turn(service.session_graph, context, messages, callbacks=callbacks, session=session,
                     run_name="cairn-responses")  # fmt: skip
         try:
-            if continuing and not await _exists(service, thread):
+            answered = await _answered(service, thread) if continuing else 0
+            if continuing and not answered:
                 raise ServiceError(404, f"No response {body.previous_response_id!r} for this key", "response_not_found")
             await turn.check()
         except REDIS_ERRORS as exc:
             raise service.redis_down(exc) from exc
+        number = answered + 1  # from the session, not the id sent: continuing an older id continues the session
     else:
         turn = Turn(service.graph, context, messages, callbacks=callbacks, run_name="cairn-responses")
+    rid = f"resp_{session_key}_{number}"
 
     item_id = f"msg_{uuid.uuid4().hex}"
     if not body.stream:
@@ -183,6 +189,8 @@ async def responses(service: Service, body: ResponsesRequest, request: Request) 
             state = await until_disconnected(request, turn.result())
         except Exception as exc:
             raise await service.translate(exc, context) from exc
+        if turn.session is not None:
+            await record_usage(service, turn.session.thread, usage)
         text = str(state["messages"][-1].content) if state.get("messages") else state.get("answer", "")
         reply = _response(rid, body, "completed", [_message_item(item_id, text)], usage=_usage(usage),
                           cairn=cairn_extra(state, name if body.store else None, usage.estimated))  # fmt: skip
@@ -193,9 +201,26 @@ async def responses(service: Service, body: ResponsesRequest, request: Request) 
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 
 
-async def _exists(service: Service, thread: str) -> bool:
+async def _answered(service: Service, thread: str) -> int:
+    """How many answers a session holds (0: no such session under this key)."""
     config = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
-    return await service.saver.aget_tuple(config) is not None  # type: ignore[arg-type]
+    found = await service.saver.aget_tuple(config)  # type: ignore[arg-type]
+    if found is None:
+        return 0
+    messages = found.checkpoint.get("channel_values", {}).get("messages", [])
+    return max(1, sum(isinstance(m, AIMessage) for m in messages))
+
+
+def _check_history(service: Service, messages: list[BaseMessage]) -> None:
+    """Refuse (400) an input over the history bound, as chat completions does."""
+    from graphs.agent.budget import text_tokens
+
+    limit = service.settings.max_history_tokens
+    tokens = sum(text_tokens(str(m.content)) for m in messages)
+    if tokens > limit or len(messages) > MAX_MESSAGES:
+        raise ServiceError(400, f"The input is too long ({len(messages)} messages, about {tokens} tokens; at most "
+                           f"{MAX_MESSAGES} and {limit}): send the new question with previous_response_id instead",
+                           "history_too_long")  # fmt: skip
 
 
 def _event(kind: str, sequence: int, **data: Any) -> str:

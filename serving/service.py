@@ -20,6 +20,7 @@ from graphs.agent.context import Context
 from graphs.agent.graph import GRAPH_NAME, build_graph
 from graphs.agent.resources import load_indexes
 from graphs.agent.telemetry import RunTelemetry
+from ingest.embedding_endpoints import shown
 from ingest.repos import ALL, RepoInfo
 from ingest.watch import WatchGroup
 from models import answer_probe, parse_model_spec, probe_url
@@ -184,8 +185,8 @@ class Service:
                           redis_url=self.settings.redis_url, retries=context.model_max_retries)  # fmt: skip
         if error.code in ("model_unavailable", "internal_error") and (dead := await self._embedded_death()):
             error = ServiceError(503, f"{dead.message} ({dead.hint})", "model_crashed", "server_error")
-        if error.status >= 500:
-            log.warning("%s (%s)", error.message, error.code)  # model down, timed out or died; Redis down
+        if error.status >= 500:  # model down, timed out or died; Redis down (a URL's password left out)
+            log.warning("%s (%s)", shown(error.message), error.code)
         return error
 
     async def _embedded_death(self, wait: float = 1.5) -> EmbeddedModelError | None:

@@ -49,7 +49,8 @@ _FILLER = frozenset(
     "code function method class file module repository there their them they its it's".split()
 )
 #: Words that point back at an earlier turn ("where is its capacity set?").
-_PRONOUNS = re.compile(r"\b(?:it|its|they|them|their|theirs|this|that|these|those|there|he|she|one)\b", re.IGNORECASE)
+#: Not "that", "there" or "one": most questions have them ("the helper that encodes one record").
+_PRONOUNS = re.compile(r"\b(?:it|its|they|them|their|theirs|these|those)\b", re.IGNORECASE)
 
 
 def content_words(text: str) -> set[str]:

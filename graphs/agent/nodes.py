@@ -20,7 +20,6 @@ from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from langgraph.runtime import Runtime
 
-from cairn.errors import RerankUnavailable
 from config import Node
 from graphs.agent.budget import fit_budget, trim_history
 from graphs.agent.citations import check_citations, markdown_safe, render_answer, source_of
@@ -34,7 +33,7 @@ from models.reasoning import split_thinking
 from prompts.agent import ANALYZE, ANALYZE_WITH_TOOLS, ANSWER, EMPTY_ANSWER, HYDE, NOTHING_FOUND, PLAN, REFINE
 from retrievers import in_repo
 from retrievers.navigation import Lookup, lookup_documents, lookups_in
-from retrievers.rerank import Reranked, make_reranker, rerank
+from retrievers.rerank import Reranked, rerank_with
 from retrievers.walk import Trail, described_in, described_kind, hops_for, relation_in, walk
 from tools.history import history_documents
 
@@ -291,11 +290,7 @@ def _walked(
 def _reranked(context: Context, question: str, found: list[Document]) -> Reranked:
     """The fused ranking reordered by the reranker (CAIRN_RERANK): the fused order, with a warning, if it fails."""
     key = context.rerank_api_key.get_secret_value() if context.rerank_api_key else None
-    try:
-        reranker = make_reranker(str(context.rerank_model), key)
-    except RerankUnavailable as exc:
-        return Reranked(found, f"not reranked: {exc.message}")
-    return rerank(reranker, question, found, k=len(found), top_n=context.rerank_top_n)
+    return rerank_with(str(context.rerank_model), key, question, found, k=len(found), top_n=context.rerank_top_n)
 
 
 def _callees_of_top(resources: Resources, rankings: list[list[Document]], context: Context) -> list[Document]:

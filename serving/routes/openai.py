@@ -49,8 +49,9 @@ async def list_models(service: ServiceDep) -> ModelList:
 
 @router.get("/models/{model_id:path}", response_model=Model, responses=documented(401, 404))
 async def get_model(model_id: str, service: ServiceDep) -> Model:
-    """One model by id (404 listing the ids there are)."""
-    service.context_for_model(model_id)
+    """One model by id (404 listing the ids there are); `cairn-embedding` is the embeddings route's."""
+    if model_id != EMBEDDING_MODEL_ID:
+        service.context_for_model(model_id)
     return model_card(model_id)
 
 
@@ -138,4 +139,5 @@ async def create_response(body: ResponsesRequest, request: Request, service: Ser
     request.state.cairn_model = body.model
     if body.model == PASSTHROUGH_MODEL_ID:
         raise ServiceError(400, "cairn-chat answers chat completions only; use cairn-agent here", "model_not_supported")
+    tools_note(body)  # 400 when tool_choice demands a call of the client's tools
     return await responses(service, body, request)

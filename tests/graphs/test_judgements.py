@@ -32,3 +32,7 @@ def test_identifiers_count_by_their_parts() -> None:
 def test_pronouns_and_the_words_a_follow_up_carries() -> None:
     assert points_back("And where is its capacity set?") and not points_back("Where is LRUCache's capacity set?")
     assert key_words("How does the LRU cache evict entries?") == ["LRU", "cache", "evict", "entries"]
+
+
+def test_that_there_and_one_are_not_pronouns_pointing_back() -> None:
+    assert not points_back("Which functions call the helper that encodes one record, and is there a test?")

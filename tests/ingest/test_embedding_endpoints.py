@@ -108,9 +108,18 @@ def test_ollama_is_asked_to_truncate_at_what_cairn_reads() -> None:
 
 
 def test_429_and_5xx_are_retried_honouring_retry_after() -> None:
-    server = FakeServer(failures=[429, 503], retry_after="0.01")
+    server = FakeServer(retry_after="0.01")
     embedder = _embedder("openai-compatible/m@http://h/v1", server)
-    assert embedder.dimension == DIM and len(server.requests) == 3
+    server.failures = [429, 503]
+    assert embedder.embed_documents(["a"]).shape == (1, DIM) and len(server.requests) == 4  # probe, 2 refused, 1
+
+
+def test_the_dimension_probe_is_one_try() -> None:
+    """A server that is down fails at once: a service's requests do not wait out the backoff at start."""
+    server = FakeServer(failures=[503])
+    with pytest.raises(EmbeddingModelUnavailable, match="answered 503"):
+        _embedder("openai-compatible/m@http://h/v1", server)
+    assert len(server.requests) == 1
 
 
 @pytest.mark.parametrize(

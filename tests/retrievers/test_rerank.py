@@ -57,6 +57,15 @@ def test_a_failing_reranker_leaves_the_fused_order_with_a_warning(answer) -> Non
     assert result.documents == DOCS[:2] and result.warning and result.warning.startswith("not reranked: ")
 
 
+def test_a_rerankers_own_failure_never_fails_the_search() -> None:
+    class Broken:
+        def scores(self, query, texts):
+            raise RuntimeError("CUDA out of memory")
+
+    result = rerank(Broken(), "q", DOCS, k=2)
+    assert result.documents == DOCS[:2] and "RuntimeError: CUDA out of memory" in str(result.warning)
+
+
 def test_a_reranker_that_is_down_is_named() -> None:
     down = EndpointReranker("m", f"http://127.0.0.1:{free_port()}")
     result = rerank(down, "q", DOCS, k=3)

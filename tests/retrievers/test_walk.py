@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from retrievers import make_retriever
-from retrievers.walk import Trail, described_in, hops_for, relation_in, walk
+from retrievers.walk import Trail, described_in, described_kind, hops_for, relation_in, walk
 
 ENCODE = "Which functions call the helper that encodes one log record (header, then key length, key and value)?"
 
@@ -27,6 +27,20 @@ ENCODE = "Which functions call the helper that encodes one log record (header, t
 )
 def test_the_relation_a_question_asks_about(question: str, relation: str | None) -> None:
     assert relation_in(question) == relation
+
+
+@pytest.mark.parametrize(
+    ("question", "kind"),
+    [
+        ("Which classes subclass the class that parses headers?", "class"),
+        ("What calls the helper that encodes a record?", "function"),
+        ("Who uses the utilities that encode text?", "function"),
+        ("Which code raises the error for a closed client?", "class"),
+        ("What calls the method that drops an entry?", "method"),
+    ],
+)
+def test_the_kind_of_definition_a_question_names(question: str, kind: str) -> None:
+    assert described_kind(question) == kind
 
 
 @pytest.mark.parametrize(

@@ -320,6 +320,8 @@ def test_a_requests_tools_are_noted_or_refused_not_ignored_in_silence(service: S
     assert required.status_code == 400 and required.json()["error"]["code"] == "tools_unsupported"
     chat = httpx.post(f"{service.url}/v1/chat/completions", json={**body, "model": "cairn-chat"}, timeout=60)
     assert chat.status_code == 200 and chat.json()["cairn"]["tools_ignored"]
+    malformed = httpx.post(f"{service.url}/v1/chat/completions", json={**body, "tools": 5}, timeout=60)
+    assert malformed.status_code == 400 and malformed.json()["error"]["code"] == "invalid_tools"
 
 
 def test_the_responses_api_through_the_official_client(service: Server) -> None:
@@ -350,3 +352,13 @@ def test_the_responses_api_through_the_official_client(service: Server) -> None:
     with client.responses.stream(model="cairn-agent", input="What does get return?") as stream:  # the helper
         final = stream.get_final_response()
     assert final.output_text.startswith("It is implemented in")
+    # a client keeping its own history (store: false): the answers it resends are part of the conversation
+    history = [
+        {"role": "user", "content": "How does the LRU cache evict entries?"},
+        {"role": "assistant", "content": first.output_text},
+        {"role": "user", "content": "And where is get?"},
+    ]
+    kept = client.responses.create(model="cairn-agent", input=history, store=False)
+    assert kept.status == "completed" and kept.model_extra["cairn"]["session_id"] is None
+    with pytest.raises(openai.BadRequestError, match="user message"):
+        client.responses.create(model="cairn-agent", input="   ")
