@@ -133,8 +133,8 @@ async def create_response(body: ResponsesRequest, request: Request, service: Ser
     """OpenAI's Responses API over the agent: one turn, whole or streamed; `previous_response_id` continues it.
 
     Each response is kept as a turn of its own session (under the caller's key), named by its id, so a
-    chain of `previous_response_id`s is one conversation and two chains never meet (`store: false`
-    keeps nothing). The models are the chat ones (`cairn-agent`, `cairn/<name>`, `cairn/*`).
+    chain of `previous_response_id`s is one conversation and two chains never meet (`store: false` on a
+    new conversation keeps nothing). The models are the chat ones (`cairn-agent`, `cairn/<name>`, `cairn/*`).
     """
     request.state.cairn_model = body.model
     if body.model == PASSTHROUGH_MODEL_ID:
