@@ -110,12 +110,7 @@ async def chat(
         turn = Turn(service.graph, context, to_langchain(body.messages), callbacks=callbacks, run_name="cairn-chat")
 
     if not body.stream:
-        try:
-            state = await until_disconnected(request, turn.result())
-        except Exception as exc:
-            raise await service.translate(exc, context) from exc
-        if turn.session is not None:
-            await record_usage(service, turn.session.thread, usage)
+        state = await whole_turn(service, request, turn, context, usage)
         reply = completion(state, usage, session, model=body.model, note=note)
         return JSONResponse(reply.model_dump(mode="json", exclude_unset=True))
 
@@ -162,6 +157,17 @@ async def chat(
     return StreamingResponse(
         relay(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
+
+
+async def whole_turn(service: Service, request: Request, turn: Turn, context: Context, usage: TokenUsage) -> dict:
+    """Run a turn to its end for an answer sent whole (cancelled if the client leaves); count its session's tokens."""
+    try:
+        state = await until_disconnected(request, turn.result())
+    except Exception as exc:
+        raise await service.translate(exc, context) from exc
+    if turn.session is not None:
+        await record_usage(service, turn.session.thread, usage)
+    return state
 
 
 async def until_disconnected(request: Request, run: Awaitable[T], poll: float = 0.25) -> T:

@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from graphs.agent.citations import render_answer, sources_block
 from graphs.agent.turn import Final, Session, Token, Turn
-from serving.chat import MAX_MESSAGES, record_usage, until_disconnected
+from serving.chat import MAX_MESSAGES, whole_turn
 from serving.errors import REDIS_ERRORS, ServiceError
 from serving.openai_compat import TokenUsage, cairn_extra
 from serving.security import check_session_id, key_of, session_thread
@@ -185,12 +185,7 @@ async def responses(service: Service, body: ResponsesRequest, request: Request) 
 
     item_id = f"msg_{uuid.uuid4().hex}"
     if not body.stream:
-        try:
-            state = await until_disconnected(request, turn.result())
-        except Exception as exc:
-            raise await service.translate(exc, context) from exc
-        if turn.session is not None:
-            await record_usage(service, turn.session.thread, usage)
+        state = await whole_turn(service, request, turn, context, usage)
         text = str(state["messages"][-1].content) if state.get("messages") else state.get("answer", "")
         reply = _response(rid, body, "completed", [_message_item(item_id, text)], usage=_usage(usage),
                           cairn=cairn_extra(state, name if body.store else None, usage.estimated))  # fmt: skip
