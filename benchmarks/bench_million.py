@@ -1,4 +1,4 @@
-"""A million-chunk index: build time, RSS, disk and search latency of flat and HNSW FAISS, HNSW's recall.
+"""A million-chunk index: build time, RSS, disk and search latency of flat, IVF and HNSW FAISS, and their recall.
 
     .venv/bin/python benchmarks/bench_million.py [--chunks 1000000] [--embed 12000] [--work /tmp/cairn-million]
 
@@ -20,7 +20,8 @@ Each stage then runs in its own process so its peak RSS is its own: prepare (cor
 build flat and build HNSW (``ingest.store.write_generation``, the code ``cairn ingest`` writes with, BM25
 included), and query each (``retrievers.load_search_index``, then ``SearchIndex.hybrid`` / ``dense`` /
 ``keyword`` with the query embedding included) with the golden questions of transformers and httpx.
-HNSW's recall@10 is measured against flat's exact top 10, with an efSearch sweep. A last stage builds
+IVF's and HNSW's recall@10 are measured against flat's exact top 10, with an nprobe sweep (IVF, Cairn's
+default of one list in 32 among them) and an efSearch sweep (HNSW). A last stage builds
 BM25 alone over real, unvaried chunks of every installed package (up to ``--chunks``), which shows the
 keyword side at scale on real text. ``--alternatives`` adds IVF (4,096 lists) and HNSW with
 efConstruction 200, built straight from the vectors with FAISS (Cairn's store has neither), with their
@@ -51,6 +52,7 @@ from benchmarks.common import du, machine, summary_ms, transformers_source, writ
 CACHE = ROOT / ".cairn" / "bench-cache"
 K = 10
 EF_SWEEP = (16, 32, 64, 128, 256, 512)
+NPROBE_SWEEP = (32, 64, 128, 256)
 _CAPWORD = re.compile(r"\b([A-Z][a-z0-9]+[A-Z][A-Za-z0-9]*)\b")
 
 
@@ -350,6 +352,7 @@ def stage_build(args: argparse.Namespace) -> dict[str, Any]:
 
 def stage_query(args: argparse.Namespace) -> dict[str, Any]:
     """Load one index the way the service does and time hybrid, dense and keyword searches on it."""
+    from ingest.store import ivf_probes
     from retrievers import load_search_index
     from retrievers.search_index import IndexSpec, SearchIndex
 
@@ -408,8 +411,15 @@ def stage_query(args: argparse.Namespace) -> dict[str, Any]:
         np.save(args.work / "flat-top10.npy", top)
     else:
         exact = np.load(args.work / "flat-top10.npy")
-        by_ef = {f"@ef{ef}": SearchIndex(index.generation, index.embedder, ef_search=ef) for ef in EF_SWEEP}
-        result["latency"] = timed(by_ef, f"@ef{settings.hnsw_ef_search}")
+        if args.kind == "ivf":  # the lists probed, Cairn's default (1 in 32) among them
+            lists = int(index.generation.faiss_index.nlist)
+            result["ivf_lists"], result["ivf_default_nprobe"] = lists, ivf_probes(lists)
+            by_ef = {f"@nprobe{n}": SearchIndex(index.generation, index.embedder, nprobe=n) for n in NPROBE_SWEEP}
+            default = f"@nprobe{ivf_probes(lists)}"
+        else:
+            by_ef = {f"@ef{ef}": SearchIndex(index.generation, index.embedder, ef_search=ef) for ef in EF_SWEEP}
+            default = f"@ef{settings.hnsw_ef_search}"
+        result["latency"] = timed(by_ef, default)
         real = _real_rows(index.chunks)
         result["recall_at_10_vs_flat"], result["source_recall_at_10_vs_flat"] = {}, {}
         for name, idx in by_ef.items():
@@ -653,7 +663,7 @@ def main() -> None:
     parser.add_argument("--noise", type=float, default=0.015, help="Gaussian noise per dimension of a copy's vector")
     parser.add_argument("--rounds", type=int, default=3, help="passes over the questions")
     parser.add_argument("--work", type=Path, default=Path("/tmp/cairn-million"), help="where the indexes are built")
-    parser.add_argument("--kinds", default="flat,hnsw", help="FAISS index kinds to build and query")
+    parser.add_argument("--kinds", default="flat,ivf,hnsw", help="FAISS index kinds to build and query")
     parser.add_argument("--torch-threads", type=int, default=0, help="torch threads for query embedding (0: torch's)")
     parser.add_argument("--no-bm25-real", action="store_true", help="skip BM25 over real site-packages chunks")
     parser.add_argument(

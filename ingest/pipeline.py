@@ -35,7 +35,7 @@ from ingest.manifest import (
     Manifest,
 )
 from ingest.secrets import SecretPolicy
-from ingest.store import Generation, check_writable, open_generation, writer_lock
+from ingest.store import Generation, check_writable, index_kind, open_generation, writer_lock
 from ingest.store import write_generation as _write_generation
 from ingest.symbol_graph import SymbolGraphUpdate, graph_file
 from ingest.symbols import FileSymbols, extract_symbols, has_tag_query
@@ -322,7 +322,7 @@ class _Scan:
             previous is not None
             and result.files_added == result.files_changed == result.files_deleted == 0
             and previous.manifest.counts.chunks == len(self.rows)
-            and previous.manifest.faiss_index == settings.faiss_index
+            and previous.manifest.faiss_index == index_kind(settings.faiss_index, len(self.rows))
             and previous.manifest.format_version == FORMAT_VERSION
             and previous.manifest.keyword.tokenizer == TOKENIZER
             and previous.manifest.repo_root == str(repo_root)  # a moved repository gets a manifest saying so
@@ -401,7 +401,7 @@ def _embed_and_write(
             embedding_identity(settings.embedding_model), int(vectors.shape[1]), settings.embedding_max_tokens
         ),
         chunking=baseline.chunking,
-        faiss_index=settings.faiss_index,
+        faiss_index=index_kind(settings.faiss_index, len(rows)),
         counts=Counts(files=len(scan.files), chunks=len(rows), skipped=dict(result.skipped)),
         files=scan.files,
         keyword=KeywordInfo(TOKENIZER),
@@ -415,8 +415,9 @@ def _embed_and_write(
             tokens=tokens,
             token_offsets=offsets,
             vocab=vocab,
-            faiss_kind=settings.faiss_index,
+            faiss_kind=manifest.faiss_index,
             hnsw_m=settings.hnsw_m,
+            ivf_centroids=baseline.previous.ivf_centroids() if baseline.previous is not None else None,
             symbols=scan.graph,
             # an index that held a file now taken for a secret keeps no copy of it on disk
             keep_previous=not (set(baseline.old_files) & set(result.secrets)),

@@ -93,17 +93,45 @@ class Generation:
 
         For a flat index it is a view into the FAISS index's memory, no copy: valid only while this
         generation is referenced (``open_generation(path).vectors()`` on one line reads freed memory).
+        An IVF index's vectors are gathered from its lists (a copy).
         """
         import faiss
 
         total, dim = self.faiss_index.ntotal, self.faiss_index.d
         if total == 0:
             return np.zeros((0, dim), dtype=np.float32)
+        if isinstance(self.faiss_index, faiss.IndexIVF):
+            return _ivf_vectors(self.faiss_index)
         storage = faiss.downcast_index(getattr(self.faiss_index, "storage", None) or self.faiss_index)
         if hasattr(storage, "get_xb"):
             raw = faiss.rev_swig_ptr(storage.get_xb(), total * dim)
             return np.asarray(raw, dtype=np.float32).reshape(total, dim)
         return self.faiss_index.reconstruct_n(0, total)
+
+    def ivf_centroids(self) -> np.ndarray | None:
+        """Return the trained IVF quantizer's centroids (None for another kind), for the next generation."""
+        import faiss
+
+        if not isinstance(self.faiss_index, faiss.IndexIVF):
+            return None
+        quantizer = self.faiss_index.quantizer
+        return quantizer.reconstruct_n(0, quantizer.ntotal)
+
+
+def _ivf_vectors(index: Any) -> np.ndarray:
+    """Return an IVF-Flat index's vectors in id order, read from its inverted lists."""
+    import faiss
+
+    out = np.empty((index.ntotal, index.d), dtype=np.float32)
+    lists = index.invlists
+    for number in range(index.nlist):
+        size = lists.list_size(number)
+        if not size:
+            continue
+        ids = faiss.rev_swig_ptr(lists.get_ids(number), size).copy()
+        codes = faiss.rev_swig_ptr(lists.get_codes(number), size * index.code_size)
+        out[ids] = np.frombuffer(bytes(codes), dtype=np.float32).reshape(size, index.d)
+    return out
 
 
 # ---------------------------------------------------------------- reading
@@ -263,11 +291,15 @@ def write_generation(
     vocab: dict[str, int],
     faiss_kind: str = "flat",
     hnsw_m: int = 32,
+    ivf_centroids: np.ndarray | None = None,
     symbols: SymbolGraphUpdate | None = None,
     keep_previous: bool = True,
 ) -> Path:
     """Write a complete generation beside the live one and swap it in; return its folder.
 
+    ``faiss_kind`` is the manifest's resolved kind (``flat``, ``hnsw`` or ``ivf``; see ``index_kind``).
+    An IVF index reuses ``ivf_centroids`` (the previous generation's) while the corpus stays within a
+    factor of two of the size they were trained for, so an incremental ingest does not train again.
     ``keep_previous=False`` deletes the previous generation at once instead of keeping it for readers
     still opening it (they retry): for a generation that drops files which must not stay on disk.
     """
@@ -281,13 +313,16 @@ def write_generation(
         chunks.save(tmp)
         dim = manifest.embedding.dimension
         index: faiss.Index
-        if faiss_kind == "hnsw":
+        if faiss_kind == "ivf":
+            index = ivf_index(vectors, dim, ivf_centroids)
+        elif faiss_kind == "hnsw":
             index = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
             index.hnsw.efConstruction = 80
         else:
             index = faiss.IndexFlatIP(dim)
         if len(vectors):
-            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            for start in range(0, len(vectors), ADD_BATCH):  # a bounded copy at a time of a memory-mapped array
+                index.add(np.ascontiguousarray(vectors[start : start + ADD_BATCH], dtype=np.float32))
         faiss.write_index(index, str(tmp / "faiss.index"))
         del index  # freed before BM25 is built: at a million chunks it holds 1.5 GB of vectors
         np.save(tmp / "tokens.npy", tokens.astype(np.int32, copy=False))
@@ -305,6 +340,65 @@ def write_generation(
     _swap_current(index_dir, final.name)
     _collect_garbage(index_dir, keep=final.name, keep_previous=keep_previous)
     return final
+
+
+#: Vectors handed to FAISS at once while writing (64 k × 384 float32 = 96 MB).
+ADD_BATCH = 65_536
+#: ``CAIRN_FAISS_INDEX=auto`` keeps an exact flat index below this many chunks and builds IVF from it on:
+#: flat's search time grows with the corpus (p95 ~270 ms at a million chunks on 2 cores, past the 50 ms
+#: goal from about 200 k), IVF's with the lists probed (docs/benchmarks.md, "A million chunks").
+AUTO_IVF_FROM = 200_000
+#: Training points per IVF list: k-means on a sample, not on every vector.
+IVF_TRAIN_PER_LIST = 40
+
+
+def index_kind(setting: str, chunks: int) -> str:
+    """Return the FAISS index kind a generation of ``chunks`` rows gets under ``CAIRN_FAISS_INDEX``."""
+    if setting == "auto":
+        return "ivf" if chunks >= AUTO_IVF_FROM else "flat"
+    return setting
+
+
+def ivf_lists(chunks: int) -> int:
+    """Return the IVF list count for a corpus: the power of two nearest 4·√n, between 16 and 65,536 (and ≤ n)."""
+    target = 4 * max(chunks, 1) ** 0.5
+    return int(max(1, min(chunks, 65_536, max(16, 2 ** round(np.log2(target))))))
+
+
+def ivf_probes(lists: int) -> int:
+    """Return the lists a query probes by default: 1 in 32, at least 16 (recall@10 ≥ 0.95 measured at 1 M)."""
+    return min(lists, max(16, lists // 32))
+
+
+def ivf_index(vectors: np.ndarray, dim: int, centroids: np.ndarray | None = None) -> Any:
+    """Return an empty IVF-Flat inner-product index for ``vectors``: on ``centroids`` when they are within a
+    factor of two of the list count the size calls for (an incremental ingest), else trained on a sample."""
+    import faiss
+
+    lists = ivf_lists(len(vectors))
+    if (
+        centroids is not None
+        and centroids.shape[1:] == (dim,)
+        and lists / 2 <= len(centroids) <= min(2 * lists, max(1, len(vectors)))
+    ):
+        lists = len(centroids)  # within a factor of two of the size's own count: kept, not trained again
+    else:
+        centroids = None
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, lists, faiss.METRIC_INNER_PRODUCT)
+    index.own_fields = True  # the index frees its quantizer
+    quantizer.this.disown()  # type: ignore[attr-defined]
+    if centroids is None and not len(vectors):
+        centroids = np.zeros((lists, dim), dtype=np.float32)  # nothing to train on, nothing to find
+    if centroids is not None and centroids.shape == (lists, dim):
+        quantizer.add(np.ascontiguousarray(centroids, dtype=np.float32))
+        index.is_trained = True
+        return index
+    sample_size = min(len(vectors), IVF_TRAIN_PER_LIST * lists)
+    rows = np.sort(np.random.default_rng(0).choice(len(vectors), sample_size, replace=False))
+    index.cp.niter = 10  # the lists need to be good, not converged: 10 rounds of k-means
+    index.train(np.ascontiguousarray(vectors[rows], dtype=np.float32))
+    return index
 
 
 def _fsync_tree(root: Path) -> None:

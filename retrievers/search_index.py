@@ -23,7 +23,7 @@ from ingest.chunking import Chunk
 from ingest.embedder import Embedder, TextEmbedder, make_embedder
 from ingest.embedding_endpoints import EndpointEmbedder, EndpointOptions
 from ingest.embedding_endpoints import identity as embedding_identity
-from ingest.store import CURRENT, Generation, open_generation
+from ingest.store import CURRENT, Generation, ivf_probes, open_generation
 from ingest.symbol_graph import DefinitionSite
 from ingest.tokens import identifiers_in, tokenizer
 
@@ -102,6 +102,7 @@ class SearchIndex:
         embedder: TextEmbedder | Callable[[], TextEmbedder],
         *,
         ef_search: int = 128,
+        nprobe: int = 0,
         rank_paths: bool = True,
         collapse: bool = True,
     ) -> None:
@@ -113,6 +114,7 @@ class SearchIndex:
         # Queries are tokenized the way the index's chunks were (an older index keeps its tokenizer).
         self._tokenize = tokenizer(generation.manifest.keyword.tokenizer)
         self._ef_search = ef_search
+        self._nprobe = nprobe
         self._languages = self.chunks.language_column()
         self._masks: OrderedDict[SearchFilter, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
@@ -225,6 +227,8 @@ class SearchIndex:
         if isinstance(self._faiss, faiss.IndexHNSWFlat):
             # faiss's bundled stubs (1.15) leave out SearchParametersHNSW, which every faiss since 1.7.3 has
             params = faiss.SearchParametersHNSW(efSearch=max(self._ef_search, k), **options)  # type: ignore[attr-defined]
+        elif isinstance(self._faiss, faiss.IndexIVF):
+            params = faiss.SearchParametersIVF(nprobe=self._probes(mask), **options)  # type: ignore[call-arg]
         elif options:
             params = faiss.SearchParameters(**options)
         scores, ids = _search_one_thread(self._faiss, vector.reshape(1, -1), min(k, len(self.chunks)), params)
@@ -233,6 +237,19 @@ class SearchIndex:
             for rank, (row, score) in enumerate(zip(ids[0], scores[0], strict=True), start=1)
             if row >= 0
         ]
+
+    def _probes(self, mask: np.ndarray | None) -> int:
+        """Return the IVF lists to probe: the setting (or 1 in 32), widened by a filter's selectivity.
+
+        A filter that keeps a tenth of the chunks keeps about a tenth of each list, so ten times the
+        lists are probed to find as many candidates (all of them, for a narrow filter).
+        """
+        lists = int(self._faiss.nlist)
+        probes = self._nprobe or ivf_probes(lists)
+        if mask is not None:
+            kept = max(float(mask.mean()), 1.0 / len(mask))
+            probes = int(np.ceil(probes / kept))
+        return max(1, min(lists, probes))
 
     def keyword(self, query: str, k: int, flt: SearchFilter = SearchFilter()) -> list[Hit]:
         """Return the k chunks with the highest BM25 score for the query's tokens, each distinct text once."""
@@ -514,6 +531,7 @@ class IndexSpec:
     embedding_model: str
     embedding_device: str = "cpu"
     ef_search: int = 128
+    nprobe: int = 0
     memory_budget_bytes: int = Settings.model_fields["index_memory_mb"].default * 1024 * 1024
     embedding_backend: str = "auto"
     onnx_dir: Path | None = None
@@ -529,12 +547,13 @@ class IndexSpec:
             Path(index_dir if index_dir is not None else settings.resolved_index_dir),
             settings.embedding_model,
             settings.embedding_device,
-            settings.hnsw_ef_search,
-            settings.index_memory_mb * 1024 * 1024,
-            settings.embedding_backend,
-            settings.data_dir / "onnx",
-            settings.embedding_query_threads,
-            EndpointOptions.from_settings(settings),
+            ef_search=settings.hnsw_ef_search,
+            nprobe=settings.ivf_nprobe,
+            memory_budget_bytes=settings.index_memory_mb * 1024 * 1024,
+            embedding_backend=settings.embedding_backend,
+            onnx_dir=settings.data_dir / "onnx",
+            query_threads=settings.embedding_query_threads,
+            endpoint=EndpointOptions.from_settings(settings),
         )
 
 
@@ -584,7 +603,7 @@ class _Loaded:
 
 
 #: Loaded indexes, least recently used first; unloaded beyond the memory budget (``_evict``).
-_open_indexes: OrderedDict[tuple[Path, str, int], _Loaded] = OrderedDict()
+_open_indexes: OrderedDict[tuple[Path, str, int, int], _Loaded] = OrderedDict()
 _open_lock = threading.Lock()
 
 
@@ -598,7 +617,7 @@ def load_search_index(source: Settings | IndexSpec) -> SearchIndex:
     spec = IndexSpec.from_settings(source) if isinstance(source, Settings) else source
     index_dir = Path(spec.index_dir).resolve()
     pointer = index_dir / CURRENT
-    key = (index_dir, spec.embedding_device, spec.ef_search)
+    key = (index_dir, spec.embedding_device, spec.ef_search, spec.nprobe)
     with _open_lock:
         current = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else ""
         cached = _open_indexes.get(key)
@@ -647,4 +666,5 @@ def _open(index_dir: Path, spec: IndexSpec) -> SearchIndex:
     model = spec.embedding_model if embedding_identity(spec.embedding_model) == embedding.model else embedding.model
     device = spec.embedding_device
     options = (spec.embedding_backend, spec.onnx_dir, spec.query_threads, spec.endpoint)
-    return SearchIndex(generation, lambda: _embedder(model, device, max_tokens, *options), ef_search=spec.ef_search)
+    return SearchIndex(generation, lambda: _embedder(model, device, max_tokens, *options), ef_search=spec.ef_search,
+                       nprobe=spec.nprobe)  # fmt: skip

@@ -111,6 +111,7 @@ class Context:
     embedding_backend: Literal["auto", "onnx", "torch"] = _setting("embedding_backend")
     embedding_query_threads: int = _setting("embedding_query_threads")
     hnsw_ef_search: int = _setting("hnsw_ef_search")
+    ivf_nprobe: int = _setting("ivf_nprobe")
     rrf_k: int = _setting("rrf_k")
     fusion_depth: int = _setting("fusion_depth")
     stop: list[str] | None = Field(default=None, description="Sequences that end the answer.")
@@ -210,8 +211,9 @@ class Context:
             raise CairnError("This run spans every repository, not one index", "use index_specs(), or name one")
         index_dir = Path(self.index_dir) if name is None else self.repositories().get(name)
         return IndexSpec(index_dir, self.embedding_model, self.embedding_device, self.hnsw_ef_search,
-                         self.index_memory_mb * 1024 * 1024, self.embedding_backend, Path(self.data_dir) / "onnx",
-                         self.embedding_query_threads)  # fmt: skip
+                         nprobe=self.ivf_nprobe, memory_budget_bytes=self.index_memory_mb * 1024 * 1024,
+                         embedding_backend=self.embedding_backend, onnx_dir=Path(self.data_dir) / "onnx",
+                         query_threads=self.embedding_query_threads)  # fmt: skip
 
     def index_specs(self) -> dict[str, IndexSpec]:
         """Return repository name → index spec of every index the run searches ("" for ``index_dir``)."""

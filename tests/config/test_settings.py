@@ -10,7 +10,7 @@ def test_defaults_work_offline_and_index_lives_in_the_data_dir(monkeypatch) -> N
     settings = Settings(_env_file=None)
     assert settings.embedding_model == "all-MiniLM-L6-v2"
     assert settings.resolved_index_dir == Path(".cairn") / "index"
-    assert settings.faiss_index == "flat"
+    assert settings.faiss_index == "auto"
 
 
 def test_environment_and_dotenv_override_defaults(monkeypatch, tmp_path: Path) -> None:

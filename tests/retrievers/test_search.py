@@ -153,3 +153,51 @@ def test_hnsw_index_searches_and_filters_like_flat(sample_repo, tmp_path) -> Non
     assert [h.row for h in approx.dense("write-ahead log", 5)] == expected  # tiny corpus: HNSW is exact
     only_js = approx.dense("write-ahead log", 5, SearchFilter.of(language="javascript"))
     assert only_js and {h.chunk.path for h in only_js} == {"web/client.js"}
+
+
+def test_ivf_index_searches_filters_and_keeps_its_lists_across_an_incremental_ingest(sample_repo, tmp_path) -> None:
+    import faiss
+    import numpy as np
+
+    from ingest.store import open_generation
+    from retrievers import SearchIndex
+    from tests.conftest import FakeEmbedder
+
+    embedder = FakeEmbedder()
+    flat = Settings(index_dir=tmp_path / "flat", faiss_index="flat")
+    ingest_repository(sample_repo, flat, embedder_factory=lambda: embedder)
+    flat_generation = open_generation(flat.resolved_index_dir)
+    exact = SearchIndex(flat_generation, embedder)
+
+    ivf = Settings(index_dir=tmp_path / "ivf", faiss_index="ivf")
+    ingest_repository(sample_repo, ivf, embedder_factory=lambda: embedder)
+    generation = open_generation(ivf.resolved_index_dir)
+    assert isinstance(generation.faiss_index, faiss.IndexIVFFlat) and generation.manifest.faiss_index == "ivf"
+    assert np.array_equal(generation.vectors(), flat_generation.vectors())  # read back from the lists, in row order
+    approx = SearchIndex(generation, embedder)
+    for question in ("write-ahead log", "evict the least recently used entry", "parse the config"):
+        # a tiny corpus has 16 lists and probes all of them: exact
+        assert [h.row for h in approx.dense(question, 5)] == [h.row for h in exact.dense(question, 5)]
+    only_js = approx.dense("write-ahead log", 5, SearchFilter.of(language="javascript"))
+    assert only_js and {h.chunk.path for h in only_js} == {"web/client.js"}
+
+    centroids = generation.ivf_centroids()
+    (sample_repo / "extra.py").write_text("def brand_new_function():\n    return 1\n")
+    result = ingest_repository(sample_repo, ivf, embedder_factory=lambda: embedder)
+    assert result.chunks_embedded == 1
+    again = open_generation(ivf.resolved_index_dir)
+    assert np.array_equal(again.ivf_centroids(), centroids)  # not trained again
+    row = next(r for r in range(len(again.chunks)) if again.chunks[r].path == "extra.py")
+    found = SearchIndex(again, embedder).dense_by_vector(again.vectors()[row], 1)  # the new vector is in its list
+    assert found[0].chunk.path == "extra.py"
+
+
+def test_auto_index_kind_is_flat_until_a_size_then_ivf_with_lists_and_probes_by_size() -> None:
+    from ingest.store import AUTO_IVF_FROM, index_kind, ivf_lists, ivf_probes
+
+    assert Settings(_env_file=None).faiss_index == "auto"
+    assert index_kind("auto", AUTO_IVF_FROM - 1) == "flat" and index_kind("auto", AUTO_IVF_FROM) == "ivf"
+    assert index_kind("hnsw", 10) == "hnsw" and index_kind("flat", 10**7) == "flat"
+    assert ivf_lists(1_000_000) == 4096 and ivf_probes(4096) == 128
+    assert ivf_lists(200_000) == 2048 and ivf_lists(10) == 10 and ivf_lists(0) == 1
+    assert ivf_probes(16) == 16
