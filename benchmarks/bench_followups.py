@@ -38,7 +38,7 @@ async def _run(index_dir: Path, base_url: str, rows: list[dict[str, Any]]) -> di
     from langgraph.checkpoint.memory import InMemorySaver
 
     from config import Node
-    from graphs.agent.budget import trim_history
+    from graphs.agent.budget import fit_history
     from graphs.agent.context import Context
     from graphs.agent.graph import build_graph
     from graphs.agent.judgements import copies_example
@@ -64,7 +64,7 @@ async def _run(index_dir: Path, base_url: str, rows: list[dict[str, Any]]) -> di
         follow = await graph.ainvoke({"messages": [HumanMessage(row["question"])]}, config, context=context)
         seconds = time.perf_counter() - started
         # the plan the model gave, as it came (temperature 0: the reply the graph's plan node got)
-        history = trim_history(follow["messages"][:-2], context.history_tokens)
+        history = fit_history(follow["messages"][:-2], context.history_tokens).messages
         judgement = await resources.judges[Node.PLAN].ainvoke(
             PLAN.format_messages(history=history, question=row["question"])
         )

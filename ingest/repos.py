@@ -166,7 +166,7 @@ class Repositories:
     def describe(self, name: str, embedding_model: str) -> RepoInfo:
         """Return what is known about a repository; an index built with another model is a problem."""
         index_dir = self.get(name)
-        size = _size_on_disk(self.root / name)
+        size = size_on_disk(self.root / name)
         try:
             manifest = live_manifest(index_dir)
         except IndexCorrupted as exc:
@@ -257,7 +257,7 @@ def live_manifest(index_dir: Path) -> Manifest | None:
         ) from exc
 
 
-def _size_on_disk(folder: Path) -> int:
+def size_on_disk(folder: Path) -> int:
     """Return the bytes of the files under a folder (every generation kept, as `du` would count them)."""
     total = 0
     for dirpath, _dirs, files in os.walk(folder):
@@ -267,3 +267,45 @@ def _size_on_disk(folder: Path) -> int:
             except OSError:
                 continue
     return total
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """How an index stands against its source folder now: indexed files changed or gone since the ingest."""
+
+    checked: int
+    changed: int
+    missing: int
+    #: Whether every indexed file was looked at (at most ``limit`` are).
+    complete: bool
+
+    @property
+    def fresh(self) -> bool:
+        """True when no indexed file changed or went away (files added since are not seen)."""
+        return self.changed == 0 and self.missing == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the fields as a JSON-ready mapping, with ``fresh``."""
+        return {**asdict(self), "fresh": self.fresh}
+
+
+def freshness(manifest: Manifest, limit: int = 50_000) -> Freshness:
+    """Compare an index's files with its source folder by size and modification time (no reading).
+
+    A file counts as changed when its size or mtime differs from what the ingest recorded; one stat
+    per file, at most ``limit`` files, so it stays a few milliseconds for a large repository.
+    """
+    root = Path(manifest.repo_root)
+    checked = changed = missing = 0
+    for rel_path, record in manifest.files.items():
+        if checked >= limit:
+            break
+        checked += 1
+        try:
+            stat = os.stat(root / rel_path)
+        except OSError:
+            missing += 1
+            continue
+        if stat.st_size != record["size"] or stat.st_mtime_ns != record["mtime_ns"]:
+            changed += 1
+    return Freshness(checked, changed, missing, complete=checked == len(manifest.files))

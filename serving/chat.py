@@ -94,7 +94,9 @@ async def chat(
     await service.require_index(context)
     session = session_id(body, request)
     usage = TokenUsage()
-    callbacks = [usage, service.run_telemetry(session, body.user)]
+    telemetry = service.run_telemetry(session, body.user)
+    request.state.cairn_run = telemetry  # the access log and status view read its first token's time
+    callbacks = [usage, telemetry]
     if session:
         thread = session_thread(key_of(request.scope), session)
         turn = Turn(service.session_graph, context, new_turn(body.messages), callbacks=callbacks,

@@ -19,6 +19,7 @@ from langchain_core.tools import ToolException
 
 from cairn.errors import CairnError, SymbolNotFound
 from graphs.agent.resources import load_indexes
+from ingest.repos import size_on_disk
 from ingest.walker import decode_text
 from retrievers import AcrossReposRetriever, check_retriever, load_search_index, make_retriever
 from retrievers.navigation import (
@@ -43,7 +44,7 @@ from serving.schemas import (
     Importers,
     References,
     RepoMap,
-    Repository,
+    RepositoryStatus,
     SearchResult,
     SearchResults,
 )
@@ -276,7 +277,7 @@ async def repository_map(
                                    "map": text, "definitions": records})  # fmt: skip
 
 
-def repositories(service: Service) -> list[Repository]:
+def repositories(service: Service) -> list[RepositoryStatus]:
     """Every repository the service answers about, with its state (as `cairn repos` lists them).
 
     A service on one index folder (``--index``) answers about that one, named ``""``.
@@ -287,13 +288,15 @@ def repositories(service: Service) -> list[Repository]:
         try:
             manifest = load_search_index(service.context.index_spec()).generation.manifest
         except CairnError as exc:
-            return [Repository(name="", source=None, source_exists=False, chunks=None, ok=False, problem=exc.message,
-                               default=True)]  # fmt: skip
+            return [RepositoryStatus(name="", source=None, source_exists=False, chunks=None, ok=False,
+                                     problem=exc.message, default=True)]  # fmt: skip
         source = manifest.repo_root
-        return [Repository(name="", source=source, source_exists=bool(source) and Path(source).is_dir(),
-                           chunks=manifest.counts.chunks, ok=True, default=True)]  # fmt: skip
+        return [RepositoryStatus(name="", source=source, source_exists=bool(source) and Path(source).is_dir(),
+                                 chunks=manifest.counts.chunks, ok=True, default=True, files=manifest.counts.files,
+                                 last_ingest=manifest.created_at or None,
+                                 size_bytes=size_on_disk(Path(service.context.index_dir)))]  # fmt: skip
     return [
-        Repository(
+        RepositoryStatus(
             name=info.name,
             source=info.source,
             source_exists=info.source_exists,
@@ -301,6 +304,9 @@ def repositories(service: Service) -> list[Repository]:
             ok=info.ok,
             problem=info.problem,
             default=info.name == default,
+            files=info.files,
+            last_ingest=info.last_ingest,
+            size_bytes=info.size_bytes,
         )
         for info in infos
     ]

@@ -41,7 +41,7 @@ from serving.schemas import (
     Importers,
     References,
     RepoMap,
-    Repository,
+    Repositories,
     SearchResults,
 )
 from serving.security import Busy, check_session_id, client_of, key_of, session_thread
@@ -72,12 +72,6 @@ class Answer(BaseModel):
     citations: list[str] = Field(description="The citations in the answer that retrieved code supports.")
     sources: list[dict[str, Any]] = Field(description="The code the answer was given: citation, symbol, score.")
     session_id: str | None = Field(default=None, description="The session the turn was kept in, if any.")
-
-
-class Repositories(BaseModel):
-    """The repositories Cairn answers about."""
-
-    repositories: list[Repository]
 
 
 def _result(model: BaseModel, text: str) -> CallToolResult:

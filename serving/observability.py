@@ -6,6 +6,9 @@ Metric names follow vLLM's where they mean the same thing (``cairn:time_to_first
 Durations are in seconds, with buckets from 5 ms to minutes (a CPU model's answer takes tens of
 seconds). Each app has its own registry.
 
+The last ``RECENT`` requests (route template, status, time, time to the answer's first token, model)
+are kept for the page's status view (``GET /api/status``); they carry no ids, paths or keys.
+
 Every response carries the W3C ``traceresponse`` header (``00-<trace id>-<span id>-01``) of the
 request's server span, so a slow or wrong answer can be found in the trace viewer; error bodies carry
 the same trace id.
@@ -14,6 +17,8 @@ the same trace id.
 from __future__ import annotations
 
 import time
+from collections import deque
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -42,14 +47,21 @@ class ServiceMetrics:
         self.running = Gauge("cairn:num_requests_running", "HTTP requests being answered now.",
                              registry=self.registry)  # fmt: skip
         self.index_chunks = Gauge("cairn:index_chunks", "Chunks in the loaded index.", registry=self.registry)
+        #: The last requests this worker answered, newest last (the status view's "recent requests").
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
+        #: Requests being answered now (what the ``running`` gauge shows).
+        self.in_flight = 0
 
     def exposition(self) -> bytes:
         """Return the metrics in Prometheus' text format."""
         return generate_latest(self.registry)
 
 
-#: Probes and assets: counted in /metrics, not written to the log (a load balancer polls /ready every few seconds).
-QUIET_PATHS = frozenset({"/health", "/ready", "/metrics", "/favicon.ico"})
+#: How many requests the status view lists.
+RECENT = 50
+#: Probes and assets: counted in /metrics, not written to the log (a load balancer polls /ready every few
+#: seconds, the page's status view polls /api/status).
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics", "/favicon.ico", "/api/status"})
 QUIET_PREFIXES = ("/static/",)
 
 
@@ -67,6 +79,7 @@ class ObservabilityMiddleware:
         started = time.perf_counter()
         status = 500
         self.metrics.running.inc()
+        self.metrics.in_flight += 1
         traceresponse = current_traceresponse()  # the server span FastAPI opened around this request
 
         async def stamped_send(message: Message) -> None:
@@ -82,17 +95,32 @@ class ObservabilityMiddleware:
             await self.app(scope, receive, stamped_send)
         finally:
             self.metrics.running.dec()
+            self.metrics.in_flight -= 1
             elapsed = time.perf_counter() - started
-            labels = (scope.get("method", ""), _route_of(scope), str(status))
+            route = _route_of(scope)
+            labels = (scope.get("method", ""), route, str(status))
             self.metrics.requests.labels(*labels).inc()
             self.metrics.duration.labels(*labels).observe(elapsed)
             path = scope.get("path", "")
             if path not in QUIET_PATHS and not path.startswith(QUIET_PREFIXES):
+                state = scope.get("state") or {}
+                model = state.get("cairn_model")
+                ttft = _first_token_ms(state, started)
+                known = isinstance(model, str) and status < 400  # a refused request's model is what the client wrote
+                self.metrics.recent.append({"at": time.time(), "method": scope.get("method", ""), "route": route,
+                                            "status": status, "ms": round(elapsed * 1000, 1), "ttft_ms": ttft,
+                                            "model": model if known else None})  # fmt: skip
                 headers = dict(scope.get("headers") or [])
-                log_request(scope.get("method", ""), path, status, elapsed * 1000,
-                            model=(scope.get("state") or {}).get("cairn_model"),
+                log_request(scope.get("method", ""), path, status, elapsed * 1000, model=model, ttft_ms=ttft,
                             session=headers.get(b"x-session-id", b"").decode("latin-1")[:200] or None,
                             trace_id=traceresponse.split("-")[1] if traceresponse else None)  # fmt: skip
+
+
+def _first_token_ms(state: dict[str, Any], started: float) -> float | None:
+    """Milliseconds from the request's arrival to its answer's first token (an agent run's requests only)."""
+    run = state.get("cairn_run")
+    first = getattr(run, "first_answer_token", None)
+    return round((first - started) * 1000, 1) if first is not None else None
 
 
 def _route_of(scope: Scope) -> str:

@@ -181,6 +181,7 @@ def cairn_extra(state: dict[str, Any], session: str | None, usage_estimated: boo
         "lookups": state.get("lookups", []),
         "rounds": state.get("rounds", 0),
         "fallbacks": state.get("fallbacks", []),
+        "history": state.get("history") or {},
         "session_id": session,
         "usage_estimated": usage_estimated,
     }

@@ -4,9 +4,10 @@
 default) writes ``2026-12-06T12:00:00Z INFO cairn.access POST /v1/chat/completions 200 812 ms
 model=cairn-agent session=s1 trace=4bf9…``; ``json`` writes one JSON object per line with the same
 fields (``ts``, ``level``, ``logger``, ``message`` and the request's ``method``, ``route``, ``status``,
-``ms``, ``model``, ``session``, ``trace_id``), for a log shipper. The trace id is the request's
-OpenTelemetry trace (the ``traceresponse`` header's), so a line leads to its trace. Warnings come from
-the agent (a judgement that took its fallback), the model (unreachable, timed out, died) and Redis.
+``ms``, ``ttft_ms`` (to an agent answer's first token), ``model``, ``session``, ``trace_id``), for a log
+shipper. The trace id is the request's OpenTelemetry trace (the ``traceresponse`` header's), so a line
+leads to its trace. Warnings come from the agent (a judgement that took its fallback), the model
+(unreachable, timed out, died) and Redis.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 access = logging.getLogger("cairn.access")
 #: The request fields an access line carries, in this order.
-FIELDS = ("method", "route", "status", "ms", "model", "session", "trace_id")
+FIELDS = ("method", "route", "status", "ms", "ttft_ms", "model", "session", "trace_id")
 
 
 class _Text(logging.Formatter):
@@ -71,7 +72,7 @@ def log_request(method: str, route: str, status: int, ms: float, **fields: Any) 
     """Write a request's access line (a 5xx as a warning); what the client sent cannot forge a line."""
     known = {name: _clean(value) for name, value in fields.items() if value}
     route = _clean(route)
-    details = " ".join(f"{name}={known[name]}" for name in ("model", "session", "trace_id") if name in known)
+    details = " ".join(f"{name}={known[name]}" for name in ("ttft_ms", "model", "session", "trace_id") if name in known)
     level = logging.WARNING if status >= 500 else logging.INFO
     extra = {"method": method, "route": route, "status": status, "ms": round(ms, 1), **known}
     access.log(level, "%s %s %s %.0f ms%s", method, route, status, ms, f" {details}" if details else "", extra=extra)

@@ -165,7 +165,9 @@ async def responses(service: Service, body: ResponsesRequest, request: Request) 
     usage = TokenUsage()
     name = f"resp-{session_key}"
     check_session_id(name)
-    callbacks = [usage, service.run_telemetry(name if body.store else None, body.user)]
+    telemetry = service.run_telemetry(name if body.store else None, body.user)
+    request.state.cairn_run = telemetry  # the access log and status view read its first token's time
+    callbacks = [usage, telemetry]
     if body.store or continuing:
         thread = session_thread(key_of(request.scope), name)
         session = Session(service.saver, thread, name)

@@ -3,6 +3,7 @@ code API (search, definitions, references, files) that the page and any HTTP cli
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -46,10 +47,13 @@ class Readiness(BaseModel):
 
 
 class SessionSummary(BaseModel):
-    """A session in the list: its id and when its last turn was written (Unix seconds)."""
+    """A session in the list: its id, when its last turn was written (Unix seconds), what it is about."""
 
     id: str
     updated_at: float
+    title: str | None = Field(default=None, description="Its first question, up to 80 characters.")
+    repo: str | None = Field(default=None, description="The repository its turns are about (* for all of them).")
+    snippet: str | None = Field(default=None, description="With `q`: the text around the first match.")
 
 
 class SessionList(BaseModel):
@@ -73,7 +77,15 @@ class SessionTelemetry(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    context_tokens: int = Field(description="Estimated tokens of the conversation as the next turn would see it.")
+    context_tokens: int = Field(
+        description="Estimated tokens of the conversation as the next turn would see it "
+        "(after the history policy: recent turns word for word, older ones summarised)."
+    )
+    history: dict[str, Any] = Field(
+        default_factory=dict,
+        description="How the next turn's history is fitted: "
+        "turns `verbatim`, `summarised` and `dropped`, its `tokens` and `budget`.",
+    )
     context_window: int = Field(description="The model's context window (CAIRN_MODEL_CONTEXT_TOKENS).")
 
 
@@ -248,6 +260,55 @@ class Repository(BaseModel):
     ok: bool = Field(description="Whether its index can serve.")
     problem: str | None = Field(default=None, description="Why it cannot serve, when it cannot.")
     default: bool = Field(description="Whether questions without a repository are about it.")
+
+
+class Repositories(BaseModel):
+    """The repositories Cairn answers about."""
+
+    repositories: Sequence[Repository]
+
+
+class Freshness(BaseModel):
+    """An index against its source folder now: indexed files changed or gone since the ingest (by stat)."""
+
+    fresh: bool
+    checked: int
+    changed: int
+    missing: int
+    complete: bool = Field(description="Whether every indexed file was looked at.")
+
+
+class RepositoryStatus(Repository):
+    """A repository as the operator's status view shows it."""
+
+    files: int | None = None
+    last_ingest: str | None = Field(default=None, description="When its live index was written (ISO 8601).")
+    size_bytes: int | None = Field(default=None, description="Its index folder on disk, every generation kept.")
+    freshness: Freshness | None = None
+    watch: dict[str, Any] | None = Field(default=None, description="Its watcher, with `cairn serve --watch`.")
+
+
+class RecentRequest(BaseModel):
+    """One request this worker answered: no ids, paths or keys, only its route template."""
+
+    at: float = Field(description="When it ended (Unix time).")
+    method: str
+    route: str
+    status: int
+    ms: float
+    ttft_ms: float | None = Field(default=None, description="To the answer's first token, for agent answers.")
+    model: str | None = None
+
+
+class ServiceStatus(BaseModel):
+    """What an operator wants on one screen: each repository, the model endpoint, Redis, recent requests."""
+
+    repositories: list[RepositoryStatus]
+    model: Check
+    redis: Check
+    replica: Replica
+    running: int = Field(description="Requests this worker is answering now, besides this one.")
+    requests: list[RecentRequest] = Field(description="This worker's last requests, newest first.")
 
 
 class AgentTool(BaseModel):

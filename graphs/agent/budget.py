@@ -1,13 +1,17 @@
-"""Token budgets: estimate tokens without a tokenizer download, trim history and code to fit a window."""
+"""Token budgets: estimate tokens without a tokenizer download, fit history and code to a window."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 from langchain_core.documents import Document
-from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, trim_messages
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage
 from langchain_core.messages.utils import MessageLikeRepresentation, count_tokens_approximately
+
+from graphs.agent.citations import CITATION, SOURCES_HEADING
 
 #: Source code runs about 3.5 characters a token (prose about 4, LangChain's default).
 CHARS_PER_TOKEN = 3.5
@@ -28,14 +32,6 @@ def message_tokens(messages: Iterable[MessageLikeRepresentation]) -> int:
     return count_tokens(list(messages))
 
 
-def trim_history(messages: Sequence[AnyMessage], budget: int) -> list[BaseMessage]:
-    """Return the most recent earlier turns that fit ``budget`` tokens, starting on a user turn."""
-    earlier = [m for m in messages if isinstance(m, HumanMessage | AIMessage)]
-    if not earlier:
-        return []
-    return trim_messages(earlier, max_tokens=budget, token_counter=count_tokens, strategy="last", start_on="human")
-
-
 def fit_budget(documents: Iterable[Document], budget: int) -> list[Document]:
     """Keep documents in order while their text fits ``budget`` tokens (a later, shorter one may still fit)."""
     kept, used = [], 0
@@ -45,3 +41,112 @@ def fit_budget(documents: Iterable[Document], budget: int) -> list[Document]:
             kept.append(document)
             used += cost
     return kept
+
+
+# ---------------------------------------------------------------- the conversation a turn sees
+
+#: Of the history budget, the share recent turns may take word for word; the rest is the digest's.
+VERBATIM_SHARE = 0.75
+#: A question in the digest is cut to this many characters, and at most this many citations listed.
+DIGEST_QUESTION_CHARS = 120
+DIGEST_CITATIONS = 4
+DIGEST_HEADING = "Earlier in this conversation (older turns, summarised: each question and the code its answer cited):"
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """The earlier conversation a turn's prompts get, and what the policy did to fit it in its budget.
+
+    The policy, newest first: whole turns word for word (an answer without its "Sources:" list, whose
+    citations are inline in its text) while they fit three quarters of the budget, the newest one cut
+    to fit when even it does not; then older turns as one line each, the question and the citations
+    its answer used, while the rest of the budget lasts; anything older is left out. The summary
+    lines open the first turn kept word for word, so the roles still alternate.
+    """
+
+    messages: list[BaseMessage] = field(default_factory=list)
+    verbatim: int = 0
+    summarised: int = 0
+    dropped: int = 0
+    #: Whether the newest turn's answer was cut to fit.
+    clipped: bool = False
+    tokens: int = 0
+    budget: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the counts (not the messages), as steps, replies and session telemetry report them."""
+        return {"verbatim": self.verbatim, "summarised": self.summarised, "dropped": self.dropped,
+                "clipped": self.clipped, "tokens": self.tokens, "budget": self.budget}  # fmt: skip
+
+
+def fit_history(messages: Sequence[AnyMessage], budget: int) -> History:
+    """Return the earlier turns of ``messages`` as the policy in ``History`` fits them into ``budget`` tokens."""
+    turns = _turns(messages)
+    if not turns:
+        return History(budget=budget)
+    verbatim_budget = int(budget * VERBATIM_SHARE) if len(turns) > 1 else budget
+    kept: list[tuple[str, str]] = []
+    used, clipped = 0, False
+    for question, answer in reversed(turns):
+        cost = text_tokens(question) + text_tokens(answer) + 2 * PER_MESSAGE_TOKENS
+        if used + cost > verbatim_budget:
+            if not kept:  # the newest turn always comes, its answer cut to what is left
+                room = max(0, verbatim_budget - text_tokens(question) - 2 * PER_MESSAGE_TOKENS)
+                kept.append((question, _clip(answer, room)))
+                used, clipped = verbatim_budget, True
+            break
+        kept.append((question, answer))
+        used += cost
+    older = turns[: len(turns) - len(kept)]
+    lines: list[str] = []
+    room = budget - used - text_tokens(DIGEST_HEADING)
+    for question, answer in reversed(older):
+        line = _digest_line(question, answer)
+        if text_tokens(line) > room:
+            break
+        lines.append(line)
+        room -= text_tokens(line)
+    out: list[BaseMessage] = []
+    for n, (question, answer) in enumerate(reversed(kept)):
+        if n == 0 and lines:
+            question = "\n".join([DIGEST_HEADING, *reversed(lines), "", question])
+        out.append(HumanMessage(question))
+        if answer:
+            out.append(AIMessage(answer))
+    return History(out, verbatim=len(kept), summarised=len(lines), dropped=len(older) - len(lines), clipped=clipped,
+                   tokens=message_tokens(out), budget=budget)  # fmt: skip
+
+
+#: Tokens a message costs beyond its text (LangChain's approximate counter adds about this much).
+PER_MESSAGE_TOKENS = 4
+
+
+def _turns(messages: Sequence[AnyMessage]) -> list[tuple[str, str]]:
+    """Return the conversation as (question, answer) pairs, answers without their Sources list."""
+    turns: list[tuple[str, str]] = []
+    for message in messages:
+        if isinstance(message, HumanMessage):
+            turns.append((message.text, ""))
+        elif isinstance(message, AIMessage) and turns:
+            question, earlier = turns[-1]
+            answer = message.text.split(f"\n\n{SOURCES_HEADING}\n")[0].strip()
+            turns[-1] = (question, f"{earlier}\n\n{answer}".strip())
+    return turns
+
+
+def _clip(text: str, tokens: int) -> str:
+    """Return ``text`` cut to about ``tokens`` tokens, at a word, marked as cut."""
+    limit = int(tokens * CHARS_PER_TOKEN)
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " … (cut to fit the model's window)" if limit > 0 else ""
+
+
+def _digest_line(question: str, answer: str) -> str:
+    """Return an older turn as one line: its question, and the citations its answer used."""
+    asked = " ".join(question.split())
+    if len(asked) > DIGEST_QUESTION_CHARS:
+        asked = asked[:DIGEST_QUESTION_CHARS].rsplit(" ", 1)[0] + "…"
+    cited = list(dict.fromkeys(m.group(0).strip("[]`()") for m in CITATION.finditer(answer)))
+    cited_text = ", ".join(cited[:DIGEST_CITATIONS]) if cited else "no code cited"
+    return f"- {asked} → {cited_text}"

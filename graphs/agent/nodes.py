@@ -21,7 +21,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from langgraph.runtime import Runtime
 
 from config import Node
-from graphs.agent.budget import fit_budget, trim_history
+from graphs.agent.budget import fit_budget, fit_history
 from graphs.agent.citations import check_citations, markdown_safe, render_answer, source_of
 from graphs.agent.context import Context, run_context
 from graphs.agent.judgements import about, content_words, copies_example, key_words, points_back
@@ -98,13 +98,14 @@ async def plan(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
     context, resources = await _resolve(runtime)
     messages = state["messages"]
     question = _question_of(messages)
-    history = trim_history(messages[:-1], context.history_tokens)
+    fitted = fit_history(messages[:-1], context.history_tokens)  # the policy: graphs.agent.budget.History
+    history = fitted.messages
     ask_model = context.plan == "model" or (context.plan == "auto" and bool(history))
     step(runtime, Node.PLAN, "running", planned_by="model" if ask_model else "question")
     fallbacks: list[str] = []
     standalone = question
     planned: list[str] = []
-    earlier = _question_of(history) if history else ""
+    earlier = _question_of(messages[:-1]) if history else ""
     if ask_model:
         judgement = await resources.judges[Node.PLAN].ainvoke(PLAN.format_messages(history=history, question=question))
         _judged(runtime, Node.PLAN, judgement)
@@ -130,7 +131,8 @@ async def plan(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
     if not lookups and standalone != question:
         lookups = [{"kind": lookup.kind, "target": lookup.target} for lookup in lookups_in(standalone)]
     walk = "" if lookups else walk  # a named target is looked up exactly instead
-    step(runtime, Node.PLAN, "done", queries=queries, question=standalone, lookups=lookups, walk=walk, hyde=bool(hyde))
+    step(runtime, Node.PLAN, "done", queries=queries, question=standalone, lookups=lookups, walk=walk, hyde=bool(hyde),
+         history=fitted.as_dict())  # fmt: skip
     return {
         "question": standalone,
         "queries": queries,
@@ -151,6 +153,7 @@ async def plan(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
         "judged": [Node.PLAN] if ask_model else [],
         "fallbacks": fallbacks,
         "tool_calls": [],
+        "history": fitted.as_dict(),
     }
 
 
@@ -517,7 +520,7 @@ async def answer(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]
     step(runtime, Node.ANSWER, "running", sources=len(relevant))
     # shared: the excerpts analyze read, byte for byte (a KV-cache hit), the chosen ones named in the task
     shown = documents if context.prompt_layout == "shared" else relevant
-    history = trim_history(state["messages"][:-1], context.history_tokens)
+    history = fit_history(state["messages"][:-1], context.history_tokens).messages
     prompt = answer_prompt(shown, relevant, state["question"], history)
     reply = await resources.models[Node.ANSWER].ainvoke(prompt, stop=context.stop or None)
     visible, _thinking = split_thinking(str(reply.content))  # a reasoning model's thinking stays out

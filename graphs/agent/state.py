@@ -72,6 +72,9 @@ class AgentState(InputState, total=False):
     """Citations the model wrote that no retrieved chunk supports; removed from the answer."""
     empty_answer: bool
     """Whether the model wrote no answer text (the answer then says so and lists the relevant places)."""
+    history: dict[str, Any]
+    """How the earlier conversation was fitted to its budget (plan): turns kept word for word,
+    summarised and left out, its tokens and budget (``graphs.agent.budget.History``)."""
     judged: list[str]
     """Each model judgement asked this turn, by node (plan, analyze, refine), in order."""
     fallbacks: list[str]

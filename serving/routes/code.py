@@ -16,7 +16,16 @@ from retrievers import available_retrievers
 from retrievers.navigation import REFERENCES_LIMIT
 from serving import code_queries
 from serving.errors import documented
-from serving.schemas import AgentTools, Definitions, FileExcerpt, Importers, References, RetrieverList, SearchResults
+from serving.schemas import (
+    AgentTools,
+    Definitions,
+    FileExcerpt,
+    Importers,
+    References,
+    Repositories,
+    RetrieverList,
+    SearchResults,
+)
 from serving.service import ServiceDep
 
 router = APIRouter(prefix="/api", tags=["page"])
@@ -32,6 +41,12 @@ RepoQuery = Annotated[
 async def list_retrievers(service: ServiceDep) -> RetrieverList:
     """The retrievers a search may use, plugins included, and the agent's own."""
     return RetrieverList(modes=available_retrievers(), default=service.context.retriever)
+
+
+@router.get("/repositories", response_model=Repositories, responses=documented(401))
+async def list_repositories(service: ServiceDep) -> Repositories:
+    """The repositories the service answers about (each one's model is ``cairn/<name>``), and the default."""
+    return Repositories(repositories=await asyncio.to_thread(code_queries.repositories, service))
 
 
 @router.get("/tools", response_model=AgentTools, responses=documented(401))

@@ -1,23 +1,19 @@
-"""Liveness and readiness."""
+"""Liveness, readiness, and the operator's status view."""
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import time
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from cairn import __version__
-from serving.schemas import Health, Readiness, Replica
+from serving.errors import documented
+from serving.schemas import Health, Readiness, ServiceStatus
 from serving.service import ServiceDep
+from serving.status import replica_of, service_status
 
 router = APIRouter(tags=["health"])
-
-#: When this worker process started (it imports this module once).
-STARTED_AT = time.time()
 
 
 @router.get("/health", response_model=Health)
@@ -38,8 +34,15 @@ async def ready(service: ServiceDep) -> JSONResponse:
     }
     if service.settings.mcp_servers:  # reported, never fatal: the agent skips a server that is down
         checks["mcp"] = await asyncio.to_thread(service.check_mcp)
-    replica = Replica(host=socket.gethostname(), pid=os.getpid(), workers=service.settings.workers,
-                      started_at=STARTED_AT, version=__version__)  # fmt: skip
+    replica = replica_of(service)
     ready = all(check["ok"] for check in checks.values())
     body = Readiness.model_validate({"ready": ready, "checks": checks, "replica": replica})
     return JSONResponse(body.model_dump(mode="json", exclude_none=True), status_code=200 if body.ready else 503)
+
+
+@router.get("/api/status", response_model=ServiceStatus, responses=documented(401))
+async def status(service: ServiceDep) -> ServiceStatus:
+    """The operator's view: each repository (chunks, files, last ingest, freshness against its source
+    folder), the model endpoint and its probe's latency, Redis, and this worker's last requests with
+    their time to the answer's first token (route templates only: no ids, paths or keys)."""
+    return await service_status(service)

@@ -6,13 +6,15 @@ key's session is listed nowhere and reads as a 404, like one that does not exist
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from graphs.agent.budget import message_tokens
+from graphs.agent.budget import fit_history
 from graphs.agent.sessions import REPO_KEY
 from serving.errors import REDIS_ERRORS, ServiceError, documented
 from serving.schemas import SessionDetail, SessionList, SessionMessage, SessionSummary, SessionTelemetry
@@ -25,24 +27,85 @@ router = APIRouter(prefix="/sessions", tags=["sessions"])
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The session's id (X-Session-Id).")]
 
 
+#: The most recent sessions a text search reads (of the caller's own).
+SEARCH_SCAN = 1000
+#: Sessions read from Redis at once while listing or searching.
+READ_AHEAD = 16
+TITLE_CHARS = 80
+SNIPPET_CHARS = 160
+
+
 @router.get("", response_model=SessionList, responses=documented(401, 503))
 async def list_sessions(
     request: Request,
     service: ServiceDep,
     limit: Annotated[int, Query(ge=1, le=500, description="At most this many sessions.")] = 50,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000, description="Skip this many (most recent first).")] = 0,
+    q: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=200,
+            description="Only sessions whose messages hold every word of this "
+            f"(any case); the {SEARCH_SCAN} most recent are searched, each match with a snippet.",
+        ),
+    ] = None,
 ) -> SessionList:
-    """The caller's sessions, most recently used first."""
+    """The caller's sessions, most recently used first, each with its title (first question) and repository."""
     key = key_of(request.scope)
+    words = [w for w in q.casefold().split() if w] if q is not None else []
+    mine = lambda thread: session_of(key, thread) is not None  # noqa: E731
     try:
-        threads = await service.saver.thread_ids(
-            limit=limit, offset=offset, where=lambda thread: session_of(key, thread) is not None
-        )
+        if words:
+            threads = await service.saver.thread_ids(limit=SEARCH_SCAN, where=mine)
+        else:
+            threads = await service.saver.thread_ids(limit=limit, offset=offset, where=mine)
+        digests = await _digests(service, [thread for thread, _ in threads])
     except REDIS_ERRORS as exc:
         raise service.redis_down(exc) from exc
-    return SessionList(
-        sessions=[SessionSummary(id=session_of(key, t) or t, updated_at=updated) for t, updated in threads]
-    )
+    found = []
+    for (thread, updated), (messages, repo) in zip(threads, digests, strict=True):
+        snippet = _match(messages, words) if words else None
+        if words and snippet is None:
+            continue
+        first = next((m for m in messages if isinstance(m, HumanMessage)), None)
+        title = " ".join(str(first.content).split())[:TITLE_CHARS] if first is not None else None
+        found.append(SessionSummary(id=session_of(key, thread) or thread, updated_at=updated, title=title,
+                                    repo=repo, snippet=snippet))  # fmt: skip
+    return SessionList(sessions=found[offset : offset + limit] if words else found)
+
+
+async def _digests(service: Any, threads: Sequence[str]) -> list[tuple[list[BaseMessage], str | None]]:
+    """Return each thread's messages and repository from its latest checkpoint, reading a few at once."""
+
+    async def one(thread: str) -> tuple[list[BaseMessage], str | None]:
+        found = await service.saver.aget_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+        if found is None:
+            return [], None
+        messages = (found.checkpoint.get("channel_values") or {}).get("messages") or []
+        repo = (found.metadata or {}).get(REPO_KEY)
+        return list(messages), str(repo) if repo is not None else None
+
+    out: list[tuple[list[BaseMessage], str | None]] = []
+    for start in range(0, len(threads), READ_AHEAD):
+        out += await asyncio.gather(*(one(thread) for thread in threads[start : start + READ_AHEAD]))
+    return out
+
+
+def _match(messages: Sequence[BaseMessage], words: Sequence[str]) -> str | None:
+    """Return a snippet around the first word's first match when the messages hold every word, else None."""
+    texts = [" ".join(str(m.content).split()) for m in messages if isinstance(m, HumanMessage | AIMessage)]
+    folded = [text.casefold() for text in texts]
+    if not all(any(word in text for text in folded) for word in words):
+        return None
+    for text, low in zip(texts, folded, strict=True):
+        if (at := low.find(words[0])) >= 0:
+            start = max(0, at - SNIPPET_CHARS // 3)
+            if start and (space := text.find(" ", start, at)) >= 0:  # begin at a word
+                start = space + 1
+            clip = text[start : start + SNIPPET_CHARS]
+            return ("…" if start else "") + clip + ("…" if start + SNIPPET_CHARS < len(text) else "")
+    return None
 
 
 @router.get("/{session_id}", response_model=SessionDetail, responses=documented(400, 401, 404, 503))
@@ -59,6 +122,7 @@ async def get_session(session_id: SessionId, request: Request, service: ServiceD
     if not messages:
         raise ServiceError(404, f"No session {session_id!r}", "session_not_found")
     repo = (snapshot.metadata or {}).get(REPO_KEY)
+    history = fit_history(messages, service.context.history_tokens)  # what the next turn would be given
     return SessionDetail(
         id=session_id,
         repo=str(repo) if repo is not None else None,
@@ -73,7 +137,8 @@ async def get_session(session_id: SessionId, request: Request, service: ServiceD
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
             total_tokens=usage.get("total_tokens", 0),
-            context_tokens=message_tokens(messages),
+            context_tokens=history.tokens,
+            history=history.as_dict(),
             context_window=service.context.context_tokens,
         ),
     )

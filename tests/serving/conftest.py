@@ -145,6 +145,24 @@ def service_index(tmp_path_factory: pytest.TempPathFactory, real_embedder) -> Pa
     return base / "index"
 
 
+@pytest.fixture(scope="session")
+def two_repos(tmp_path_factory: pytest.TempPathFactory, real_embedder) -> Path:
+    """A data folder serving two repositories, the sample as 'tinykv' and 'billing', embedded with the real model."""
+    from ingest.pipeline import ingest_repository
+    from ingest.repos import Repositories
+    from tests.repos import write_billing_repo
+
+    base = tmp_path_factory.mktemp("two-repos")
+    tinykv = base / "src" / "tinykv"
+    shutil.copytree(SAMPLE_REPO, tinykv)
+    settings = Settings(_env_file=None, data_dir=base / "data")
+    for source in (tinykv, write_billing_repo(base / "src" / "billing")):
+        claim = Repositories.of(settings).claim(source.name, source)
+        ingest_repository(source, settings.model_copy(update={"index_dir": claim.index_dir}),
+                          embedder_factory=lambda: real_embedder)  # fmt: skip
+    return base / "data"
+
+
 def service_settings(index_dir: Path, redis_url: str, **overrides: Any) -> Settings:
     """Settings of a test service: the index, the instant model, this Redis under a key prefix of its own."""
     values: dict[str, Any] = {

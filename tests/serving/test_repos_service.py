@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,27 +12,14 @@ import openai
 import pytest
 
 from config import Settings
-from ingest.pipeline import ingest_repository
-from ingest.repos import Repositories
-from tests.conftest import SAMPLE_REPO
-from tests.repos import write_billing_repo
 from tests.serving.conftest import RedisProcess, Server
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory: pytest.TempPathFactory, real_embedder) -> Path:
-    """The sample repository as 'tinykv' and the billing one, embedded with the real model."""
-    base = tmp_path_factory.mktemp("repos-service")
-    tinykv = base / "src" / "tinykv"
-    shutil.copytree(SAMPLE_REPO, tinykv)
-    settings = Settings(_env_file=None, data_dir=base / "data")
-    for source in (tinykv, write_billing_repo(base / "src" / "billing")):
-        claim = Repositories.of(settings).claim(source.name, source)
-        ingest_repository(source, settings.model_copy(update={"index_dir": claim.index_dir}),
-                          embedder_factory=lambda: real_embedder)  # fmt: skip
-    return base / "data"
+def data_dir(two_repos: Path) -> Path:
+    return two_repos
 
 
 @pytest.fixture(scope="module")
@@ -97,3 +84,60 @@ def test_search_over_http_with_real_embeddings_by_repository(service: Server) ->
     assert found[0]["symbol"] == "InvoiceLedger" and {r["path"] for r in found} == {"billing/invoice.py", "README.md"}
     every = httpx.get(f"{service.url}/api/search", params={"q": "evict least recently used", "repo": "*"}).json()
     assert every["results"][0]["path"].startswith("tinykv/tinykv/cache.py")
+
+
+def test_the_page_lists_repositories_and_sessions_with_their_repository_and_finds_them_by_text(service: Server) -> None:
+    listed = httpx.get(f"{service.url}/api/repositories", timeout=10).json()["repositories"]
+    assert [(r["name"], r["ok"], r["default"]) for r in listed] == [("billing", True, False), ("tinykv", True, False)]
+    assert all(r["chunks"] > 0 for r in listed)
+
+    url, tag = f"{service.url}/v1/chat/completions", uuid.uuid4().hex[:6]
+    asked = {"billing": "How is an invoice total rounded?", "tinykv": "How does the LRU cache evict entries?"}
+    for repo, text in asked.items():
+        reply = httpx.post(url, json={"model": f"cairn/{repo}", "messages": question(text)},
+                           headers={"X-Session-Id": f"find-{repo}-{tag}"}, timeout=60)  # fmt: skip
+        assert reply.status_code == 200, reply.text
+    sessions = {s["id"]: s for s in httpx.get(f"{service.url}/sessions", timeout=10).json()["sessions"]}
+    for repo, text in asked.items():
+        assert (sessions[f"find-{repo}-{tag}"]["title"], sessions[f"find-{repo}-{tag}"]["repo"]) == (text, repo)
+
+    # every word, in any case, in a question or an answer; the snippet shows where
+    found = httpx.get(f"{service.url}/sessions", params={"q": "LRU EVICT"}, timeout=10).json()["sessions"]
+    assert f"find-tinykv-{tag}" in [s["id"] for s in found] and f"find-billing-{tag}" not in [s["id"] for s in found]
+    assert "LRU" in next(s for s in found if s["id"] == f"find-tinykv-{tag}")["snippet"]
+    assert httpx.get(f"{service.url}/sessions", params={"q": "evict zebra-nowhere"}).json()["sessions"] == []
+    assert httpx.get(f"{service.url}/sessions", params={"q": ""}).status_code == 400
+
+
+def test_the_status_view_shows_each_repository_the_model_and_recent_requests(service: Server, data_dir: Path) -> None:
+    reply = httpx.post(f"{service.url}/v1/chat/completions", timeout=60, headers={"X-Session-Id": "status-check"},
+                       json={"model": "cairn/billing", "stream": True, "messages": question()})  # fmt: skip
+    assert reply.status_code == 200
+    status = httpx.get(f"{service.url}/api/status", timeout=30).json()
+    repos = {r["name"]: r for r in status["repositories"]}
+    assert set(repos) == {"billing", "tinykv"}
+    billing = repos["billing"]
+    assert billing["files"] > 0 and billing["chunks"] > 0 and billing["size_bytes"] > 0 and billing["last_ingest"]
+    assert billing["freshness"] == {"fresh": True, "checked": billing["files"], "changed": 0, "missing": 0,
+                                    "complete": True}  # fmt: skip
+    assert status["model"]["ok"] and status["redis"]["ok"] and status["replica"]["pid"] > 0
+    answered = next(r for r in status["requests"] if r["route"] == "/v1/chat/completions")
+    assert answered["status"] == 200 and answered["model"] == "cairn/billing"
+    assert 0 < answered["ttft_ms"] <= answered["ms"]
+    assert all("status-check" not in str(r) for r in status["requests"])  # no session ids, only route templates
+    assert not any(r["route"] == "/api/status" for r in status["requests"])
+
+    # an indexed file edited since the ingest makes the repository stale (seen within FRESHNESS_TTL)
+    from serving import status as status_module
+
+    source = Path(billing["source"]) / "billing" / "invoice.py"
+    original, stat = source.read_text(encoding="utf-8"), source.stat()
+    try:
+        source.write_text(original + "\n# edited\n", encoding="utf-8")
+        status_module._checked.clear()
+        repos = {r["name"]: r for r in httpx.get(f"{service.url}/api/status", timeout=30).json()["repositories"]}
+        assert repos["billing"]["freshness"]["changed"] == 1 and not repos["billing"]["freshness"]["fresh"]
+        assert repos["tinykv"]["freshness"]["fresh"]
+    finally:  # as it was, modification time included: the data folder is shared with other tests
+        source.write_text(original, encoding="utf-8")
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))

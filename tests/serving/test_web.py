@@ -427,7 +427,7 @@ def test_a_session_is_listed_survives_reload_and_is_deleted(service_index: Path,
         assert page.locator(".turn.user").inner_text().endswith(QUESTION)
         assert page.locator(".turn.assistant .md .chip").count() >= 1  # the answer, citations as chips again
         telemetry = page.get_by_label("Session telemetry").inner_text()
-        assert "2 messages" in telemetry and "context" in telemetry
+        assert "2 messages" in telemetry and "history" in telemetry
         assert page.locator(f"nav.sessions li[data-session='{session}'][aria-current='true']").count() == 1
 
         page.once("dialog", lambda dialog: dialog.accept())
@@ -495,3 +495,91 @@ def test_no_serious_accessibility_violations_and_the_screenshot(
             page.get_by_role("button", name="Search", exact=True).click()
             page.locator(".results li").first.wait_for()
             assert serious_violations(page) == [], scheme
+
+
+# ---------------------------------------------------------------- several repositories, conversations, status
+
+STATUS_SCREENSHOT = ROOT / "docs" / "images" / "status-view.png"
+
+
+def test_the_page_picks_a_repository_finds_conversations_and_shows_the_status_view(
+    two_repos: Path, redis_url: str, visit, fake_models, tmp_path: Path
+) -> None:
+    import uuid
+
+    from serving.app import create_app
+    from tests.serving.conftest import Server, service_settings
+
+    fake_models(lambda spec, config: ScriptedAnswer())
+    settings = service_settings(two_repos / "unused", redis_url, model="fake/scripted")
+    settings = settings.model_copy(update={"data_dir": two_repos, "index_dir": None})
+    tag = uuid.uuid4().hex[:6]
+    with Server(create_app(settings)) as server:
+        httpx.post(  # a conversation about the cache, started elsewhere: found by its words
+            f"{server.url}/v1/chat/completions", timeout=30, headers={"X-Session-Id": f"cache-{tag}"},
+            json={"model": "cairn/tinykv", "messages": [{"role": "user", "content": f"How does the LRU evict? {tag}"}]},
+        )  # fmt: skip
+        page = visit(server.url).page
+        picker = page.get_by_label("Repository")
+        picker.wait_for()
+        assert picker.input_value() == "*"  # several repositories, none the default: all of them
+        assert page.locator(".repo-picker option").all_inner_texts() == ["All repositories", "billing", "tinykv"]
+        picker.select_option("billing")
+        ask(page, "How is an invoice total rounded?")
+        wait_answered(page)
+        session = page.evaluate("decodeURIComponent(location.hash.slice('#session='.length))")
+        assert httpx.get(f"{server.url}/sessions/{session}").json()["repo"] == "billing"  # the model was cairn/billing
+        page.locator(".turn.assistant .md .chip").first.click()  # a billing path, read from the billing repository
+        page.locator("aside.panel .line.cited").first.wait_for()
+        item = page.locator(f"nav.sessions li[data-session='{session}']")
+        item.wait_for()
+        assert "billing" in item.locator(".repo").inner_text()
+        assert "tinykv" in page.locator(f"nav.sessions li[data-session='cache-{tag}'] .repo").inner_text()
+
+        # search conversations by their text: the other one, with a snippet where it matched
+        page.get_by_label("Search conversations").fill(f"lru {tag}")
+        found = page.locator("nav.sessions li")
+        page.wait_for_function("n => document.querySelectorAll('nav.sessions li').length === n", arg=1)
+        assert found.first.get_attribute("data-session") == f"cache-{tag}"
+        assert tag in found.first.locator(".snippet").inner_text()
+        # opening it brings its repository back into the picker
+        found.first.locator("button.open").click()
+        page.locator(".turn.user").first.wait_for()
+        assert picker.input_value() == "tinykv"
+        page.get_by_label("Search conversations").fill("")
+        page.get_by_role("button", name="Close the code panel").click()
+
+        # the operator's status view: each repository, the model, recent requests with their first token
+        page.get_by_role("tab", name="Status").click()
+        view = page.get_by_role("region", name="Service status")
+        view.locator("table").first.wait_for()
+        rows = view.locator("table").first.locator("tbody tr")
+        assert rows.count() == 2 and "billing" in rows.nth(0).inner_text() and "up to date" in rows.nth(0).inner_text()
+        assert "fake/scripted" in view.inner_text()
+        requests = view.locator("table").nth(1).locator("tbody tr")
+        answered = requests.filter(has_text="/v1/chat/completions").first
+        assert "cairn/billing" in answered.inner_text() and re.search(r"\d+ ms", answered.inner_text())
+        assert serious_violations(page) == []
+        page.locator(".toast").wait_for(state="detached")
+        out = STATUS_SCREENSHOT if os.environ.get("CAIRN_UPDATE_SCREENSHOTS") == "1" else tmp_path / "status-view.png"
+        page.screenshot(path=str(out))
+
+
+def test_a_long_session_shows_what_its_history_keeps(service_index: Path, redis_url: str, visit) -> None:
+    with served(service_index, redis_url, model_context_tokens=4096) as server:
+        for turn in range(12):
+            httpx.post(
+                f"{server.url}/v1/chat/completions",
+                timeout=30,
+                headers={"X-Session-Id": "long-one"},
+                json={"model": "cairn-agent", "messages": [{"role": "user", "content": f"{QUESTION} ({turn})"}]},
+            )
+        page = visit(f"{server.url}/#session=long-one").page
+        note = page.locator(".telemetry .history-note")
+        note.wait_for()
+        assert re.search(r"last \d+ turns? word for word, \d+ summarised", note.inner_text())
+        assert "history" in page.get_by_label("Session telemetry").inner_text()
+        ask(page, "And how big can it get?")
+        wait_answered(page)
+        page.locator(".steps summary").last.click()  # the folded steps
+        assert "earlier conversation: last" in page.locator(".turn.assistant .steps").last.inner_text()

@@ -44,6 +44,11 @@ function nextTask() {
 
 function encodePath(path) { return path.split('/').map(encodeURIComponent).join('/') }
 
+// The repository a question is about: '' the service's default (model cairn-agent), a name, or '*' (all).
+function modelOf(scope) { return scope ? `cairn/${scope}` : 'cairn-agent' }
+function withRepo(params, scope) { if (scope) params.set('repo', scope); return params }
+function scopeName(scope) { return scope === '*' ? 'all repositories' : scope }
+
 function ago(seconds) {
   const delta = Date.now() / 1000 - seconds
   if (delta < 60) return 'just now'
@@ -84,9 +89,16 @@ function describeRunning(step) {
   }
 }
 
+// What the history policy did to fit the conversation, when it cut anything (graphs/agent/budget.py).
+function historyNote(h) {
+  if (!h || !(h.summarised || h.dropped || h.clipped)) return ''
+  const parts = [h.summarised && `${h.summarised} older summarised`, h.dropped && `${h.dropped} left out`].filter(Boolean)
+  return ` · earlier conversation: last ${h.verbatim} word for word${h.clipped ? ' (cut)' : ''}${parts.length ? ', ' + parts.join(', ') : ''}`
+}
+
 function describeDone(step, running) {
   switch (step.node) {
-    case 'plan': return step.queries?.length ? `Planned ${quoted(step.queries)}` : running
+    case 'plan': return (step.queries?.length ? `Planned ${quoted(step.queries)}` : running) + historyNote(step.history)
     case 'retrieve': return `${running}: found ${step.found ?? 0} chunks, kept ${step.kept ?? 0}`
     case 'analyze': return `Read ${running.replace(/^Reading /, '')}: ${step.relevant ?? 0} relevant` +
       (step.sufficient ? '' : ', not enough')
@@ -235,34 +247,76 @@ function StatusBadge({ status, report }) {
 
 // ---------------------------------------------------------------- sessions
 
-function Sidebar({ sessions, titles, current, error, onNew, onOpen, onDelete, onShortcuts }) {
+function SessionItem({ s, title, current, showRepo, onOpen, onDelete }) {
+  return html`<li aria-current=${s.id === current ? 'true' : 'false'} data-session=${s.id}>
+    <button type="button" class="open" onClick=${() => onOpen(s.id)}>
+      <span class="title">${title}</span>
+      <span class="when">${ago(s.updated_at)}${showRepo && s.repo ? html` · <span class="repo">${scopeName(s.repo)}</span>` : ''}</span>
+      ${s.snippet ? html`<span class="snippet">${s.snippet}</span>` : ''}</button>
+    <button type="button" class="delete" aria-label=${`Delete conversation ${title}`} onClick=${() => onDelete(s.id)}>✕</button>
+  </li>`
+}
+
+function Sidebar({ sessions, titles, current, error, showRepo, onNew, onOpen, onDelete, onShortcuts }) {
+  const [query, setQuery] = useState('')
+  const [found, setFound] = useState(null)
+  const [searchError, setSearchError] = useState(null)
+  useEffect(() => {
+    const q = query.trim()
+    if (!q) { setFound(null); setSearchError(null); return }
+    let live = true
+    const timer = setTimeout(async () => {
+      try {
+        const list = (await getJSON(`sessions?${new URLSearchParams({ q, limit: '50' })}`)).sessions
+        if (live) { setFound(list); setSearchError(null) }
+      } catch (e) { if (live) setSearchError(e.message) }
+    }, 250)
+    return () => { live = false; clearTimeout(timer) }
+  }, [query, sessions])
+  const shown = found ?? sessions
+  const titleOf = (s) => s.title || titles[s.id] || s.id
   return html`<nav class="sessions" aria-label="Conversations">
     <button type="button" class="new" onClick=${onNew} title="Ctrl+Shift+O">+ New chat</button>
     <h2 id="sessions-heading">Conversations</h2>
+    <div class="find" role="search"><label for="find-sessions" class="visually-hidden">Search conversations</label>
+      <input id="find-sessions" type="search" placeholder="Search conversations" value=${query}
+        onInput=${(e) => setQuery(e.target.value)} /></div>
     ${error ? html`<p class="note">${error}</p>` : ''}
-    ${!error && !sessions.length ? html`<p class="empty">No conversations yet.</p>` : ''}
-    <ul aria-labelledby="sessions-heading">${sessions.map((s) => html`
-      <li key=${s.id} aria-current=${s.id === current ? 'true' : 'false'} data-session=${s.id}>
-        <button type="button" class="open" onClick=${() => onOpen(s.id)}>
-          <span class="title">${titles[s.id] || s.id}</span><span class="when">${ago(s.updated_at)}</span></button>
-        <button type="button" class="delete" aria-label=${`Delete conversation ${titles[s.id] || s.id}`}
-          onClick=${() => onDelete(s.id)}>✕</button>
-      </li>`)}</ul>
+    ${searchError ? html`<p class="note">${searchError}</p>` : ''}
+    ${!error && !shown.length ? html`<p class="empty">${found ? 'No conversation mentions that.' : 'No conversations yet.'}</p>` : ''}
+    <ul aria-labelledby="sessions-heading">${shown.map((s) => html`<${SessionItem} key=${s.id} s=${s} title=${titleOf(s)}
+      current=${current} showRepo=${showRepo} onOpen=${onOpen} onDelete=${onDelete} />`)}</ul>
     <button type="button" class="shortcuts-button" onClick=${onShortcuts}>Keyboard shortcuts (?)</button>
   </nav>`
+}
+
+function RepoPicker({ repositories, scope, onPick }) {
+  const named = repositories.filter((r) => r.name)
+  if (named.length < 2) return null
+  return html`<label class="repo-picker">Repository
+    <select value=${scope} onChange=${(e) => onPick(e.target.value)}>
+      <option value="*">All repositories</option>
+      ${named.map((r) => html`<option key=${r.name} value=${r.name} disabled=${!r.ok}>${r.name}${r.ok ? '' : ' (cannot serve)'}</option>`)}
+    </select></label>`
 }
 
 function Telemetry({ telemetry }) {
   if (!telemetry) return null
   const t = telemetry
-  const share = t.context_window ? Math.round((100 * t.context_tokens) / t.context_window) : 0
+  const h = t.history || {}
+  const budget = h.budget || t.context_window
+  const share = budget ? Math.round((100 * t.context_tokens) / budget) : 0
   const plural = (n, word) => `${n.toLocaleString()} ${word}${n === 1 ? '' : 's'}`
+  const cut = h.summarised || h.dropped || h.clipped
   return html`<div class="telemetry" aria-label="Session telemetry">
     <span>${plural(t.message_count, 'message')}</span><span>${plural(t.turns, 'turn')}</span>
     <span title=${`${t.prompt_tokens.toLocaleString()} prompt, ${t.completion_tokens.toLocaleString()} completion`}>${plural(t.total_tokens, 'token')}</span>
-    <label title="Tokens of the conversation the next turn will see, against the model's context window">context ${t.context_tokens.toLocaleString()} / ${t.context_window.toLocaleString()} (${share}%)
-      <meter min="0" max=${t.context_window} value=${t.context_tokens} high=${t.context_window * 0.8}
-        aria-label="Context used"></meter></label>
+    <label title=${`Tokens of earlier conversation the next turn will send, against the history's share of the model's ${t.context_window.toLocaleString()}-token window`}>history ${t.context_tokens.toLocaleString()} / ${budget.toLocaleString()} (${share}%)
+      <meter min="0" max=${budget} value=${t.context_tokens} high=${budget * 0.8}
+        aria-label="History used"></meter></label>
+    ${cut ? html`<span class="history-note" title="Recent turns are sent word for word; older ones as their question and the code their answer cited; the oldest are left out">${[
+      `last ${plural(h.verbatim, 'turn')} word for word${h.clipped ? ' (cut)' : ''}`,
+      h.summarised ? `${h.summarised} summarised` : '', h.dropped ? `${h.dropped} left out` : ''].filter(Boolean).join(', ')}</span>` : ''}
   </div>`
 }
 
@@ -311,7 +365,7 @@ function Hello({ indexInfo, onAsk }) {
 
 // ---------------------------------------------------------------- search
 
-function SearchView({ modes, defaultMode, onOpen, hidden }) {
+function SearchView({ modes, defaultMode, scope, onOpen, hidden }) {
   const [query, setQuery] = useState('')
   const [mode, setMode] = useState(defaultMode || 'hybrid')
   const [k, setK] = useState(8)
@@ -324,7 +378,7 @@ function SearchView({ modes, defaultMode, onOpen, hidden }) {
   const search = async (event) => {
     event.preventDefault()
     if (!query.trim()) return
-    const params = new URLSearchParams({ q: query.trim(), mode, k: String(k) })
+    const params = withRepo(new URLSearchParams({ q: query.trim(), mode, k: String(k) }), scope)
     for (const glob of path.split(',').map((p) => p.trim()).filter(Boolean)) params.append('path', glob)
     for (const name of language.split(',').map((p) => p.trim()).filter(Boolean)) params.append('language', name)
     setBusy(true)
@@ -339,6 +393,7 @@ function SearchView({ modes, defaultMode, onOpen, hidden }) {
     }
   }
   return html`<section class="search" hidden=${hidden} aria-label="Search the index">
+    ${scope ? html`<p class="scope">Searching ${scopeName(scope)}</p>` : ''}
     <form onSubmit=${search} role="search">
       <label class="q">Query<input type="search" value=${query} onInput=${(e) => setQuery(e.target.value)}
         placeholder="where are retries handled" name="q" /></label>
@@ -353,7 +408,7 @@ function SearchView({ modes, defaultMode, onOpen, hidden }) {
     ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
     ${results && !results.length ? html`<p class="notice">Nothing found.</p>` : ''}
     ${results ? html`<ol class="results" aria-label="Search results">${results.map((r) => html`<li key=${r.citation}>
-      <button type="button" class="result" onClick=${() => onOpen({ path: r.path, start: r.start_line, end: r.end_line })}>
+      <button type="button" class="result" onClick=${() => onOpen({ path: r.path, start: r.start_line, end: r.end_line, repo: scope })}>
         <span class="where">${r.path}:${r.start_line}-${r.end_line}</span>
         <span class="meta"><span>${r.symbol || r.kind || r.language}</span><span>${r.language}</span>
           <span class="score">${mode} score ${r.score.toFixed(4)}</span><span>rank ${r.rank}</span></span>
@@ -372,12 +427,12 @@ function CodePanel({ target, onClose, onCopied }) {
     let live = true
     setFile(null)
     setError(null)
-    const params = new URLSearchParams({ start: target.start, end: target.end, context: CONTEXT_LINES })
+    const params = withRepo(new URLSearchParams({ start: target.start, end: target.end, context: CONTEXT_LINES }), target.repo)
     getJSON(`api/files/${encodePath(target.path)}?${params}`)
       .then((data) => live && setFile(data))
       .catch((e) => live && setError(e.message))
     return () => { live = false }
-  }, [target.path, target.start, target.end])
+  }, [target.path, target.start, target.end, target.repo])
   useEffect(() => {
     const first = bodyRef.current?.querySelector('.line.cited')
     if (first) first.scrollIntoView({ block: 'center' })
@@ -396,6 +451,90 @@ function CodePanel({ target, onClose, onCopied }) {
         dangerouslySetInnerHTML=${{ __html: line.html }}></span>
 </span>`)}</code></pre>` : ''}
     </div></aside>`
+}
+
+// ---------------------------------------------------------------- the operator's status view
+
+function bytes(n) {
+  if (n == null) return '–'
+  const units = ['B', 'KB', 'MB', 'GB', 'TB']
+  let i = 0
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i++ }
+  return `${n.toFixed(i && n < 10 ? 1 : 0)} ${units[i]}`
+}
+
+function ms(value) { return value == null ? '–' : value >= 1000 ? `${(value / 1000).toFixed(2)} s` : `${Math.round(value)} ms` }
+
+function median(values) {
+  if (!values.length) return null
+  const sorted = [...values].sort((a, b) => a - b)
+  return sorted[Math.floor((sorted.length - 1) / 2)]
+}
+
+function freshnessText(repo) {
+  const f = repo.freshness
+  if (!repo.ok) return html`<span class="bad">${repo.problem}</span>`
+  if (!repo.source_exists) return html`<span class="warn">source folder missing</span>`
+  if (repo.watch?.pending) return html`<span class="warn">${repo.watch.pending} change(s) being indexed</span>`
+  if (!f) return '–'
+  if (f.fresh) return html`<span class="good">up to date</span>`
+  const parts = [f.changed && `${f.changed} changed`, f.missing && `${f.missing} deleted`].filter(Boolean)
+  return html`<span class="warn">${parts.join(', ')} since the ingest</span>`
+}
+
+function StatusView({ hidden }) {
+  const [report, setReport] = useState(null)
+  const [error, setError] = useState(null)
+  useEffect(() => {
+    if (hidden) return
+    let timer, live = true
+    const load = async () => {
+      try { const next = await getJSON('api/status'); if (live) { setReport(next); setError(null) } }
+      catch (e) { if (live) setError(e.message) }
+      if (live) timer = setTimeout(load, 5000)
+    }
+    load()
+    return () => { live = false; clearTimeout(timer) }
+  }, [hidden])
+  if (hidden) return null
+  if (!report) return html`<section class="status-view" aria-label="Service status" tabindex="0">${error ? html`<p class="error" role="alert">${error}</p>` : html`<p class="notice">Loading…</p>`}</section>`
+  const { model, redis, replica } = report
+  const answers = report.requests.filter((r) => r.ttft_ms != null)
+  const state = (check) => check.ok ? html`<span class="good">ok</span>` : html`<span class="bad">failing</span>`
+  return html`<section class="status-view" aria-label="Service status" tabindex="0">
+    ${error ? html`<p class="error" role="alert">${error}</p>` : ''}
+    <h2>Repositories</h2>
+    <div class="table-wrap"><table><thead><tr><th scope="col">Name</th><th scope="col">Chunks</th><th scope="col">Files</th>
+      <th scope="col">Index size</th><th scope="col">Last ingest</th><th scope="col">Freshness</th><th scope="col">Source</th></tr></thead>
+      <tbody>${report.repositories.map((r) => html`<tr key=${r.name}>
+        <th scope="row">${r.name || '(the index)'}${r.default ? ' · default' : ''}</th>
+        <td class="num">${r.chunks?.toLocaleString() ?? '–'}</td><td class="num">${r.files?.toLocaleString() ?? '–'}</td>
+        <td class="num">${bytes(r.size_bytes)}</td>
+        <td>${r.last_ingest ? html`<time datetime=${r.last_ingest}>${ago(Date.parse(r.last_ingest) / 1000)}</time>` : '–'}</td>
+        <td>${freshnessText(r)}</td><td class="path source" title=${r.source || ''}>${r.source || '–'}</td></tr>`)}</tbody></table></div>
+    <div class="cards">
+      <div class="card"><h2>Model</h2><dl>
+        <dt>State</dt><dd>${state(model)}${model.warning ? html` · <span class="warn">${model.warning}</span>` : ''}</dd>
+        <dt>Model</dt><dd>${model.model || '–'}</dd><dt>Endpoint</dt><dd class="path">${model.endpoint || '–'}</dd>
+        <dt>One-token probe</dt><dd>${ms(model.ms)}</dd>
+        <dt>First token (median of ${answers.length})</dt><dd>${ms(median(answers.map((r) => r.ttft_ms)))}</dd>
+        ${model.error ? html`<dt>Error</dt><dd class="bad">${model.error}${model.hint ? html`<br />${model.hint}` : ''}</dd>` : ''}</dl></div>
+      <div class="card"><h2>Sessions (Redis)</h2><dl>
+        <dt>State</dt><dd>${state(redis)}</dd><dt>Where</dt><dd class="path">${redis.url || '–'}${redis.mode ? ` (${redis.mode})` : ''}</dd>
+        ${redis.error ? html`<dt>Error</dt><dd class="bad">${redis.error}</dd>` : ''}</dl></div>
+      <div class="card"><h2>This worker</h2><dl>
+        <dt>Process</dt><dd>${replica.host} · pid ${replica.pid} · ${replica.workers} worker(s)</dd>
+        <dt>Started</dt><dd>${ago(replica.started_at)}</dd><dt>Answering now</dt><dd>${report.running}</dd>
+        <dt>Version</dt><dd>${replica.version}</dd></dl></div>
+    </div>
+    <h2>Recent requests</h2>
+    ${report.requests.length ? html`<div class="table-wrap"><table><thead><tr><th scope="col">When</th><th scope="col">Request</th>
+      <th scope="col">Status</th><th scope="col">Time</th><th scope="col">First token</th><th scope="col">Model</th></tr></thead>
+      <tbody>${report.requests.map((r, n) => html`<tr key=${n}><td><time datetime=${new Date(r.at * 1000).toISOString()}>${new Date(r.at * 1000).toLocaleTimeString()}</time></td><td class="path">${r.method} ${r.route}</td>
+        <td class=${r.status >= 500 ? 'bad' : r.status >= 400 ? 'warn' : ''}>${r.status}</td><td class="num">${ms(r.ms)}</td>
+        <td class="num">${ms(r.ttft_ms)}</td><td>${r.model || ''}</td></tr>`)}</tbody></table></div>`
+      : html`<p class="notice">No requests yet.</p>`}
+  </section>`
 }
 
 // ---------------------------------------------------------------- dialogs
@@ -453,6 +592,8 @@ function App() {
   const [shortcuts, setShortcuts] = useState(false)
   const [toast, setToast] = useState(null)
   const [retrievers, setRetrievers] = useState({ modes: [], default: 'hybrid' })
+  const [repositories, setRepositories] = useState([])
+  const [scope, setScope] = useState('')
   const inputRef = useRef()
   const abortRef = useRef(null)
   const stickRef = useRef(true)
@@ -460,7 +601,13 @@ function App() {
   const contentRef = useRef()
   const sessionRef = useRef(sessionId)
   const statelessRef = useRef(false)
+  const scopeRef = useRef(scope)
+  const reposRef = useRef(repositories)
+  const sessionsRef = useRef(sessions)
+  sessionsRef.current = sessions
+  reposRef.current = repositories
   sessionRef.current = sessionId
+  scopeRef.current = scope
 
   const update = useCallback(() => setTick((n) => n + 1), [])
   const say = useCallback((text) => {
@@ -498,26 +645,12 @@ function App() {
   const loadSessions = useCallback(async () => {
     try {
       const list = (await getJSON('sessions?limit=100')).sessions
-      setSessions(list)
+      setSessions(list)  // each titled by the service with its first question
       setSessionsError(null)
-      fillTitles(list)
     } catch (error) {
       setSessionsError(error.status === 503 ? 'Sessions are unavailable (Redis is down).' : error.message)
     }
   }, [])
-
-  // sessions started elsewhere (the API, another browser) get their first question as title, fetched lazily
-  const fillTitles = async (list) => {
-    const known = loadTitles()
-    for (const s of list.filter((s) => !known[s.id]).slice(0, 20)) {
-      try {
-        const detail = await getJSON(`sessions/${encodeURIComponent(s.id)}`)
-        const first = detail.messages.find((m) => m.role === 'user')
-        if (first) saveTitle(s.id, first.content)
-      } catch { /* gone or unreadable: keep its id as title */ }
-    }
-    setTitles(loadTitles())
-  }
 
   const loadTelemetry = useCallback(async (id) => {
     try {
@@ -539,6 +672,7 @@ function App() {
     setTab('chat')
     const detail = await loadTelemetry(id)
     if (!detail || sessionRef.current !== id) return
+    if (detail.repo && (detail.repo === '*' || reposRef.current.some((r) => r.name === detail.repo))) setScope(detail.repo)
     const markdown = await markdownReady
     setMessages(restoredMessages(detail.messages, markdown))
   }, [])
@@ -556,7 +690,7 @@ function App() {
   }, [])
 
   const deleteSession = useCallback(async (id) => {
-    const title = loadTitles()[id] || id
+    const title = sessionsRef.current.find((s) => s.id === id)?.title || loadTitles()[id] || id
     if (!confirm(`Delete the conversation "${title}"? Its messages are removed from the server.`)) return
     try {
       const response = await api(`sessions/${encodeURIComponent(id)}`, { method: 'DELETE' })
@@ -577,6 +711,13 @@ function App() {
     if (fromHash) openSession(fromHash)
     loadSessions()
     getJSON('api/retrievers').then(setRetrievers).catch(() => {})
+    getJSON('api/repositories').then(({ repositories: list }) => {
+      setRepositories(list)
+      reposRef.current = list
+      const named = list.filter((r) => r.name)
+      // several repositories: the service's default one, else all of them; a conversation opened says its own
+      if (named.length > 1 && !sessionFromHash()) setScope(named.find((r) => r.default)?.name || '*')
+    }).catch(() => {})
   }, [])
   // the question box is in the document and takes input from here on
   useLayoutEffect(() => {
@@ -596,7 +737,7 @@ function App() {
 
   const streamAnswer = async (answer, question, earlier, signal) => {
     const headers = { 'Content-Type': 'application/json', 'X-Cairn-Events': '1' }
-    const body = { model: 'cairn-agent', stream: true, messages: [{ role: 'user', content: question }] }
+    const body = { model: modelOf(scopeRef.current), stream: true, messages: [{ role: 'user', content: question }] }
     if (statelessRef.current) body.messages = [...earlier, ...body.messages]
     else headers['X-Session-Id'] = sessionRef.current
     let response = await api('v1/chat/completions', { method: 'POST', headers, body: JSON.stringify(body), signal })
@@ -669,6 +810,14 @@ function App() {
   }, [messages])
 
   const stop = useCallback(() => abortRef.current?.abort(), [])
+  const pickScope = useCallback((next) => {
+    if (next === scopeRef.current) return
+    const started = messages.length > 0
+    if (started) newChat()
+    setScope(next)
+    scopeRef.current = next
+    say(started ? `New chat about ${scopeName(next)}` : `Asking about ${scopeName(next)}`)
+  }, [messages])
   const regenerate = useCallback((answer) => answer.question && send(answer.question), [send])
   const copyAnswer = useCallback((answer) => copyText(answer.shown ?? answer.text).then(() => say('Answer copied')), [])
 
@@ -683,7 +832,7 @@ function App() {
     const onClick = (event) => {
       const chip = event.target.closest('.chip')
       if (chip) {
-        setPanel({ path: chip.dataset.path, start: Number(chip.dataset.start), end: Number(chip.dataset.end) })
+        setPanel({ path: chip.dataset.path, start: Number(chip.dataset.start), end: Number(chip.dataset.end), repo: scopeRef.current })
         return
       }
       const copy = event.target.closest('.copy-code')
@@ -720,20 +869,26 @@ function App() {
   }, [messages.length])
 
   const indexCheck = report.checks?.index
-  const indexInfo = indexCheck?.ok ? `${String(indexCheck.path).split('/').slice(-2).join('/')} (${indexCheck.chunks} chunks)` : null
+  const named = repositories.filter((r) => r.name)
+  const picked = named.find((r) => r.name === scope)
+  const indexInfo = named.length > 1 ? (picked ? `${picked.chunks?.toLocaleString()} chunks` : `${named.length} repositories`)
+    : indexCheck?.ok && indexCheck.path ? `${String(indexCheck.path).split('/').slice(-2).join('/')} (${indexCheck.chunks} chunks)`
+    : indexCheck?.ok ? `${indexCheck.repo} (${indexCheck.chunks} chunks)` : null
   return html`<div class=${panel ? 'layout with-panel' : 'layout'}>
     <header class="top">
       <span class="brand"><svg viewBox="0 0 32 32" aria-hidden="true"><g fill="currentColor" opacity=".75"><ellipse cx="16" cy="27" rx="12" ry="4"/><ellipse cx="16" cy="19" rx="9" ry="3.6"/><ellipse cx="16" cy="12" rx="6.5" ry="3.2"/><ellipse cx="16" cy="6" rx="4" ry="2.6"/></g></svg>Cairn</span>
+      <${RepoPicker} repositories=${repositories} scope=${scope} onPick=${pickScope} />
       <span class="index-info" title=${indexCheck?.ok ? `index ${indexCheck.path}, generation ${indexCheck.generation}` : ''}>${indexInfo || ''}</span>
       <span class="spacer"></span>
       <div class="tabs" role="tablist" aria-label="View">
         <button type="button" role="tab" id="tab-chat" aria-controls="view-chat" aria-selected=${tab === 'chat'} onClick=${() => setTab('chat')}>Chat</button>
         <button type="button" role="tab" id="tab-search" aria-controls="view-search" aria-selected=${tab === 'search'} onClick=${() => setTab('search')}>Search</button>
+        <button type="button" role="tab" id="tab-status" aria-controls="view-status" aria-selected=${tab === 'status'} onClick=${() => setTab('status')}>Status</button>
       </div>
       <${StatusBadge} status=${status} report=${report} />
     </header>
     ${status.message ? html`<p class=${status.state === 'degraded' ? 'banner warn' : 'banner'} role="alert">${status.message}</p>` : ''}
-    <${Sidebar} sessions=${sessions} titles=${titles} current=${sessionId} error=${sessionsError}
+    <${Sidebar} sessions=${sessions} titles=${titles} current=${sessionId} error=${sessionsError} showRepo=${named.length > 1}
       onNew=${newChat} onOpen=${openSession} onDelete=${deleteSession} onShortcuts=${() => setShortcuts(true)} />
     <main>
       <div id="view-chat" role="tabpanel" aria-labelledby="tab-chat" hidden=${tab !== 'chat'} class="chat-view">
@@ -741,13 +896,16 @@ function App() {
         <div class="conversation" ref=${scrollRef} role="log" aria-label="Conversation" tabindex="0">
           <div ref=${contentRef}>
             ${messages.length ? messages.map((m) => html`<${Turn} key=${m.key} message=${m} onRegenerate=${regenerate} onCopy=${copyAnswer} />`)
-              : html`<${Hello} indexInfo=${indexCheck?.ok ? indexCheck.path : null} onAsk=${send} />`}
+              : html`<${Hello} indexInfo=${named.length > 1 ? scopeName(scope || '*') : indexCheck?.ok ? indexCheck.path || indexCheck.repo : null} onAsk=${send} />`}
           </div>
         </div>
         <${Composer} streaming=${streaming} onSend=${send} onStop=${stop} inputRef=${inputRef} />
       </div>
       <div id="view-search" role="tabpanel" aria-labelledby="tab-search" hidden=${tab !== 'search'} class="search-view">
-        <${SearchView} modes=${retrievers.modes} defaultMode=${retrievers.default} onOpen=${setPanel} hidden=${tab !== 'search'} />
+        <${SearchView} modes=${retrievers.modes} defaultMode=${retrievers.default} scope=${scope} onOpen=${setPanel} hidden=${tab !== 'search'} />
+      </div>
+      <div id="view-status" role="tabpanel" aria-labelledby="tab-status" hidden=${tab !== 'status'} class="search-view">
+        <${StatusView} hidden=${tab !== 'status'} />
       </div>
     </main>
     ${panel ? html`<${CodePanel} target=${panel} onClose=${() => setPanel(null)} onCopied=${() => say('Copied ' + panel.path)} />` : ''}
