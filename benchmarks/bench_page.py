@@ -24,8 +24,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import machine, percentile, write_result  # noqa: E402
+from benchmarks.common import ThreadServer, machine, percentile, write_result  # noqa: E402
 from cairn.processes import free_port  # noqa: E402
 from config import Settings  # noqa: E402
 from models.instant import InstantChatModel  # noqa: E402
@@ -70,28 +68,6 @@ class LongMarkdownAnswer(InstantChatModel):
             n += 1
             text += SECTION.format(n=n, cite=cite)
         return " ".join(text.split(" ")[: self.tokens])
-
-
-class ThreadServer:
-    """The Cairn app served by uvicorn in a thread on a free loopback port."""
-
-    def __init__(self, app: Any) -> None:
-        import uvicorn
-
-        self.url = f"http://127.0.0.1:{free_port()}"
-        port = int(self.url.rsplit(":", 1)[1])
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> ThreadServer:
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 def weight(url: str, paths: list[str]) -> dict[str, Any]:

@@ -224,8 +224,8 @@ class Settings(BaseSettings):
     faiss_index: Literal["auto", "flat", "ivf", "hnsw"] = Field(
         default="auto",
         description="'auto': flat below 200,000 chunks, IVF from there; 'flat': exact inner product; 'ivf': "
-        "inverted lists (4·√n of them, trained on a sample, kept across incremental ingests), approximate; "
-        "'hnsw': a graph, approximate (low recall on near-duplicate code).",
+        "inverted lists, approximate (4·√n of them, trained on a sample; an incremental ingest keeps them while "
+        "the corpus stays within 4× of that size); 'hnsw': a graph, approximate (low recall on near-duplicate code).",
     )
     hnsw_m: int = Field(default=32, ge=4, le=128, description="HNSW graph degree (faiss_index=hnsw).")
     hnsw_ef_search: int = Field(default=128, ge=8, description="HNSW search breadth (faiss_index=hnsw).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -41,6 +42,8 @@ from ingest.symbol_graph import SymbolGraphUpdate, graph_file
 from ingest.symbols import FileSymbols, extract_symbols, has_tag_query
 from ingest.tokens import TOKENIZER, tokenize
 from ingest.walker import SourceFile, decode_text, walk_repository
+
+log = logging.getLogger("cairn.ingest")
 
 RACY_WINDOW_NS = 2_000_000_000
 SYMBOL_BOOST = 3
@@ -390,6 +393,11 @@ def _embed_and_write(
     result.chunks_reused = len(rows) - len(rows.fresh)
 
     write_start = time.perf_counter()
+    kind = index_kind(settings.faiss_index, len(rows))
+    if baseline.previous is not None and baseline.previous.manifest.faiss_index != kind:
+        log.warning("the vector index becomes %s at %d chunks (CAIRN_FAISS_INDEX=%s; was %s)%s", kind, len(rows),
+                    settings.faiss_index, baseline.previous.manifest.faiss_index,
+                    ": its lists are trained once, a minute or more" if kind == "ivf" else "")  # fmt: skip
     manifest = Manifest(
         format=FORMAT,
         format_version=FORMAT_VERSION,
@@ -401,7 +409,7 @@ def _embed_and_write(
             embedding_identity(settings.embedding_model), int(vectors.shape[1]), settings.embedding_max_tokens
         ),
         chunking=baseline.chunking,
-        faiss_index=index_kind(settings.faiss_index, len(rows)),
+        faiss_index=kind,
         counts=Counts(files=len(scan.files), chunks=len(rows), skipped=dict(result.skipped)),
         files=scan.files,
         keyword=KeywordInfo(TOKENIZER),

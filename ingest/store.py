@@ -236,9 +236,16 @@ def _read_faiss(path: Path) -> Any:
     if not path.exists():
         raise FileNotFoundError(path)
     try:  # memory-mapped: the vectors are paged in as searched, not read up front
-        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
+        index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP)
     except RuntimeError:
         return faiss.read_index(str(path))
+    if isinstance(index, faiss.IndexIVF) and index.invlists is not None:
+        # mapped IVF lists are OnDiskInvertedLists, which start 32 prefetch threads for every search
+        # (faiss#5010); a query probes a few lists on one thread (see retrievers' _search_one_thread)
+        lists = faiss.downcast_InvertedLists(index.invlists)
+        if hasattr(lists, "prefetch_nthread"):
+            lists.prefetch_nthread = 0
+    return index
 
 
 def _read_lines(path: Path) -> Iterator[str]:
@@ -298,8 +305,8 @@ def write_generation(
     """Write a complete generation beside the live one and swap it in; return its folder.
 
     ``faiss_kind`` is the manifest's resolved kind (``flat``, ``hnsw`` or ``ivf``; see ``index_kind``).
-    An IVF index reuses ``ivf_centroids`` (the previous generation's) while the corpus stays within a
-    factor of two of the size they were trained for, so an incremental ingest does not train again.
+    An IVF index reuses ``ivf_centroids`` (the previous generation's) while the corpus stays within 4× of
+    the size they suit, so an incremental ingest does not train again (``ivf_index``).
     ``keep_previous=False`` deletes the previous generation at once instead of keeping it for readers
     still opening it (they retry): for a generation that drops files which must not stay on disk.
     """
@@ -371,17 +378,20 @@ def ivf_probes(lists: int) -> int:
 
 
 def ivf_index(vectors: np.ndarray, dim: int, centroids: np.ndarray | None = None) -> Any:
-    """Return an empty IVF-Flat inner-product index for ``vectors``: on ``centroids`` when they are within a
-    factor of two of the list count the size calls for (an incremental ingest), else trained on a sample."""
+    """Return an empty IVF-Flat inner-product index for ``vectors``: on ``centroids`` while their count is
+    within a factor of two of the 4·√n this size suits (the corpus within 4× of the size they suit: an
+    incremental ingest), else trained on a sample."""
     import faiss
 
     lists = ivf_lists(len(vectors))
+    suits = 4 * len(vectors) ** 0.5  # the list count this size suits, before rounding
     if (
         centroids is not None
         and centroids.shape[1:] == (dim,)
-        and lists / 2 <= len(centroids) <= min(2 * lists, max(1, len(vectors)))
+        and len(centroids) / 2 <= suits <= 2 * len(centroids)
+        and len(centroids) <= len(vectors)
     ):
-        lists = len(centroids)  # within a factor of two of the size's own count: kept, not trained again
+        lists = len(centroids)  # lists at most 4× fuller or emptier than this size's own: kept, not trained again
     else:
         centroids = None
     quantizer = faiss.IndexFlatIP(dim)

@@ -645,6 +645,33 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
             await self.adelete_thread(thread_id)
         return removed
 
+    async def latest_metadata(self, thread_ids: Sequence[str], ns: str = "") -> list[dict[str, Any]]:
+        """Return each thread's latest checkpoint metadata ({} when none or unreadable), in two round trips.
+
+        Lists sessions by what their metadata records (repository, title) without reading their messages.
+        """
+        await self.ready()
+        if not thread_ids:
+            return []
+        newest = await self.pipeline(
+            lambda pipe: [pipe.zrevrange(self._base(t, ns) + "ids", 0, 0) for t in thread_ids], transaction=False
+        )
+        found = [(n, thread, ids[0].decode()) for n, (thread, ids) in enumerate(zip(thread_ids, newest, strict=True))
+                 if ids]  # fmt: skip
+        records = await self.pipeline(
+            lambda pipe: [pipe.hmget(f"{self._base(t, ns)}cp:{cid}", "mtype", "metadata") for _, t, cid in found],
+            transaction=False,
+        )
+        out: list[dict[str, Any]] = [{} for _ in thread_ids]
+        for (n, _thread, _cid), (mtype, blob) in zip(found, records, strict=True):
+            if mtype is None or blob is None:
+                continue
+            try:
+                out[n] = dict(self.serde.loads_typed((mtype.decode(), blob)) or {})
+            except Exception:
+                log.warning("could not read the metadata of a checkpoint of %s", _thread)
+        return out
+
     async def has_thread(self, thread_id: str) -> bool:
         """Whether the thread has anything stored."""
         await self.ready()

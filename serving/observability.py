@@ -59,6 +59,8 @@ class ServiceMetrics:
 
 #: How many requests the status view lists.
 RECENT = 50
+#: HTTP methods listed as they are; any other a client sends is listed as OTHER.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 #: Probes and assets: counted in /metrics, not written to the log (a load balancer polls /ready every few
 #: seconds, the page's status view polls /api/status).
 QUIET_PATHS = frozenset({"/health", "/ready", "/metrics", "/favicon.ico", "/api/status"})
@@ -102,14 +104,17 @@ class ObservabilityMiddleware:
             self.metrics.requests.labels(*labels).inc()
             self.metrics.duration.labels(*labels).observe(elapsed)
             path = scope.get("path", "")
+            method = scope.get("method", "")
+            method = method if method in METHODS else "OTHER"
             if path not in QUIET_PATHS and not path.startswith(QUIET_PREFIXES):
                 state = scope.get("state") or {}
                 model = state.get("cairn_model")
                 ttft = _first_token_ms(state, started)
                 known = isinstance(model, str) and status < 400  # a refused request's model is what the client wrote
-                self.metrics.recent.append({"at": time.time(), "method": scope.get("method", ""), "route": route,
-                                            "status": status, "ms": round(elapsed * 1000, 1), "ttft_ms": ttft,
-                                            "model": model if known else None})  # fmt: skip
+                if status != 401:  # one without a key cannot fill the operator's list
+                    self.metrics.recent.append({"at": time.time(), "method": method, "route": route, "status": status,
+                                                "ms": round(elapsed * 1000, 1), "ttft_ms": ttft,
+                                                "model": model if known else None})  # fmt: skip
                 headers = dict(scope.get("headers") or [])
                 log_request(scope.get("method", ""), path, status, elapsed * 1000, model=model, ttft_ms=ttft,
                             session=headers.get(b"x-session-id", b"").decode("latin-1")[:200] or None,

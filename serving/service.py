@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from fastapi import Depends, Request
@@ -283,7 +284,7 @@ class Service:
         except (TimeoutError, *REDIS_ERRORS) as exc:
             down: dict[str, Any] = {
                 "ok": False,
-                "url": self.settings.redis_url,
+                "url": without_password(self.settings.redis_url),
                 "error": f"{type(exc).__name__}: {exc}",
                 "hint": "start redis-server (or every node of the cluster), or check CAIRN_REDIS_URL",
             }
@@ -292,7 +293,7 @@ class Service:
                             error=f"the redis-server Cairn started {supervised.cause}"
                             + ("; restarting it" if supervised.state == "restarting" else ""))  # fmt: skip
             return down
-        check: dict[str, Any] = {"ok": True, "url": self.settings.redis_url, "mode": self.saver.mode}
+        check: dict[str, Any] = {"ok": True, "url": without_password(self.settings.redis_url), "mode": self.saver.mode}
         if supervised is not None and supervised.restarts:
             check["restarts"] = supervised.restarts
         if old:
@@ -334,6 +335,15 @@ class Service:
             if warnings:
                 check["warning"] = "; ".join(warnings)
         return check
+
+
+def without_password(url: str) -> str:
+    """Return a URL with its password (``redis://:secret@host``) shown as ``***``, for /ready and the status view."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _repo_check(info: RepoInfo) -> dict[str, Any]:

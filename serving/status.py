@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -61,7 +62,24 @@ def _freshness(index_dir: Path) -> Freshness | None:
     return found
 
 
+#: Seconds the repositories' part of the view is reused (each poll would walk every index folder).
+STATUS_TTL = 5.0
+_status_lock = threading.Lock()
+_status: dict[int, tuple[float, list[RepositoryStatus]]] = {}
+
+
 def repository_status(service: Service) -> list[RepositoryStatus]:
+    """Every repository with its freshness and watcher, reused for ``STATUS_TTL`` seconds (one reader at a time)."""
+    with _status_lock:
+        cached = _status.get(id(service))
+        if cached is not None and time.monotonic() - cached[0] < STATUS_TTL:
+            return cached[1]
+        found = _repository_status(service)
+        _status[id(service)] = (time.monotonic(), found)
+        return found
+
+
+def _repository_status(service: Service) -> list[RepositoryStatus]:
     """Every repository with its freshness and, when watched, its watcher's state."""
     watched = service.watchers.status() if service.watchers is not None else {}
     listed = []

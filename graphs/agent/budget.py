@@ -90,7 +90,8 @@ def fit_history(messages: Sequence[AnyMessage], budget: int) -> History:
     for question, answer in reversed(turns):
         cost = text_tokens(question) + text_tokens(answer) + 2 * PER_MESSAGE_TOKENS
         if used + cost > verbatim_budget:
-            if not kept:  # the newest turn always comes, its answer cut to what is left
+            if not kept:  # the newest turn always comes: its question cut to half the room, its answer to the rest
+                question = _clip(question, verbatim_budget // 2 - PER_MESSAGE_TOKENS)
                 room = max(0, verbatim_budget - text_tokens(question) - 2 * PER_MESSAGE_TOKENS)
                 kept.append((question, _clip(answer, room)))
                 used, clipped = verbatim_budget, True
@@ -111,12 +112,13 @@ def fit_history(messages: Sequence[AnyMessage], budget: int) -> History:
         if n == 0 and lines:
             question = "\n".join([DIGEST_HEADING, *reversed(lines), "", question])
         out.append(HumanMessage(question))
-        if answer:
-            out.append(AIMessage(answer))
+        out.append(AIMessage(answer or NO_ANSWER))  # roles alternate, whatever was cut
     return History(out, verbatim=len(kept), summarised=len(lines), dropped=len(older) - len(lines), clipped=clipped,
                    tokens=message_tokens(out), budget=budget)  # fmt: skip
 
 
+#: What an earlier turn's answer reads as when it had none, or none was left after cutting.
+NO_ANSWER = "(no answer)"
 #: Tokens a message costs beyond its text (LangChain's approximate counter adds about this much).
 PER_MESSAGE_TOKENS = 4
 
@@ -134,12 +136,17 @@ def _turns(messages: Sequence[AnyMessage]) -> list[tuple[str, str]]:
     return turns
 
 
+CUT_MARK = " … (cut to fit the model's window)"
+
+
 def _clip(text: str, tokens: int) -> str:
     """Return ``text`` cut to about ``tokens`` tokens, at a word, marked as cut."""
     limit = int(tokens * CHARS_PER_TOKEN)
     if len(text) <= limit:
         return text
-    return text[:limit].rsplit(" ", 1)[0] + " … (cut to fit the model's window)" if limit > 0 else ""
+    if limit <= len(CUT_MARK) + 8:
+        return ""
+    return text[: limit - len(CUT_MARK)].rsplit(" ", 1)[0] + CUT_MARK
 
 
 def _digest_line(question: str, answer: str) -> str:

@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast, runtime_checkable
 
-from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
@@ -35,7 +35,7 @@ from cairn.errors import SessionRepositoryMismatch
 from config import Node
 from graphs.agent.citations import MarkdownGuard
 from graphs.agent.context import Context
-from graphs.agent.sessions import recorded_repo, repo_mismatch, session_metadata
+from graphs.agent.sessions import recorded, repo_mismatch, session_metadata, title_of
 from models.reasoning import ThinkingFilter
 
 log = logging.getLogger("cairn.agent")
@@ -134,14 +134,17 @@ class Turn:
     #: Set when the turn ran to its end (a consumer that stops early leaves it unset).
     completed: bool = False
     _checked: bool = False
+    _title: str | None = None
 
     async def check(self) -> None:
         """Raise ``SessionRepositoryMismatch`` when the session is about another repository (once per turn)."""
         if self._checked or self.session is None:
             return
-        recorded = await recorded_repo(self.session.saver, self.session.thread)
-        if mismatch := repo_mismatch(recorded, self.context, self.session.name):
+        found = await recorded(self.session.saver, self.session.thread)
+        if mismatch := repo_mismatch(found.repo, self.context, self.session.name):
             raise SessionRepositoryMismatch(mismatch)
+        question = next((m.text for m in reversed(self.messages) if isinstance(m, HumanMessage)), "")
+        self._title = found.title or title_of(question) or None
         self._checked = True
 
     def _config(self) -> RunnableConfig:
@@ -149,7 +152,7 @@ class Turn:
         if self.session is not None:
             config["configurable"] = {"thread_id": self.session.thread}
             # the session remembers its repository; every checkpoint of this turn records its run id
-            config["metadata"] = {**session_metadata(self.context), "run_id": self.run_id}
+            config["metadata"] = {**session_metadata(self.context, self._title), "run_id": self.run_id}
         return config
 
     def _durability(self) -> Durability | None:

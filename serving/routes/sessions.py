@@ -7,6 +7,8 @@ key's session is listed nowhere and reads as a 404, like one that does not exist
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from collections.abc import Sequence
 from typing import Annotated, Any
 
@@ -15,7 +17,7 @@ from fastapi.responses import Response
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from graphs.agent.budget import fit_history
-from graphs.agent.sessions import REPO_KEY
+from graphs.agent.sessions import REPO_KEY, TITLE_KEY, title_of
 from serving.errors import REDIS_ERRORS, ServiceError, documented
 from serving.schemas import SessionDetail, SessionList, SessionMessage, SessionSummary, SessionTelemetry
 from serving.security import SESSION_ID_PATTERN, check_session_id, key_of, session_of, session_thread
@@ -23,15 +25,17 @@ from serving.service import ServiceDep
 from serving.session_usage import session_usage
 
 router = APIRouter(prefix="/sessions", tags=["sessions"])
+log = logging.getLogger("cairn.serving")
 
 SessionId = Annotated[str, Path(pattern=SESSION_ID_PATTERN, description="The session's id (X-Session-Id).")]
 
 
 #: The most recent sessions a text search reads (of the caller's own).
-SEARCH_SCAN = 1000
-#: Sessions read from Redis at once while listing or searching.
+SEARCH_SCAN = 500
+#: Sessions read from Redis at once while searching.
 READ_AHEAD = 16
-TITLE_CHARS = 80
+#: Sessions from before titles were recorded get theirs from their messages, this many per listing.
+UNTITLED_READS = 20
 SNIPPET_CHARS = 160
 
 
@@ -53,55 +57,75 @@ async def list_sessions(
 ) -> SessionList:
     """The caller's sessions, most recently used first, each with its title (first question) and repository."""
     key = key_of(request.scope)
-    words = [w for w in q.casefold().split() if w] if q is not None else []
+    words = q.split() if q is not None else []
     mine = lambda thread: session_of(key, thread) is not None  # noqa: E731
     try:
         if words:
             threads = await service.saver.thread_ids(limit=SEARCH_SCAN, where=mine)
-        else:
-            threads = await service.saver.thread_ids(limit=limit, offset=offset, where=mine)
-        digests = await _digests(service, [thread for thread, _ in threads])
+            found = await _search(service, threads, words, key)
+            return SessionList(sessions=found[offset : offset + limit])
+        threads = await service.saver.thread_ids(limit=limit, offset=offset, where=mine)
+        recorded = await service.saver.latest_metadata([thread for thread, _ in threads])
+        listed = []
+        untitled = UNTITLED_READS
+        for (thread, updated), metadata in zip(threads, recorded, strict=True):
+            title, repo = metadata.get(TITLE_KEY), metadata.get(REPO_KEY)
+            if title is None and untitled > 0:  # written before titles were recorded: read its first question
+                untitled -= 1
+                messages, _ = await _digest(service, thread)
+                title = _title(messages)
+            listed.append(SessionSummary(id=session_of(key, thread) or thread, updated_at=updated,
+                                         title=title, repo=str(repo) if repo is not None else None))  # fmt: skip
+        return SessionList(sessions=listed)
     except REDIS_ERRORS as exc:
         raise service.redis_down(exc) from exc
+
+
+async def _search(service: Any, threads: Sequence[tuple[str, float]], words: Sequence[str], key: Any) -> list:
+    """Return the sessions among ``threads`` whose messages hold every word, a few read at a time, keeping
+    only each match's title and snippet."""
     found = []
-    for (thread, updated), (messages, repo) in zip(threads, digests, strict=True):
-        snippet = _match(messages, words) if words else None
-        if words and snippet is None:
-            continue
-        first = next((m for m in messages if isinstance(m, HumanMessage)), None)
-        title = " ".join(str(first.content).split())[:TITLE_CHARS] if first is not None else None
-        found.append(SessionSummary(id=session_of(key, thread) or thread, updated_at=updated, title=title,
-                                    repo=repo, snippet=snippet))  # fmt: skip
-    return SessionList(sessions=found[offset : offset + limit] if words else found)
-
-
-async def _digests(service: Any, threads: Sequence[str]) -> list[tuple[list[BaseMessage], str | None]]:
-    """Return each thread's messages and repository from its latest checkpoint, reading a few at once."""
-
-    async def one(thread: str) -> tuple[list[BaseMessage], str | None]:
-        found = await service.saver.aget_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
-        if found is None:
-            return [], None
-        messages = (found.checkpoint.get("channel_values") or {}).get("messages") or []
-        repo = (found.metadata or {}).get(REPO_KEY)
-        return list(messages), str(repo) if repo is not None else None
-
-    out: list[tuple[list[BaseMessage], str | None]] = []
     for start in range(0, len(threads), READ_AHEAD):
-        out += await asyncio.gather(*(one(thread) for thread in threads[start : start + READ_AHEAD]))
-    return out
+        batch = threads[start : start + READ_AHEAD]
+        digests = await asyncio.gather(*(_digest(service, thread) for thread, _ in batch))
+        for (thread, updated), (messages, repo) in zip(batch, digests, strict=True):
+            if (snippet := _match(messages, words)) is not None:
+                found.append(SessionSummary(id=session_of(key, thread) or thread, updated_at=updated,
+                                            title=_title(messages), repo=repo, snippet=snippet))  # fmt: skip
+    return found
+
+
+async def _digest(service: Any, thread: str) -> tuple[list[BaseMessage], str | None]:
+    """Return a thread's messages and repository from its latest checkpoint (none when it cannot be read)."""
+    try:
+        found = await service.saver.aget_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+    except REDIS_ERRORS:
+        raise
+    except Exception:  # one unreadable session is left out, the others still listed
+        log.warning("could not read a checkpoint of %s", thread)
+        return [], None
+    if found is None:
+        return [], None
+    messages = (found.checkpoint.get("channel_values") or {}).get("messages") or []
+    repo = (found.metadata or {}).get(REPO_KEY)
+    return list(messages), str(repo) if repo is not None else None
+
+
+def _title(messages: Sequence[BaseMessage]) -> str | None:
+    first = next((m for m in messages if isinstance(m, HumanMessage)), None)
+    return title_of(first.text) if first is not None else None
 
 
 def _match(messages: Sequence[BaseMessage], words: Sequence[str]) -> str | None:
     """Return a snippet around the first word's first match when the messages hold every word, else None."""
-    texts = [" ".join(str(m.content).split()) for m in messages if isinstance(m, HumanMessage | AIMessage)]
-    folded = [text.casefold() for text in texts]
-    if not all(any(word in text for text in folded) for word in words):
+    texts = [" ".join(m.text.split()) for m in messages if isinstance(m, HumanMessage | AIMessage)]
+    patterns = [re.compile(re.escape(word), re.IGNORECASE) for word in words]
+    if not all(any(p.search(text) for text in texts) for p in patterns):
         return None
-    for text, low in zip(texts, folded, strict=True):
-        if (at := low.find(words[0])) >= 0:
-            start = max(0, at - SNIPPET_CHARS // 3)
-            if start and (space := text.find(" ", start, at)) >= 0:  # begin at a word
+    for text in texts:
+        if (hit := patterns[0].search(text)) is not None:
+            start = max(0, hit.start() - SNIPPET_CHARS // 3)
+            if start and (space := text.find(" ", start, hit.start())) >= 0:  # begin at a word
                 start = space + 1
             clip = text[start : start + SNIPPET_CHARS]
             return ("…" if start else "") + clip + ("…" if start + SNIPPET_CHARS < len(text) else "")

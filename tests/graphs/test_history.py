@@ -54,3 +54,13 @@ def test_a_newest_turn_longer_than_the_budget_is_cut_to_fit() -> None:
 
 def test_no_earlier_turns_no_history() -> None:
     assert fit_history([], 512).messages == [] and fit_history([], 512).verbatim == 0
+
+
+def test_a_question_longer_than_the_budget_is_cut_too_and_roles_still_alternate() -> None:
+    pasted = "Why does this fail? " + " ".join(f"frame{n} at line {n}" for n in range(600))
+    messages = [HumanMessage("first"), AIMessage("the first answer"), HumanMessage(pasted), AIMessage("because")]
+    fitted = fit_history(messages, budget=512)
+    assert fitted.clipped and fitted.tokens <= 512
+    roles = [type(m) for m in fitted.messages]
+    assert roles == [HumanMessage, AIMessage] * (len(roles) // 2) and len(roles) % 2 == 0
+    assert fitted.messages[-2].text.endswith("(cut to fit the model's window)")

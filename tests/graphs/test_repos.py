@@ -13,7 +13,7 @@ from cairn.errors import UnknownRepository
 from graphs.agent.context import Context
 from graphs.agent.graph import build_graph, graph
 from graphs.agent.resources import load_indexes, resources_for
-from graphs.agent.sessions import recorded_repo, repo_mismatch, session_metadata
+from graphs.agent.sessions import Recorded, recorded, repo_mismatch, session_metadata
 from tests.conftest import SAMPLE_REPO, FakeEmbedder
 from tests.repos import ingest_as, repo_settings, write_billing_repo
 
@@ -72,9 +72,10 @@ async def test_a_session_keeps_to_its_repository(data_dir: Path) -> None:
     compiled = build_graph().compile(checkpointer=saver)
     billing = context(data_dir, repo="billing")
     config = {"configurable": {"thread_id": "s1"}, "metadata": session_metadata(billing)}
-    assert await recorded_repo(saver, "s1") is None
+    assert await recorded(saver, "s1") == Recorded()
     await compiled.ainvoke(ask("How is an invoice total rounded?"), config, context=billing)
-    assert await recorded_repo(saver, "s1") == "billing"
+    # no title recorded (a session from before titles were): its first question stands for one
+    assert await recorded(saver, "s1") == Recorded("billing", "How is an invoice total rounded?")
     assert repo_mismatch("billing", billing, "s1") is None
     message = repo_mismatch("billing", context(data_dir, repo="*"), "s1")
     assert message == "The session 's1' is about 'billing', and this turn asks about all repositories; " \

@@ -135,6 +135,7 @@ def test_the_status_view_shows_each_repository_the_model_and_recent_requests(ser
     try:
         source.write_text(original + "\n# edited\n", encoding="utf-8")
         status_module._checked.clear()
+        status_module._status.clear()
         repos = {r["name"]: r for r in httpx.get(f"{service.url}/api/status", timeout=30).json()["repositories"]}
         assert repos["billing"]["freshness"]["changed"] == 1 and not repos["billing"]["freshness"]["fresh"]
         assert repos["tinykv"]["freshness"]["fresh"]

@@ -270,9 +270,9 @@ function Sidebar({ sessions, titles, current, error, showRepo, onNew, onOpen, on
         const list = (await getJSON(`sessions?${new URLSearchParams({ q, limit: '50' })}`)).sessions
         if (live) { setFound(list); setSearchError(null) }
       } catch (e) { if (live) setSearchError(e.message) }
-    }, 250)
+    }, 400)
     return () => { live = false; clearTimeout(timer) }
-  }, [query, sessions])
+  }, [query])
   const shown = found ?? sessions
   const titleOf = (s) => s.title || titles[s.id] || s.id
   return html`<nav class="sessions" aria-label="Conversations">
@@ -672,7 +672,8 @@ function App() {
     setTab('chat')
     const detail = await loadTelemetry(id)
     if (!detail || sessionRef.current !== id) return
-    if (detail.repo && (detail.repo === '*' || reposRef.current.some((r) => r.name === detail.repo))) setScope(detail.repo)
+    // its repository (a name or *; a service on one index folder records the folder, which is no choice)
+    if (detail.repo && !detail.repo.includes('/')) setScope(detail.repo)
     const markdown = await markdownReady
     setMessages(restoredMessages(detail.messages, markdown))
   }, [])
