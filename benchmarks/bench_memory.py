@@ -43,6 +43,8 @@ async def user(url: str, name: str, until: float, counts: dict[str, int]) -> Non
                 async for _ in r.aiter_lines():
                     pass
                 counts[str(r.status_code)] = counts.get(str(r.status_code), 0) + 1
+            if r.status_code != 200:
+                await asyncio.sleep(0.5)
             turn += 1
 
 
@@ -73,7 +75,8 @@ def main() -> None:
     port = free_port()
     redis = start_redis(port, work)
     settings = Settings(_env_file=None, data_dir=work, index_dir=index_dir, model="instant",
-                        redis_url=f"redis://127.0.0.1:{port}/0", redis_prefix="memory")  # fmt: skip
+                        redis_url=f"redis://127.0.0.1:{port}/0", redis_prefix="memory",
+                        max_concurrent_runs=args.sessions, max_concurrent_runs_per_key=args.sessions)  # fmt: skip
     process = psutil.Process(os.getpid())
     samples: list[dict] = []
     counts: dict[str, int] = {}

@@ -23,9 +23,10 @@ included), and query each (``retrievers.load_search_index``, then ``SearchIndex.
 IVF's and HNSW's recall@10 are measured against flat's exact top 10, with an nprobe sweep (IVF, Cairn's
 default of one list in 32 among them) and an efSearch sweep (HNSW). A last stage builds
 BM25 alone over real, unvaried chunks of every installed package (up to ``--chunks``), which shows the
-keyword side at scale on real text. ``--alternatives`` adds IVF (4,096 lists) and HNSW with
-efConstruction 200, built straight from the vectors with FAISS (Cairn's store has neither), with their
-recall against flat. Results go to benchmarks/results/million.json.
+keyword side at scale on real text. ``--alternatives`` adds a plain FAISS IVF (4,096 lists, nprobe
+8-128) and HNSW with efConstruction 200, built straight from the vectors outside the store, with their
+recall against flat. ``--reuse-builds`` queries the indexes the last run left in ``--work``. Results go to
+benchmarks/results/million.json.
 """
 
 from __future__ import annotations
@@ -405,7 +406,9 @@ def stage_query(args: argparse.Namespace) -> dict[str, Any]:
                     samples[name].append(time.perf_counter() - t0)
         return {name: summary_ms(values) for name, values in samples.items()}
 
-    top = np.asarray([[h.row for h in index.dense_by_vector(v, K)] for v in vectors], dtype=np.int64)
+    # recall is over rows, so copies with the same text are not collapsed into one hit here
+    exact_rows = SearchIndex(index.generation, index.embedder, collapse=False)
+    top = np.asarray([[h.row for h in exact_rows.dense_by_vector(v, K)] for v in vectors], dtype=np.int64)
     if args.kind == "flat":
         result["latency"] = timed({"": index}, "")
         np.save(args.work / "flat-top10.npy", top)
@@ -413,16 +416,22 @@ def stage_query(args: argparse.Namespace) -> dict[str, Any]:
         exact = np.load(args.work / "flat-top10.npy")
         if args.kind == "ivf":  # the lists probed, Cairn's default (1 in 32) among them
             lists = int(index.generation.faiss_index.nlist)
-            result["ivf_lists"], result["ivf_default_nprobe"] = lists, ivf_probes(lists)
-            by_ef = {f"@nprobe{n}": SearchIndex(index.generation, index.embedder, nprobe=n) for n in NPROBE_SWEEP}
-            default = f"@nprobe{ivf_probes(lists)}"
+            result["ivf_lists"] = lists
+            result["ivf_default_nprobe"] = probes = ivf_probes(lists, len(index.chunks))
+            sweep = sorted({*NPROBE_SWEEP, probes})
+            by_ef = {f"@nprobe{n}": SearchIndex(index.generation, index.embedder, nprobe=n) for n in sweep}
+            rows_by = {name: SearchIndex(index.generation, index.embedder, nprobe=int(name[7:]), collapse=False)
+                       for name in by_ef}  # fmt: skip
+            default = f"@nprobe{probes}"
         else:
             by_ef = {f"@ef{ef}": SearchIndex(index.generation, index.embedder, ef_search=ef) for ef in EF_SWEEP}
+            rows_by = {name: SearchIndex(index.generation, index.embedder, ef_search=int(name[3:]), collapse=False)
+                       for name in by_ef}  # fmt: skip
             default = f"@ef{settings.hnsw_ef_search}"
         result["latency"] = timed(by_ef, default)
         real = _real_rows(index.chunks)
         result["recall_at_10_vs_flat"], result["source_recall_at_10_vs_flat"] = {}, {}
-        for name, idx in by_ef.items():
+        for name, idx in rows_by.items():
             got = [[h.row for h in idx.dense_by_vector(v, K)] for v in vectors]
             found = sum(len(set(g) & set(e.tolist())) for g, e in zip(got, exact, strict=True))
             result["recall_at_10_vs_flat"][name[1:]] = round(found / exact.size, 4)
@@ -669,6 +678,9 @@ def main() -> None:
     parser.add_argument(
         "--alternatives", action="store_true", help="also IVF and HNSW efConstruction 200, outside Cairn (~20 min)"
     )
+    parser.add_argument(
+        "--reuse-builds", action="store_true", help="query the indexes the last run built (its results file has them)"
+    )
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
     parser.add_argument("--kind", default="flat", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -680,10 +692,15 @@ def main() -> None:
 
     started = time.perf_counter()
     kinds = [k for k in args.kinds.split(",") if k]
-    for kind in kinds:
-        shutil.rmtree(args.work / kind, ignore_errors=True)
     name = "million" if args.chunks >= 1_000_000 else f"million-{args.chunks}"
     result: dict[str, Any] = {"machine": machine(), "chunks": args.chunks, "k": K, "build": {}, "query": {}}
+    if args.reuse_builds:  # the inputs and indexes are still in --work; their figures in the last results
+        earlier = json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text(encoding="utf-8"))
+        result.update(prepare=earlier["prepare"], build=earlier["build"])
+        result["query"] = {kind: q for kind, q in earlier.get("query", {}).items() if kind not in kinds}
+    else:
+        for kind in kinds:
+            shutil.rmtree(args.work / kind, ignore_errors=True)
 
     def record(key: str, report: dict[str, Any], kind: str = "") -> None:
         """Keep a stage's report and rewrite the results, so a later failure loses nothing measured."""
@@ -694,9 +711,10 @@ def main() -> None:
         result["wall_seconds"] = round(time.perf_counter() - started, 1)
         write_result(name, result)
 
-    record("prepare", run_stage(args, "prepare"))
-    for kind in kinds:
-        record("build", run_stage(args, "build", kind), kind)
+    if not args.reuse_builds:
+        record("prepare", run_stage(args, "prepare"))
+        for kind in kinds:
+            record("build", run_stage(args, "build", kind), kind)
     for kind in kinds:
         record("query", run_stage(args, "query", kind), kind)
     if not args.no_bm25_real:

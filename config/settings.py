@@ -223,14 +223,17 @@ class Settings(BaseSettings):
 
     faiss_index: Literal["auto", "flat", "ivf", "hnsw"] = Field(
         default="auto",
-        description="'auto': flat below 200,000 chunks, IVF from there; 'flat': exact inner product; 'ivf': "
+        description="'auto': flat below 120,000 chunks, IVF from there; 'flat': exact inner product; 'ivf': "
         "inverted lists, approximate (4·√n of them, trained on a sample; an incremental ingest keeps them while "
         "the corpus stays within 4× of that size); 'hnsw': a graph, approximate (low recall on near-duplicate code).",
     )
     hnsw_m: int = Field(default=32, ge=4, le=128, description="HNSW graph degree (faiss_index=hnsw).")
     hnsw_ef_search: int = Field(default=128, ge=8, description="HNSW search breadth (faiss_index=hnsw).")
     ivf_nprobe: int = Field(
-        default=0, ge=0, le=65_536, description="IVF lists a query probes; 0: one in 32 of them, at least 16."
+        default=0,
+        ge=0,
+        le=65_536,
+        description="IVF lists a query probes; 0: enough to scan about 32,768 vectors, at least 1 in 32.",
     )
 
     search_k: int = Field(default=8, ge=1, le=200, description="Results returned by a search.")

@@ -239,13 +239,14 @@ class SearchIndex:
         ]
 
     def _probes(self, mask: np.ndarray | None) -> int:
-        """Return the IVF lists to probe: the setting (or 1 in 32), widened by a filter's selectivity.
+        """Return the IVF lists to probe: the setting (or ``ivf_probes``), widened by a filter's selectivity.
 
-        A filter that keeps a tenth of the chunks keeps about a tenth of each list, so ten times the
-        lists are probed to find as many candidates (all of them, for a narrow filter).
+        ``ivf_probes`` picks enough lists to scan about 32 k vectors. A filter that keeps a tenth of the
+        chunks keeps about a tenth of each list, so ten times the lists are probed to find as many
+        candidates (all of them, for a narrow filter).
         """
         lists = int(self._faiss.nlist)
-        probes = self._nprobe or ivf_probes(lists)
+        probes = self._nprobe or ivf_probes(lists, int(self._faiss.ntotal))
         if mask is not None:
             kept = max(float(mask.mean()), 1.0 / len(mask))
             probes = int(np.ceil(probes / kept))

@@ -198,6 +198,7 @@ def test_auto_index_kind_is_flat_until_a_size_then_ivf_with_lists_and_probes_by_
     assert Settings(_env_file=None).faiss_index == "auto"
     assert index_kind("auto", AUTO_IVF_FROM - 1) == "flat" and index_kind("auto", AUTO_IVF_FROM) == "ivf"
     assert index_kind("hnsw", 10) == "hnsw" and index_kind("flat", 10**7) == "flat"
-    assert ivf_lists(1_000_000) == 4096 and ivf_probes(4096) == 128
-    assert ivf_lists(200_000) == 2048 and ivf_lists(10) == 10 and ivf_lists(0) == 1
-    assert ivf_probes(16) == 16
+    assert ivf_lists(1_000_000) == 4096 and ivf_probes(4096, 1_000_000) == 135  # ~32 k vectors scanned
+    assert ivf_lists(200_000) == 2048 and ivf_probes(2048, 200_000) == 336
+    assert ivf_lists(10) == 10 and ivf_lists(0) == 1
+    assert ivf_probes(16, 32) == 16 and ivf_probes(65_536, 10**9) == 2048  # at least 1 in 32
