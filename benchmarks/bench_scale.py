@@ -179,6 +179,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="throughput rounds (medians over them)")
     parser.add_argument("--soak", action="store_true", help="run the soak instead of the throughput benchmark")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the soak")
+    parser.add_argument("--result", default="", help="the results file's name (default: soak or scale)")
     parser.add_argument(
         "--backends", action="store_true",
         help="one worker embedding queries with torch against one with ONNX Runtime, instead of 1 vs 2 workers",
@@ -199,7 +200,8 @@ def main() -> None:
     if args.soak:
         (work / "redis").mkdir()
         results["soak"] = soak(env, args.minutes, redis_port, work)
-        name = "soak"
+        results["malloc_arena_max"] = os.environ.get("MALLOC_ARENA_MAX")
+        name = args.result or "soak"
     else:
         redis = start_redis(redis_port, work)
         try:

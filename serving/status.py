@@ -18,6 +18,7 @@ from pathlib import Path
 from cairn import __version__
 from cairn.errors import CairnError
 from ingest.repos import freshness, live_manifest
+from ingest.store import CURRENT
 from serving import code_queries
 from serving.schemas import Check, Freshness, RecentRequest, Replica, RepositoryStatus, ServiceStatus
 from serving.service import Service
@@ -44,7 +45,7 @@ def _index_dir(service: Service, name: str) -> Path:
 
 def _freshness(index_dir: Path) -> Freshness | None:
     """Return how the index stands against its source, reusing a check younger than ``FRESHNESS_TTL``."""
-    pointer = index_dir / "CURRENT"
+    pointer = index_dir / CURRENT
     try:
         generation = pointer.read_text(encoding="utf-8").strip()
     except OSError:
