@@ -68,7 +68,7 @@ class History:
     verbatim: int = 0
     summarised: int = 0
     dropped: int = 0
-    #: Whether the newest turn's answer was cut to fit.
+    #: Whether the newest turn (its answer, and its question when that alone is too long) was cut to fit.
     clipped: bool = False
     tokens: int = 0
     budget: int = 0
