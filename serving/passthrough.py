@@ -18,6 +18,7 @@ from typing import Any, cast
 import anyio
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from langchain_core.runnables import RunnableConfig
 from openai.types.chat import ChatCompletion, ChatCompletionMessage
 from openai.types.chat.chat_completion import Choice
 from openai.types.completion_usage import CompletionUsage
@@ -36,6 +37,11 @@ def _usage(metadata: dict[str, Any] | None) -> CompletionUsage:
     return CompletionUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
 
+def _traced(service: Service, body: ChatCompletionRequest) -> RunnableConfig:
+    """The model call's config: traced and counted in /metrics like the agent's runs."""
+    return {"callbacks": [service.run_telemetry(None, body.user)]}
+
+
 async def passthrough(
     service: Service, body: ChatCompletionRequest, request: Request, extra: dict[str, Any]
 ) -> Response:
@@ -50,7 +56,7 @@ async def passthrough(
     extra = {"passthrough": True, **extra}
     if not body.stream:
         try:
-            reply = await until_disconnected(request, model.ainvoke(messages, stop=stop))
+            reply = await until_disconnected(request, model.ainvoke(messages, _traced(service, body), stop=stop))
         except Exception as exc:
             raise await service.translate(exc, context) from exc
         visible, _thinking = split_thinking(str(reply.content))
@@ -73,7 +79,7 @@ async def passthrough(
         )
         return JSONResponse(completion.model_dump(mode="json", exclude_unset=True))
 
-    stream = cast("AsyncGenerator[Any, None]", model.astream(messages, stop=stop))
+    stream = cast("AsyncGenerator[Any, None]", model.astream(messages, _traced(service, body), stop=stop))
     writer = ChunkWriter(body.model)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     # the first chunk is awaited before the response starts, so an endpoint that is down is a 503, not a broken 200

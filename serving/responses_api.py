@@ -37,7 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from graphs.agent.citations import render_answer, sources_block
 from graphs.agent.turn import Final, Session, Token, Turn
-from serving.chat import MAX_MESSAGES, whole_turn
+from serving.chat import MAX_MESSAGES, record_usage, whole_turn
 from serving.errors import REDIS_ERRORS, ServiceError
 from serving.openai_compat import TokenUsage, cairn_extra
 from serving.security import check_session_id, key_of, session_thread
@@ -194,6 +194,8 @@ async def responses(service: Service, body: ResponsesRequest, request: Request) 
         return JSONResponse(reply)
 
     stream = _stream(rid, item_id, body, turn.events(steps=False), usage, name if body.store else None)
+    if turn.session is not None:  # a kept turn's tokens are counted before the client sees it complete
+        stream = _counted(stream, service, turn.session.thread, usage)
     return StreamingResponse(_relay(stream, rid, body, service, context), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # fmt: skip
 
@@ -271,6 +273,19 @@ async def _stream(
     done = _response(rid, body, "completed", [item], usage=_usage(usage),
                      cairn=cairn_extra(state, session, usage.estimated))  # fmt: skip
     yield _event("response.completed", next(sequence), response=done)
+
+
+async def _counted(
+    stream: AsyncGenerator[str, None], service: Service, thread: str, usage: TokenUsage
+) -> AsyncGenerator[str, None]:
+    """Pass the stream's events on, adding the turn's tokens to its session's counters before the last one."""
+    try:
+        async for line in stream:
+            if line.startswith("event: response.completed\n"):
+                await record_usage(service, thread, usage)
+            yield line
+    finally:
+        await stream.aclose()
 
 
 async def _relay(

@@ -345,6 +345,8 @@ def test_the_responses_api_through_the_official_client(service: Server) -> None:
     session = httpx.get(f"{service.url}/sessions/{follow.model_extra['cairn']['session_id']}").json()
     asked = [m["content"] for m in session["messages"] if m["role"] == "user"]
     assert asked == ["How does the LRU cache evict entries?", "And where is put?"]
+    # both turns' tokens are counted in the session, the streamed one too
+    assert session["telemetry"]["turns"] == 2 and session["telemetry"]["total_tokens"] > first.usage.total_tokens
     other = client.responses.create(model="cairn-agent", input="How are records encoded?")
     assert other.model_extra["cairn"]["session_id"] != follow.model_extra["cairn"]["session_id"]  # never merged
     with pytest.raises(openai.NotFoundError):
