@@ -6,8 +6,9 @@ Each run starts `cairn serve` (one worker, the default embedded model: llama.cpp
 started by `cairn serve`; the bundled embedding model; Redis started by `cairn serve`) on the sample
 repository's index, polls /health and /ready every 50 ms, then waits 10 s idle and reads the RSS of the
 worker, of the llama.cpp server and of redis-server. "Ready" includes loading the chat model (the
-embedded server answers one token); "alive" is the service without it. ``make bench-startup``; results
-in benchmarks/results/startup.json.
+embedded server answers one token). Each run is followed by one with ``CAIRN_MODEL=instant`` (no chat
+model to start or load: what Cairn itself takes to come up, the seed's "start-up excluding model
+load"). ``make bench-startup``; results in benchmarks/results/startup.json.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _until(url: str, process: subprocess.Popen, started: float, timeout: float =
     raise TimeoutError(url)
 
 
-def one_run(work: Path, index_dir: Path) -> dict:
+def one_run(work: Path, index_dir: Path, model: str | None = None) -> dict:
     from cairn.processes import free_port
 
     port = free_port()
@@ -54,6 +55,8 @@ def one_run(work: Path, index_dir: Path) -> dict:
         "CAIRN_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "CAIRN_EMBEDDED_PORT": str(free_port()),
     }
+    if model is not None:
+        env["CAIRN_MODEL"] = model
     started = time.perf_counter()
     process = subprocess.Popen([CAIRN, "serve", "--port", str(port)], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -83,18 +86,22 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="cairn-bench-startup-"))
     index_dir = work / "index"
     ingest_repository(ROOT / "examples/sample-repo", Settings(_env_file=None, data_dir=work, index_dir=index_dir))
-    runs = [one_run(work, index_dir) for _ in range(args.runs)]
-    for run in runs:
-        print(run, flush=True)
-    result = {
-        "machine": machine(),
-        "runs": runs,
-        "alive_s_median": statistics.median(r["alive_s"] for r in runs),
-        "ready_s_median": statistics.median(r["ready_s"] for r in runs),
-        "idle_rss_mb_median": {
-            kind: statistics.median(r["idle_rss_mb"].get(kind, 0) for r in runs) for kind in runs[0]["idle_rss_mb"]
-        },
-    }
+    runs, bare = [], []
+    for _ in range(args.runs):  # interleaved: the embedded model, then no chat model at all
+        runs.append(one_run(work, index_dir))
+        bare.append(one_run(work, index_dir, model="instant"))
+        print(runs[-1], bare[-1], flush=True)
+
+    def medians(of: list[dict]) -> dict:
+        return {
+            "alive_s_median": statistics.median(r["alive_s"] for r in of),
+            "ready_s_median": statistics.median(r["ready_s"] for r in of),
+            "idle_rss_mb_median": {
+                kind: statistics.median(r["idle_rss_mb"].get(kind, 0) for r in of) for kind in of[0]["idle_rss_mb"]
+            },
+        }
+
+    result = {"machine": machine(), "runs": runs, **medians(runs), "without_model": {"runs": bare, **medians(bare)}}
     print(result)
     print(f"wrote {write_result('startup', result)}")
 

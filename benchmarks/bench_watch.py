@@ -15,6 +15,12 @@ folder and ingested with the real embedding model as repository "bench". Then `c
   file gets a new function appended and the rest are new files, written back to back; the time runs
   until every one of the new names is searchable, with the number of batches the watcher ran.
 
+Two services run side by side on two copies of the corpus, and every save or switch goes to each in
+turn: one as configured by default (an index of CAIRN_INDEX_DELTA_FROM chunks or more gets delta
+generations: only what changed), one with CAIRN_INDEX_DELTA_FROM=0 (a whole generation per batch, as
+before deltas). At the end each is left quiet until its watcher has merged the live delta into a
+whole generation (CAIRN_WATCH_MERGE_IDLE_MS, 30 s here), and the merge's time is reported.
+
 With ``--placeholder-vectors`` the first, full ingest stores deterministic random 384-dimensional
 vectors instead of running the model (the transformers source takes about 20 minutes to embed on
 2 cores; chunking, keyword tokens and the generation's size are the real ones). The watcher, in the
@@ -27,8 +33,10 @@ Results go to benchmarks/results/watch[-NAME].json; the numbers are in docs/benc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +55,7 @@ from cairn.processes import free_port  # noqa: E402
 
 REPO = "bench"
 POLL_SECONDS = 0.025
+MERGE_IDLE_MS = 30_000
 
 
 def default_corpus() -> Path:
@@ -150,20 +159,38 @@ def append_function(path: Path, name: str) -> None:
         handle.write(f"\n\ndef {name}(value):\n    return value\n")
 
 
-def measure_saves(service: WatchingService, source: Path, files: list[Path], count: int) -> list[float]:
-    seconds = []
-    for i in range(count + 1):  # the first save is a warm-up, not counted
-        target = files[i % len(files)]
-        name = f"fresh_probe_{i}_{uuid.uuid4().hex[:8]}"
-        started = time.perf_counter()
-        append_function(target, name)
-        took = service.until_found(name, target.relative_to(source).as_posix(), started)
-        if i:
-            seconds.append(took)
-        print(f"save {i}: {took * 1000:.0f} ms", flush=True)
-        service.wait_idle()
-        time.sleep(0.3)
+def measure_save(service: WatchingService, source: Path, target: Path, label: str) -> float:
+    """Append a function to ``target`` and return the seconds until a search finds it."""
+    name = f"fresh_probe_{uuid.uuid4().hex[:12]}"
+    started = time.perf_counter()
+    append_function(target, name)
+    took = service.until_found(name, target.relative_to(source).as_posix(), started)
+    print(f"{label}: {took * 1000:.0f} ms", flush=True)
+    service.wait_idle()
+    time.sleep(0.3)
+    return took
+
+
+def measure_saves(arms: dict[str, tuple[WatchingService, Path, list[Path]]], count: int) -> dict[str, list[float]]:
+    """Save N times into each arm in turn (a warm-up first, not counted); return each arm's seconds."""
+    seconds: dict[str, list[float]] = {name: [] for name in arms}
+    for i in range(count + 1):
+        for name, (service, source, files) in arms.items() if i % 2 else reversed(arms.items()):
+            took = measure_save(service, source, files[i % len(files)], f"save {i} ({name})")
+            if i:
+                seconds[name].append(took)
     return seconds
+
+
+def wait_merged(service: WatchingService, timeout: float = 300) -> dict:
+    """Wait, touching nothing, until the watcher has merged its live delta (if it has one)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = service.watch_status()
+        if not status.get("delta") and not status["busy"]:
+            return {"merges": status.get("merges", 0), "merge_seconds": status.get("last_merge_seconds")}
+        time.sleep(0.5)
+    raise RuntimeError(f"the delta was not merged: {service.watch_status()}")
 
 
 def measure_switch(service: WatchingService, source: Path, files: list[Path], count: int) -> dict:
@@ -209,20 +236,35 @@ def main() -> None:
     args = parser.parse_args()
     corpus = {None: default_corpus, "transformers": transformers_source}.get(args.corpus, lambda: Path(args.corpus))()
     work = Path(tempfile.mkdtemp(prefix="cairn-bench-watch-"))
+    arms_env = {"deltas": {}, "whole": {"CAIRN_INDEX_DELTA_FROM": "0"}}
+    results: dict = {"machine": machine(), "corpus": str(corpus), "debounce_ms": 400, "merge_idle_ms": MERGE_IDLE_MS}
     try:
-        source, data, stats = prepare(corpus, work, args.placeholder_vectors)
-        files = sorted(p for p in source.rglob("*.py") if p.stat().st_size > 0)
-        results: dict = {"machine": machine(), "corpus": str(corpus), **stats, "debounce_ms": 400}
-        with WatchingService(data) as service:
-            catch_up = service.wait_idle()
-            results["catch_up_batch_seconds"] = catch_up.get("last_batch", {}).get("seconds")
-            saves = measure_saves(service, source, files, args.saves)
-            results["save_to_searchable"] = summary_ms(saves)
-            results["branch_switch"] = measure_switch(service, source, files, args.switch)
+        prepared = {name: prepare(corpus, work / name, args.placeholder_vectors) for name in arms_env}
+        results |= next(iter(prepared.values()))[2]
+        with contextlib.ExitStack() as stack:
+            arms = {}
+            for name, env in arms_env.items():
+                source, data, _stats = prepared[name]
+                service = stack.enter_context(
+                    WatchingService(data, CAIRN_WATCH_MERGE_IDLE_MS=str(MERGE_IDLE_MS), **env)
+                )
+                arms[name] = (service, source, sorted(p for p in source.rglob("*.py") if p.stat().st_size > 0))
+                results.setdefault(name, {})["catch_up_batch_seconds"] = (
+                    service.wait_idle().get("last_batch", {}).get("seconds"))  # fmt: skip
+            saves = measure_saves(arms, args.saves)
+            for name, (service, source, files) in arms.items():
+                results[name]["save_to_searchable"] = summary_ms(saves[name])
+                results[name]["branch_switch"] = measure_switch(service, source, files, args.switch)
+            for name, (service, _source, _files) in arms.items():
+                results[name]["merge"] = wait_merged(service)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"\nsave → searchable: {results['save_to_searchable']}")
-    print(f"branch switch: {results['branch_switch']}")
+    pairs = [whole / delta for delta, whole in zip(saves["deltas"], saves["whole"], strict=True)]
+    results["whole_over_deltas_per_save"] = {"median": round(statistics.median(pairs), 3), "n": len(pairs)}
+    for name in arms_env:
+        print(f"\n{name}: save → searchable {results[name]['save_to_searchable']}")
+        print(f"{name}: branch switch {results[name]['branch_switch']}; merge {results[name]['merge']}")
+    print(f"whole / deltas, per save: {results['whole_over_deltas_per_save']}")
     name = "watch" if args.corpus is None else f"watch-{corpus.name}"
     print(f"wrote {write_result(name, results)}")
 

@@ -220,6 +220,21 @@ class Settings(BaseSettings):
         le=600_000,
         description="Longest a watcher waits while changes keep coming before it re-indexes anyway.",
     )
+    index_delta_from: int = Field(
+        default=20_000,
+        ge=0,
+        description=(
+            "Chunks from which a watcher's re-index writes a delta generation (only the changed files' rows, "
+            "on the last whole generation) instead of rewriting the whole index; a delta past a tenth of the "
+            "index is merged at once, and any delta once the watcher is idle. 0: always a whole generation."
+        ),
+    )
+    watch_merge_idle_ms: int = Field(
+        default=60_000,
+        ge=0,
+        le=86_400_000,
+        description="Quiet time after which a watcher merges a live delta generation into a whole one.",
+    )
 
     faiss_index: Literal["auto", "flat", "ivf", "hnsw"] = Field(
         default="auto",

@@ -85,6 +85,18 @@ class ChunkTable(Sequence[Chunk]):
         """Return chunk ``index``'s text."""
         return bytes(self.texts[self.text_offsets[index] : self.text_offsets[index + 1]]).decode("utf-8")
 
+    def text_run(self, begin: int, end: int) -> tuple[bytes | memoryview, np.ndarray]:
+        """Return the text bytes of rows ``begin:end`` back to back (one slice, no copy) and each row's length."""
+        first, last = int(self.text_offsets[begin]), int(self.text_offsets[end])
+        return memoryview(self.texts)[first:last], np.diff(self.text_offsets[begin : end + 1])
+
+    def take(self, rows: np.ndarray) -> ChunkTable:
+        """Return a new table of ``rows`` in that order (consecutive rows copied as one run)."""
+        builder = ChunkTableBuilder()
+        for begin, end in runs(rows):
+            builder.add_rows(self, int(rows[begin]), int(rows[end - 1]) + 1)
+        return builder.build()
+
     def language_column(self) -> np.ndarray:
         """Return each chunk's language name."""
         return np.asarray(self.languages, dtype=object)[self.language_ids]
@@ -174,9 +186,9 @@ class ChunkTableBuilder:
         self._languages.extend(table.languages[i] for i in table.language_ids[begin:end])
         self._kinds.extend(table.kinds[i] for i in table.kind_ids[begin:end])
         self._symbols.extend(table.symbols[begin:end])
-        first, last = int(table.text_offsets[begin]), int(table.text_offsets[end])
-        self._text_parts.append(memoryview(table.texts)[first:last])
-        self._text_lengths.append(np.diff(table.text_offsets[begin : end + 1]))
+        part, lengths = table.text_run(begin, end)
+        self._text_parts.append(part)
+        self._text_lengths.append(lengths)
         self._hashes.append(table.hashes[begin:end])
 
     def build(self) -> ChunkTable:
@@ -201,6 +213,84 @@ class ChunkTableBuilder:
             text_offsets=offsets,
             hashes=np.concatenate(self._hashes) if self._hashes else np.zeros((0, HASH_BYTES), dtype=np.uint8),
         )
+
+
+class JoinedChunkTable(ChunkTable):
+    """Rows ``base_rows`` of a base table followed by every row of a second one: a delta generation's chunks.
+
+    The metadata columns are joined in memory (names interned again, so a file is listed once and a
+    file whose base rows were all dropped is not listed); the texts stay where they are, the base's
+    memory-mapped, and are read from whichever table holds the row.
+    """
+
+    def __init__(self, base: ChunkTable, base_rows: np.ndarray, delta: ChunkTable) -> None:
+        self._base, self._base_rows, self._delta = base, base_rows, delta
+        rows = base_rows
+        paths, path_ids = _reinterned(base.paths, base.path_ids[rows], delta.paths, delta.path_ids)
+        languages, language_ids = _reinterned(base.languages, base.language_ids[rows], delta.languages,
+                                              delta.language_ids)  # fmt: skip
+        kinds, kind_ids = _reinterned(base.kinds, base.kind_ids[rows], delta.kinds, delta.kind_ids)
+        base_symbols = base.symbols
+        super().__init__(
+            paths=paths,
+            path_ids=path_ids,
+            starts=np.concatenate([base.starts[rows], delta.starts]),
+            ends=np.concatenate([base.ends[rows], delta.ends]),
+            languages=languages,
+            language_ids=language_ids,
+            kinds=kinds,
+            kind_ids=kind_ids,
+            symbols=[base_symbols[row] for row in rows.tolist()] + list(delta.symbols),
+            texts=b"",
+            text_offsets=np.zeros(0, dtype=np.int64),  # not used: text() and text_run() ask the two tables
+            hashes=np.concatenate([base.hashes[rows], delta.hashes]),
+        )
+
+    def text(self, index: int) -> str:
+        """Return chunk ``index``'s text, from the base table or the delta."""
+        kept = len(self._base_rows)
+        if index < kept:
+            return self._base.text(int(self._base_rows[index]))
+        return self._delta.text(index - kept)
+
+    def text_run(self, begin: int, end: int) -> tuple[bytes | memoryview, np.ndarray]:
+        """Return rows ``begin:end``'s text bytes: one slice where they are consecutive in one table."""
+        kept = len(self._base_rows)
+        if end <= begin:
+            return b"", np.zeros(0, dtype=np.int64)
+        if begin >= kept:
+            return self._delta.text_run(begin - kept, end - kept)
+        rows = self._base_rows[begin:end]
+        if end <= kept and bool((np.diff(rows) == 1).all()):
+            return self._base.text_run(int(rows[0]), int(rows[-1]) + 1)
+        parts = [self.text(i).encode("utf-8", "surrogatepass") for i in range(begin, end)]
+        return b"".join(parts), np.array([len(part) for part in parts], dtype=np.int64)
+
+    def save(self, folder: Path) -> None:
+        """Write the joined rows as one plain table."""
+        self.take(np.arange(len(self))).save(folder)
+
+
+def runs(rows: np.ndarray) -> list[tuple[int, int]]:
+    """Return the (begin, end) positions of each run of consecutive values in ``rows``."""
+    if not len(rows):
+        return []
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    begins = [0, *breaks.tolist()]
+    return list(zip(begins, [*breaks.tolist(), len(rows)], strict=True))
+
+
+def _reinterned(
+    names_a: list[str], ids_a: np.ndarray, names_b: list[str], ids_b: np.ndarray
+) -> tuple[list[str], np.ndarray]:
+    """Intern the names two tables' id columns point at as one list (each used name once, in first-id order)."""
+    names = [*names_a, *names_b]
+    ids = np.concatenate([ids_a.astype(np.int64), ids_b.astype(np.int64) + len(names_a)])
+    table: dict[str, int] = {}
+    remap = np.full(max(len(names), 1), -1, dtype=np.int32)
+    for old in np.unique(ids).tolist():
+        remap[old] = table.setdefault(names[old], len(table))
+    return list(table), remap[ids] if len(ids) else np.zeros(0, dtype=np.int32)
 
 
 def legacy_rows_to_table(rows: Sequence[list[Any]]) -> ChunkTable:

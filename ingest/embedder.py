@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -89,21 +90,28 @@ class Embedder:
     ) -> None:
         self.model_name = model_name
         path = resolve_model_path(model_name)
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as transformers_logging
+        self._path, self._device, self._max_tokens = path, device, max_tokens
+        self._loaded: Any = None
+        self._load_lock = threading.Lock()
+        #: Seconds spent inside the model's encode() by embed_documents, for overhead accounting.
+        self.encode_seconds = 0.0
+        self._queries: Any = None
+        if onnx_dir is None:
+            writable = os.access(path, os.W_OK)
+            onnx_dir = path / "onnx" if writable or onnx_fallback_dir is None else onnx_fallback_dir
+        onnx_dir = Path(onnx_dir)
+        if backend in {"auto", "onnx"} and device == "cpu":
+            # An export already checked against torch needs neither torch nor the model to embed queries
+            # (a serving worker's RSS: about 350 MB less); the model is loaded when documents come.
+            from ingest.onnx_encoder import OnnxQueryEncoder, onnx_available
 
-        transformers_logging.disable_progress_bar()
-
-        try:
-            self._model: Any = SentenceTransformer(str(path), device=device, local_files_only=True)
-        except Exception as exc:  # the library raises many kinds; all mean the same to a user
-            raise EmbeddingModelUnavailable(
-                f"Could not load embedding model from {path}: {exc}",
-                "check CAIRN_EMBEDDING_MODEL points at a sentence-transformers model folder",
-            ) from exc
-        self._model.max_seq_length = min(max_tokens, self._model.max_seq_length or max_tokens)
-        # sentence-transformers 6 renamed the method; older versions only have the long name.
+            if onnx_available() and (
+                encoder := OnnxQueryEncoder.from_checked_export(path, onnx_dir, max_tokens, threads=query_threads)
+            ):
+                self.backend, self._queries, self.dimension = "onnx", encoder, encoder.dimension
+                return
         model = self._model
+        # sentence-transformers 6 renamed the method; older versions only have the long name.
         dimension = (getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension)()
         if dimension is None:  # a model without a pooling layer: its vectors have no one size to index
             raise EmbeddingModelUnavailable(
@@ -111,23 +119,45 @@ class Embedder:
                 "use a sentence-transformers model that pools tokens into one vector (all-MiniLM-L6-v2 does)",
             )
         self.dimension = int(dimension)
-        #: Seconds spent inside the model's encode() by embed_documents, for overhead accounting.
-        self.encode_seconds = 0.0
-        self._queries: Any = None
         if backend == "auto":
             from ingest.onnx_encoder import onnx_available
 
-            backend = "onnx" if onnx_available() and self._model.device.type == "cpu" else "torch"
+            backend = "onnx" if onnx_available() and model.device.type == "cpu" else "torch"
         self.backend = backend
         if backend == "onnx":
-            if onnx_dir is None:
-                writable = os.access(path, os.W_OK)
-                onnx_dir = path / "onnx" if writable or onnx_fallback_dir is None else onnx_fallback_dir
             self._queries = self._onnx_queries(path, onnx_dir, query_threads)
         elif backend != "torch":
             raise EmbeddingModelUnavailable(
                 f"Unknown embedding backend {backend!r}", "set CAIRN_EMBEDDING_BACKEND to 'auto', 'torch' or 'onnx'"
             )
+
+    def warm(self) -> None:
+        """Load the model now (a watcher does, so the first save does not wait for it, and a broken one is told)."""
+        _ = self._model
+
+    @property
+    def _model(self) -> Any:
+        """Return the sentence-transformers model, loaded on first use (queries through ONNX never need it)."""
+        if self._loaded is None:
+            with self._load_lock:
+                if self._loaded is None:
+                    self._loaded = self._load_model()
+        return self._loaded
+
+    def _load_model(self) -> Any:
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        try:
+            model = SentenceTransformer(str(self._path), device=self._device, local_files_only=True)
+        except Exception as exc:  # the library raises many kinds; all mean the same to a user
+            raise EmbeddingModelUnavailable(
+                f"Could not load embedding model from {self._path}: {exc}",
+                "check CAIRN_EMBEDDING_MODEL points at a sentence-transformers model folder",
+            ) from exc
+        model.max_seq_length = min(self._max_tokens, model.max_seq_length or self._max_tokens)
+        return model
 
     def _onnx_queries(self, path: Path, onnx_dir: Path, threads: int) -> Any:
         """Export the model for ONNX Runtime (once) and check it embeds as torch does."""
@@ -152,6 +182,8 @@ class Embedder:
                 f"The ONNX export of {path} embeds differently from torch (cosine {agreement:.4f})",
                 "set CAIRN_EMBEDDING_BACKEND=torch",
             )
+        # Later processes may skip torch if the model's tokenizer run without transformers cuts texts the same way.
+        encoder.mark_checked(agreement, path, [*probe, "", "naïve café — x" * 200])
         return encoder
 
     def embed_documents(

@@ -19,6 +19,8 @@ from ingest.tokens import LEGACY_TOKENIZER
 
 FORMAT = "cairn-index"
 FORMAT_VERSION = 2
+#: A delta generation (``ingest/store.py``): only what changed since its base, which older Cairns cannot read.
+DELTA_FORMAT_VERSION = 3
 
 
 class FileRecord(TypedDict):
@@ -81,6 +83,11 @@ class Manifest:
     files: dict[str, FileRecord] = field(default_factory=dict)
     # Indexes written before the manifest named a tokenizer were built with the legacy one.
     keyword: KeywordInfo = field(default_factory=lambda: KeywordInfo(LEGACY_TOKENIZER))
+    #: A delta generation names the whole generation it adds to (``gen-<ns>``); None for a whole one.
+    base: str | None = None
+    #: The walk's content checks the files passed (``SecretPolicy.fingerprint``): while they are the same,
+    #: a file unchanged since (size and mtime) is not read again by the next walk.
+    walk_checks: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
@@ -99,6 +106,8 @@ class Manifest:
             counts=Counts(**data["counts"]),
             files=data.get("files", {}),
             keyword=KeywordInfo(str(data.get("keyword", {}).get("tokenizer", LEGACY_TOKENIZER))),
+            base=str(data["base"]) if data.get("base") else None,
+            walk_checks=str(data["walk_checks"]) if data.get("walk_checks") else None,
         )
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import logging
@@ -36,7 +37,15 @@ from ingest.manifest import (
     Manifest,
 )
 from ingest.secrets import SecretPolicy
-from ingest.store import Generation, check_writable, index_kind, open_generation, writer_lock
+from ingest.store import (
+    Generation,
+    check_writable,
+    index_kind,
+    open_generation,
+    take_token_rows,
+    write_delta,
+    writer_lock,
+)
 from ingest.store import write_generation as _write_generation
 from ingest.symbol_graph import SymbolGraphUpdate, graph_file
 from ingest.symbols import FileSymbols, extract_symbols, has_tag_query
@@ -87,6 +96,8 @@ class IngestResult:
     #: Files whose chunking raised (path → error); they are left out and tried again next time.
     failed: dict[str, str] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: The generation written is a delta on the last whole one (only what changed).
+    delta: bool = False
 
     @property
     def changed_anything(self) -> bool:
@@ -101,6 +112,7 @@ class _Rows:
         self.previous = previous
         self.builder = ChunkTableBuilder()
         self.old_rows: list[int] = []  # row in the previous generation, or -1: embed and tokenize
+        self.kept: list[bool] = []  # the row is the previous one's, whole (an unchanged file's), not a chunk again
         self.fresh: list[tuple[int, Chunk]] = []
         self._by_hash: dict[bytes, int] | None = None
 
@@ -113,6 +125,7 @@ class _Rows:
         first, begin, count = len(self), old["first_chunk"], old["chunks"]
         self.builder.add_rows(self.previous.chunks, begin, begin + count)
         self.old_rows.extend(range(begin, begin + count))
+        self.kept.extend([True] * count)
         return {
             "sha256": digest or old["sha256"], "size": source.size, "mtime_ns": source.mtime_ns,
             "first_chunk": first, "chunks": count,
@@ -124,6 +137,7 @@ class _Rows:
         if old_row < 0:
             self.fresh.append((len(self), chunk))
         self.old_rows.append(old_row)
+        self.kept.append(False)
         self.builder.add(chunk)
 
     def _hash_index(self) -> dict[bytes, int]:
@@ -171,6 +185,7 @@ def ingest_repository(
     rebuild: bool = False,
     progress: IngestProgress | None = None,
     embedder_factory: Callable[[], TextEmbedder] | None = None,
+    delta: bool = False,
 ) -> IngestResult:
     """Bring the index in ``settings.resolved_index_dir`` up to date with ``repo``.
 
@@ -180,9 +195,13 @@ def ingest_repository(
     when unchanged since an index built before that check). The new index is swapped in
     atomically; on any error the previous one stays live. Traced as an ``ingest`` span with
     ``walk``, ``chunk``, ``embed`` and ``write`` under it.
+
+    With ``delta`` (the watcher's batches) a large index gets a delta generation, only what changed
+    on the last whole one (``_delta_plan``); without it a live delta is merged into a whole
+    generation even when nothing changed.
     """
     with span("ingest", **{"cairn.repository": str(repo), "cairn.index": str(settings.resolved_index_dir)}) as root:
-        result = _ingest(repo, settings, rebuild, progress or _Silent(), embedder_factory)
+        result = _ingest(repo, settings, rebuild, progress or _Silent(), embedder_factory, delta)
         root.set_attributes({
             "cairn.files": result.files_total, "cairn.files.changed": result.files_added + result.files_changed,
             "cairn.files.deleted": result.files_deleted, "cairn.chunks": result.chunks_total,
@@ -318,17 +337,19 @@ class _Scan:
         self.graph.remove(gone)
         self.result.chunks_total = len(self.rows)
 
-    def changed_nothing(self, settings: Settings, repo_root: Path) -> bool:
-        """Whether the live generation already is what this ingest would write."""
+    def changed_nothing(self, settings: Settings, repo_root: Path, delta: bool) -> bool:
+        """Whether the live generation already is what this ingest would write (a delta only if allowed)."""
         previous, result = self.baseline.previous, self.result
         return (
             previous is not None
+            and (delta or previous.delta is None)
             and result.files_added == result.files_changed == result.files_deleted == 0
             and previous.manifest.counts.chunks == len(self.rows)
             and previous.manifest.faiss_index == index_kind(settings.faiss_index, len(self.rows))
-            and previous.manifest.format_version == FORMAT_VERSION
+            and previous.whole().manifest.format_version == FORMAT_VERSION
             and previous.manifest.keyword.tokenizer == TOKENIZER
             and previous.manifest.repo_root == str(repo_root)  # a moved repository gets a manifest saying so
+            and previous.manifest.walk_checks == self.secrets.fingerprint  # else every walk reads every file
             and self.baseline.graph_base is not None
             and _same_stats(self.baseline.old_files, self.files)
         )
@@ -340,12 +361,15 @@ def _ingest(
     rebuild: bool,
     progress: IngestProgress,
     embedder_factory: Callable[[], TextEmbedder] | None,
+    delta: bool = False,
 ) -> IngestResult:
     index_dir = Path(settings.resolved_index_dir)
     clock = time.perf_counter()
+    secrets = SecretPolicy(settings.secrets_allow)
     with span("walk"):
         report = walk_repository(repo, max_file_bytes=settings.max_file_bytes, exclude=settings.exclude,
-                                 secrets_allow=settings.secrets_allow)  # fmt: skip
+                                 secrets_allow=settings.secrets_allow,
+                                 unchanged=None if rebuild else _unchanged_since(index_dir, secrets))  # fmt: skip
     repo_root = Path(repo).expanduser().resolve()
     timings = {"walk": time.perf_counter() - clock}
     result = IngestResult(index_dir=index_dir, generation=None, skipped=report.skipped,
@@ -355,7 +379,7 @@ def _ingest(
     with writer_lock(index_dir):
         baseline = _Baseline.of(index_dir, settings, rebuild)
         scanned_at_ns = time.time_ns()
-        scan = _Scan(baseline, result, SecretPolicy(settings.secrets_allow), progress)
+        scan = _Scan(baseline, result, secrets, progress)
         with span("chunk") as chunking:
             progress.files(len(report.files))
             for source in report.files:
@@ -363,11 +387,11 @@ def _ingest(
             scan.finish()
             chunking.set_attribute("cairn.chunks", len(scan.rows))
         timings["scan_and_chunk"] = time.perf_counter() - clock - timings["walk"]
-        if scan.changed_nothing(settings, repo_root):
+        if scan.changed_nothing(settings, repo_root, delta):
             result.chunks_reused = len(scan.rows)
             result.timings = timings | {"total": time.perf_counter() - clock}
             return result  # nothing to do: leave the live generation as it is
-        _embed_and_write(scan, settings, repo_root, scanned_at_ns, progress, embedder_factory, timings)
+        _embed_and_write(scan, settings, repo_root, scanned_at_ns, progress, embedder_factory, timings, delta)
     result.timings = timings | {"total": time.perf_counter() - clock}
     return result
 
@@ -380,8 +404,9 @@ def _embed_and_write(
     progress: IngestProgress,
     embedder_factory: Callable[[], TextEmbedder] | None,
     timings: dict[str, float],
+    delta: bool = False,
 ) -> None:
-    """Embed and tokenize the new rows, then write the generation and swap it in."""
+    """Embed and tokenize the new rows, then write the generation (whole, or a delta) and swap it in."""
     rows, result, baseline = scan.rows, scan.result, scan.baseline
     table = rows.table()
     with span("embed", **{"cairn.chunks.embedded": len(rows.fresh)}):
@@ -413,24 +438,142 @@ def _embed_and_write(
         counts=Counts(files=len(scan.files), chunks=len(rows), skipped=dict(result.skipped)),
         files=scan.files,
         keyword=KeywordInfo(TOKENIZER),
+        walk_checks=scan.secrets.fingerprint,
     )
-    with span("write"):
-        result.generation = _write_generation(
-            result.index_dir,
-            manifest=manifest,
-            chunks=table,
-            vectors=vectors,
-            tokens=tokens,
-            token_offsets=offsets,
-            vocab=vocab,
-            faiss_kind=manifest.faiss_index,
-            hnsw_m=settings.hnsw_m,
-            ivf_centroids=baseline.previous.ivf_centroids() if baseline.previous is not None else None,
-            symbols=scan.graph,
-            # an index that held a file now taken for a secret keeps no copy of it on disk
-            keep_previous=not (set(baseline.old_files) & set(result.secrets)),
-        )
+    # an index that held a file now taken for a secret keeps no copy of it on disk
+    keep_previous = not (set(baseline.old_files) & set(result.secrets))
+    plan = _delta_plan(rows, baseline.previous, settings, kind, vocab) if delta and keep_previous else None
+    with span("write", **{"cairn.delta": plan is not None}):
+        if plan is not None:
+            result.generation = _write_delta(result.index_dir, manifest, plan, table, vectors, tokens, offsets,
+                                             scan.graph)  # fmt: skip
+        else:
+            result.generation = _write_generation(
+                result.index_dir,
+                manifest=manifest,
+                chunks=table,
+                vectors=vectors,
+                tokens=tokens,
+                token_offsets=offsets,
+                vocab=vocab,
+                faiss_kind=manifest.faiss_index,
+                hnsw_m=settings.hnsw_m,
+                ivf_centroids=baseline.previous.ivf_centroids() if baseline.previous is not None else None,
+                symbols=scan.graph,
+                keep_previous=keep_previous,
+            )
+    result.delta = plan is not None
     timings["write"] = time.perf_counter() - write_start
+
+
+#: A delta may hold at most this share of the generation's rows, and drop at most this share of its base's;
+#: past either, the ingest writes a whole generation (the merge).
+DELTA_SHARE = 0.1
+
+
+@dataclass(slots=True)
+class _DeltaPlan:
+    """How the new rows split into a delta: the base and its rows kept, then the rows the delta holds."""
+
+    base: Generation
+    #: The new rows in the delta generation's order: the kept base rows first, then the delta's.
+    order: np.ndarray
+    base_rows: np.ndarray
+    #: The keyword vocabulary's words added since the base, with the id of the first.
+    vocab_added: tuple[int, list[str]]
+
+
+def _delta_plan(
+    rows: _Rows, previous: Generation | None, settings: Settings, kind: str, vocab: dict[str, int]
+) -> _DeltaPlan | None:
+    """Return how to write the new rows as a delta on the last whole generation, or None to write a whole one.
+
+    A row stays in the base when it is an unchanged file's row that the base holds; the others (changed
+    and new files, and files a previous delta already holds) go to the delta. Not for an index under
+    ``CAIRN_INDEX_DELTA_FROM`` chunks (a whole generation of it is quick to write), nor when the index
+    changes kind or keyword tokenizer, nor past ``DELTA_SHARE``.
+    """
+    if previous is None or settings.index_delta_from <= 0:
+        return None
+    base = previous.whole()
+    if (
+        len(base.chunks) < settings.index_delta_from
+        or base.manifest.faiss_index != kind
+        or base.manifest.format_version != FORMAT_VERSION
+        or previous.manifest.keyword.tokenizer != TOKENIZER
+    ):
+        return None  # fmt: skip
+    old = np.asarray(rows.old_rows, dtype=np.int64)
+    kept = np.asarray(rows.kept, dtype=bool) & (old >= 0)
+    base_of = np.full(len(old), -1, dtype=np.int64)
+    base_of[kept] = previous.base_rows()[old[kept]]
+    in_base = base_of >= 0
+    kept_count = int(in_base.sum())
+    if len(old) - kept_count > DELTA_SHARE * len(old) or kept_count < (1 - DELTA_SHARE) * len(base.chunks):
+        return None
+    known = base.vocabulary()
+    added = sorted((i, word) for word, i in vocab.items() if word not in known)
+    first = len(known)
+    if [i for i, _ in added] != list(range(first, first + len(added))):
+        return None  # a vocabulary that does not extend the base's (not written by this Cairn): start afresh
+    order = np.concatenate([np.flatnonzero(in_base), np.flatnonzero(~in_base)])
+    return _DeltaPlan(base=base, order=order, base_rows=base_of[in_base], vocab_added=(first, [w for _, w in added]))
+
+
+def _write_delta(
+    index_dir: Path,
+    manifest: Manifest,
+    plan: _DeltaPlan,
+    table: ChunkTable,
+    vectors: np.ndarray,
+    tokens: np.ndarray,
+    offsets: np.ndarray,
+    graph: SymbolGraphUpdate,
+) -> Path:
+    """Write the rows as ``plan`` splits them: a delta generation on the plan's base."""
+    order, kept = plan.order, len(plan.base_rows)
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    files = {
+        path: {**record, "first_chunk": int(position[record["first_chunk"]]) if record["chunks"] else 0}
+        for path, record in manifest.files.items()
+    }  # a file's rows stay together: they are all in the base, or all in the delta
+    own = order[kept:]
+    own_tokens, own_offsets = take_token_rows(tokens, offsets, own)
+    return write_delta(
+        index_dir,
+        manifest=dataclasses.replace(manifest, files=files),  # type: ignore[arg-type]
+        base=plan.base,
+        base_rows=plan.base_rows,
+        chunks=table.take(own),
+        vectors=vectors[own],
+        tokens=own_tokens,
+        token_offsets=own_offsets,
+        vocab_added=plan.vocab_added,
+        symbols=graph,
+    )
+
+
+def _unchanged_since(index_dir: Path, secrets: SecretPolicy) -> Callable[[str, int, int], bool] | None:
+    """Return the walk's test for "the live generation read this file, with these checks, and it is unchanged".
+
+    Only the manifest is read (before the writer lock: a newer generation swapped in meanwhile changes
+    nothing, since a file whose content passed these checks passes them again). None when there is no
+    index, or it was walked with other content checks (another Cairn, another CAIRN_SECRETS_ALLOW).
+    """
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        name = (index_dir / "CURRENT").read_text(encoding="utf-8").strip()
+        manifest = Manifest.read(index_dir / name / "manifest.json")
+        if manifest.walk_checks != secrets.fingerprint:
+            return None
+        files, racy_before = manifest.files, manifest.scanned_at_ns - RACY_WINDOW_NS
+
+        def unchanged(path: str, size: int, mtime_ns: int) -> bool:
+            old = files.get(path)
+            return old is not None and old["size"] == size and old["mtime_ns"] == mtime_ns and mtime_ns < racy_before
+
+        return unchanged
+    return None
 
 
 def _previous_generation(index_dir: Path, settings: Settings) -> Generation | None:

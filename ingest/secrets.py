@@ -35,7 +35,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 import pathspec
 
@@ -352,6 +352,24 @@ class SecretPolicy:
         self._names = pathspec.GitIgnoreSpec.from_lines(SECRET_FILES)
         allow = [line for line in allow if line.strip()]
         self._allow = pathspec.GitIgnoreSpec.from_lines(allow) if allow else None
+        self.allow = tuple(allow)
+
+    @property
+    def fingerprint(self) -> str:
+        """Return a digest of the content checks and the allow list: equal, a file judged once is judged alike.
+
+        It covers the source of this module (every pattern, threshold and check) and of the walk's other
+        content rules (``ingest/walker.py``: binary, minified), and the allow list: any change to either
+        makes the next walk read every file again.
+        """
+        import hashlib
+
+        from ingest import walker
+
+        digest = hashlib.sha256(Path(__file__).read_bytes())
+        digest.update(Path(walker.__file__).read_bytes())
+        digest.update(repr(self.allow).encode())
+        return digest.hexdigest()[:16]
 
     def allowed(self, rel_path: str, *, is_dir: bool = False) -> bool:
         """Return True when CAIRN_SECRETS_ALLOW lets this repository-relative path in."""

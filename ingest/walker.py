@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -201,12 +201,20 @@ def looks_minified(path: str, data: bytes) -> bool:
 
 
 def walk_repository(
-    root: Path, *, max_file_bytes: int, exclude: Iterable[str] = (), secrets_allow: Iterable[str] = ()
+    root: Path,
+    *,
+    max_file_bytes: int,
+    exclude: Iterable[str] = (),
+    secrets_allow: Iterable[str] = (),
+    unchanged: Callable[[str, int, int], bool] | None = None,
 ) -> WalkReport:
     """Return the indexable files below ``root`` in a stable order, with skip counts by reason.
 
     Every file that would be kept is read whole and scanned for secrets (``ingest/secrets.py``);
-    ``secrets_allow`` (gitignore-style) names the paths let in all the same.
+    ``secrets_allow`` (gitignore-style) names the paths let in all the same. A file for which
+    ``unchanged(path, size, mtime_ns)`` is true (the last ingest read it, with the same content
+    checks, and it has not changed since) is kept without being read again: an incremental walk of a
+    large repository reads only what changed.
     """
     root = Path(root).expanduser()
     if not root.exists():
@@ -233,7 +241,7 @@ def walk_repository(
         dirnames[:] = kept_dirs
         for name in sorted(filenames):
             rel = f"{rel_dir}/{name}" if rel_dir else name
-            _consider_file(root, rel, rules, report, max_file_bytes)
+            _consider_file(root, rel, rules, report, max_file_bytes, unchanged)
     return report
 
 
@@ -243,7 +251,14 @@ def _walk(root: Path) -> Iterator[tuple[str, list[str], list[str]]]:
         yield ("" if rel_dir == "." else rel_dir.replace(os.sep, "/")), dirnames, filenames
 
 
-def _consider_file(root: Path, rel: str, rules: _IgnoreRules, report: WalkReport, max_bytes: int) -> None:
+def _consider_file(
+    root: Path,
+    rel: str,
+    rules: _IgnoreRules,
+    report: WalkReport,
+    max_bytes: int,
+    unchanged: Callable[[str, int, int], bool] | None = None,
+) -> None:
     if (why := rules.reason(rel, is_dir=False)) == "secret":
         report.skip_secret(rel, "credentials file")
         return
@@ -268,6 +283,9 @@ def _consider_file(root: Path, rel: str, rules: _IgnoreRules, report: WalkReport
             return
         if stat.st_size == 0:
             report.skip("empty", rel)
+            return
+        if unchanged is not None and unchanged(rel, stat.st_size, stat.st_mtime_ns):
+            report.files.append(SourceFile(rel, abs_path, stat.st_size, stat.st_mtime_ns))
             return
         with abs_path.open("rb") as handle:
             head = handle.read(SNIFF_BYTES)

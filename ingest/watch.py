@@ -10,6 +10,11 @@ re-embeds only the chunks that changed and swaps a new generation in atomically:
 service) pick it up on their next search, and killing the watcher at any moment leaves the previous
 generation live, as with any ingest (``ingest/store.py``).
 
+On an index of ``CAIRN_INDEX_DELTA_FROM`` chunks or more a batch writes a *delta* generation: only
+the changed files' rows, on the last whole generation, so a save on a large repository does not
+rewrite hundreds of megabytes. Once the folder has been quiet for ``CAIRN_WATCH_MERGE_IDLE_MS`` the
+watcher merges the delta into a whole generation, in its own thread, while readers go on reading.
+
 A batch that fails (a file the chunker chokes on is left out and reported by the ingest itself; a
 full disk, a locked index, another embedding model) is logged, kept in ``status()``, and the
 watcher goes on: a locked index (a manual ``cairn ingest`` running) is retried after the next quiet
@@ -19,6 +24,7 @@ costs a walk plus the changed files; ``benchmarks/bench_watch.py`` measures it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -37,6 +43,9 @@ from ingest.walker import BINARY_EXTENSIONS, IgnoreMatcher
 
 log = logging.getLogger("cairn.watch")
 
+#: What ``_next_batch`` returns for "merge the live delta" (no repository path looks like it).
+MERGE = "\0merge"
+
 #: Seconds between attempts while another ingest holds the index's lock (each attempt walks the folder).
 LOCKED_RETRY_SECONDS = 2.0
 
@@ -54,6 +63,8 @@ class WatchBatch:
     seconds: float = 0.0
     result: IngestResult | None = None
     error: str | None = None
+    #: The batch merged a delta into a whole generation (no change triggered it).
+    merge: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +101,7 @@ class Watcher:
         self.index_dir = Path(settings.resolved_index_dir).resolve()
         self.debounce = settings.watch_debounce_ms / 1000
         self.max_wait = max(settings.watch_max_wait_ms / 1000, self.debounce)
+        self.merge_idle = settings.watch_merge_idle_ms / 1000
         self._embedder_factory = embedder_factory
         self._embedder: TextEmbedder | None = None
         self._on_batch = on_batch
@@ -103,7 +115,10 @@ class Watcher:
         self.last_batch: WatchBatch | None = None
         self.last_error: str | None = None
         self.busy = False
+        self.merges = 0
+        self.last_merge_seconds: float | None = None
         self._not_before = 0.0
+        self._merge_at: float | None = None  # when to merge the live delta, if the folder stays quiet
 
     # ------------------------------------------------------------ life cycle
 
@@ -122,6 +137,9 @@ class Watcher:
                 f"Cannot watch {self.source}: {exc}",
                 "raise the limit (sysctl fs.inotify.max_user_watches=524288) or exclude big folders",
             ) from exc
+        with contextlib.suppress(CairnError):  # a delta left live by an earlier run is merged when quiet
+            if (manifest := live_manifest(self.index_dir)) is not None and manifest.base is not None:
+                self._merge_at = time.monotonic() + self.merge_idle
         self._worker = threading.Thread(target=self._run, name=f"cairn-watch-{self.name or 'index'}", daemon=True)
         self._worker.start()
         if catch_up:
@@ -164,7 +182,11 @@ class Watcher:
             "batches": self.batches,
             "pending": pending,
             "busy": self.busy,
+            "merges": self.merges,
+            "delta": self._merge_at is not None,
         }
+        if self.last_merge_seconds is not None:
+            status["last_merge_seconds"] = round(self.last_merge_seconds, 3)
         if self.last_batch is not None:
             status["last_batch"] = {
                 "files": len(self.last_batch.paths),
@@ -176,6 +198,7 @@ class Watcher:
                 status["last_batch"] |= {
                     "generation": result.generation.name if result.generation else None,
                     "chunks_embedded": result.chunks_embedded,
+                    "delta": result.delta,
                 }
         if self.last_error:
             status["error"] = self.last_error
@@ -217,7 +240,9 @@ class Watcher:
 
     def _run(self) -> None:
         try:  # load the model now, not on the first save (seconds the first change would wait)
-            self.embedder()
+            embedder = self.embedder()
+            if (warm := getattr(embedder, "warm", None)) is not None:
+                warm()  # an embedder that answers queries without the model loads it for documents
         except Exception as exc:  # e.g. the model cannot be loaded offline: each batch will say so
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.error("%s: the embedding model cannot be loaded: %s", self._label(), self.last_error)
@@ -226,16 +251,28 @@ class Watcher:
             paths = self._next_batch()
             if paths is None:
                 return
-            self._ingest(paths)
+            if paths == [MERGE]:
+                self._merge()
+            else:
+                self._ingest(paths)
 
     def _next_batch(self) -> list[str] | None:
-        """Wait for changes, then for the folder to be quiet (or the longest wait); return their paths."""
+        """Wait for changes, then for the folder to be quiet (or the longest wait); return their paths.
+
+        With nothing pending and a delta live, ``[MERGE]`` once the folder has been quiet long enough.
+        """
         with self._wake:
             while True:
                 if self._stopping:
                     return None
                 if not self._pending.paths:
-                    self._wake.wait()
+                    if self._merge_at is None:
+                        self._wake.wait()
+                    elif (now := time.monotonic()) >= max(self._merge_at, self._not_before):
+                        self.busy = True
+                        return [MERGE]
+                    else:
+                        self._wake.wait(max(self._merge_at, self._not_before) - now)
                     continue
                 now = time.monotonic()
                 due = min(self._pending.last + self.debounce, self._pending.first + self.max_wait)
@@ -252,7 +289,7 @@ class Watcher:
         clock = time.perf_counter()
         retry = False
         try:
-            batch.result = ingest_repository(self.source, self.settings, embedder_factory=self.embedder)
+            batch.result = ingest_repository(self.source, self.settings, embedder_factory=self.embedder, delta=True)
             self.last_error = None
         except IndexLocked as exc:  # a manual ingest is writing: try again after the next quiet period
             batch.error, retry = exc.message, True
@@ -275,12 +312,34 @@ class Watcher:
             log.warning("%s: %s", self._label(), self.last_error)
         self.batches += 1
         self.last_batch = batch
+        if batch.result is not None and batch.result.changed_anything:
+            self._merge_at = time.monotonic() + self.merge_idle if batch.result.delta else None
         if self._on_batch is not None:
             try:
                 self._on_batch(batch)
             except Exception:  # a reporting callback must not stop the watcher
                 log.exception("watch batch callback failed")
         self.busy = False
+
+    def _merge(self) -> None:
+        """Write the live delta and its base as one whole generation (picking up any change on the way)."""
+        clock = time.perf_counter()
+        try:
+            result = ingest_repository(self.source, self.settings, embedder_factory=self.embedder)
+        except IndexLocked:  # a manual ingest is writing (and will write a whole generation): try again later
+            self._not_before = time.monotonic() + LOCKED_RETRY_SECONDS
+        except Exception as exc:  # the delta stays live and readable; the next batch or quiet period tries again
+            log.warning("%s: merging the delta generation failed: %s", self._label(), exc)
+            self._merge_at = time.monotonic() + self.merge_idle
+        else:
+            self._merge_at = None
+            self.merges += 1
+            self.last_merge_seconds = time.perf_counter() - clock
+            log.info("%s: merged the delta into %s in %.2f s", self._label(),
+                     result.generation.name if result.generation else "the live generation",
+                     self.last_merge_seconds)  # fmt: skip
+        finally:
+            self.busy = False
 
     def _label(self) -> str:
         return f"watch {self.name}" if self.name else f"watch {self.source}"

@@ -204,8 +204,6 @@ class SearchIndex:
         return key
 
     def _dense(self, vector: np.ndarray, k: int, flt: SearchFilter, mask: np.ndarray | None = None) -> list[Hit]:
-        import faiss
-
         if not len(self.chunks) or k <= 0:
             return []
         if vector.shape[-1] != self._faiss.d:  # an endpoint now serving another model: refused, not a FAISS crash
@@ -217,26 +215,48 @@ class SearchIndex:
             )
         if mask is None:
             mask = self.mask(flt)
+        if mask is not None and not mask.any():
+            return []
+        delta = self.generation.delta
+        if delta is None:
+            scores, rows = self._search(self._faiss, vector, min(k, len(self.chunks)), mask)
+        else:  # the base's kept rows and the delta's own, merged by score
+            base_scores, base_ids = self._search(self._faiss, vector, min(k, int(self._faiss.ntotal)),
+                                                 delta.base_mask(mask))  # fmt: skip
+            kept = len(delta.base_rows)
+            own = None if mask is None else mask[kept:]
+            own_scores, own_ids = self._search(delta.index, vector, min(k, int(delta.index.ntotal)), own)
+            base_rows = np.where(base_ids >= 0, delta.rows_of_base()[np.maximum(base_ids, 0)], -1)
+            scores = np.concatenate([base_scores, own_scores])
+            rows = np.concatenate([base_rows, np.where(own_ids >= 0, own_ids + kept, -1)])
+            best = np.argsort(-np.where(rows >= 0, scores, -np.inf), kind="stable")[:k]
+            scores, rows = scores[best], rows[best]
+        return [
+            Hit(self.chunks[row], int(row), float(score), rank)
+            for rank, (row, score) in enumerate(zip(rows, scores, strict=True), start=1)
+            if row >= 0
+        ]
+
+    def _search(self, index: Any, vector: np.ndarray, k: int, mask: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Return one FAISS index's top-k scores and ids for a vector, only among ``mask``'s ids if given."""
+        import faiss
+
+        if k <= 0 or (mask is not None and not mask.any()):
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64)
         options: dict[str, Any] = {}
         if mask is not None:
-            if not mask.any():
-                return []
             bitmap = np.packbits(mask, bitorder="little")
             options["sel"] = faiss.IDSelectorBitmap(len(mask), faiss.swig_ptr(bitmap))
         params = None
-        if isinstance(self._faiss, faiss.IndexHNSWFlat):
+        if isinstance(index, faiss.IndexHNSWFlat):
             # faiss's bundled stubs (1.15) leave out SearchParametersHNSW, which every faiss since 1.7.3 has
             params = faiss.SearchParametersHNSW(efSearch=max(self._ef_search, k), **options)  # type: ignore[attr-defined]
-        elif isinstance(self._faiss, faiss.IndexIVF):
+        elif isinstance(index, faiss.IndexIVF):
             params = faiss.SearchParametersIVF(nprobe=self._probes(mask), **options)  # type: ignore[call-arg]
         elif options:
             params = faiss.SearchParameters(**options)
-        scores, ids = _search_one_thread(self._faiss, vector.reshape(1, -1), min(k, len(self.chunks)), params)
-        return [
-            Hit(self.chunks[row], int(row), float(score), rank)
-            for rank, (row, score) in enumerate(zip(ids[0], scores[0], strict=True), start=1)
-            if row >= 0
-        ]
+        scores, ids = _search_one_thread(index, vector.reshape(1, -1), k, params)
+        return scores[0], ids[0]
 
     def _probes(self, mask: np.ndarray | None) -> int:
         """Return the IVF lists to probe: the setting (or ``ivf_probes``), widened by a filter's selectivity.

@@ -46,7 +46,40 @@ def test_the_export_is_written_once_and_reused(onnx_embedder: Embedder, onnx_dir
     [exported] = list(onnx_dir.glob("*.onnx"))
     written = exported.stat().st_mtime_ns
     Embedder("all-MiniLM-L6-v2", max_tokens=128, backend="onnx", onnx_dir=onnx_dir)
-    assert [p.name for p in onnx_dir.iterdir()] == [exported.name] and exported.stat().st_mtime_ns == written
+    assert sorted(p.name for p in onnx_dir.iterdir()) == [exported.name, f"{exported.name}.checked"]
+    assert exported.stat().st_mtime_ns == written
+
+
+def test_a_checked_export_embeds_queries_without_torch(onnx_embedder: Embedder, onnx_dir: Path, real_embedder) -> None:
+    """A worker that only answers questions never loads torch or the model (RSS), and embeds the same."""
+    import subprocess
+    import sys
+
+    assert onnx_embedder.backend == "onnx"  # the first one exported, checked against torch, and marked it
+    code = f"""
+import json, sys
+from ingest.embedder import Embedder
+embedder = Embedder("all-MiniLM-L6-v2", max_tokens=128, backend="auto", onnx_dir={str(onnx_dir)!r})
+vectors = embedder.embed_queries(json.loads(sys.argv[1]))
+print(json.dumps({{"torch": "torch" in sys.modules, "sentence_transformers": "sentence_transformers" in sys.modules,
+                   "backend": embedder.backend, "dimension": embedder.dimension, "vectors": vectors.tolist()}}))
+"""
+    import json
+
+    questions = [*QUESTIONS, "", "naïve Unicode — café"]
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(questions)], capture_output=True, text=True,
+                         check=True, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["torch"] is False and result["sentence_transformers"] is False
+    assert result["backend"] == "onnx" and result["dimension"] == 384
+    expected = real_embedder.embed_queries(questions)
+    assert np.min(np.sum(np.asarray(result["vectors"], dtype=np.float32) * expected, axis=1)) > 0.9999
+    # documents still go through the model, loaded when they come
+    light = Embedder("all-MiniLM-L6-v2", max_tokens=128, backend="onnx", onnx_dir=onnx_dir)
+    assert light._loaded is None
+    documents = light.embed_documents(["def f(x):\n    return x"])
+    assert light._loaded is not None
+    assert float(np.dot(documents[0], real_embedder.embed_documents(["def f(x):\n    return x"])[0])) > 0.9999
 
 
 def test_processes_racing_to_export_leave_one_whole_file(tmp_path: Path, real_embedder: Embedder) -> None:
