@@ -569,6 +569,14 @@ def _add(index: Any, vectors: np.ndarray) -> None:
         index.add(np.ascontiguousarray(vectors[start : start + ADD_BATCH], dtype=np.float32))
 
 
+_publications = 0
+
+
+def publications() -> int:
+    """Return how many generations this process has published (readers re-read a pointer when it changes)."""
+    return _publications
+
+
 def _publish(index_dir: Path, fill: Callable[[Path], None], *, keep_previous: bool = True) -> Path:
     """Build a generation with ``fill`` in a temporary folder, fsync it, name it ``gen-*`` and swap it in."""
     tmp = index_dir / f".tmp-{uuid.uuid4().hex}"
@@ -582,6 +590,8 @@ def _publish(index_dir: Path, fill: Callable[[Path], None], *, keep_previous: bo
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _swap_current(index_dir, final.name)
+    global _publications
+    _publications += 1
     _collect_garbage(index_dir, keep=final.name, keep_previous=keep_previous)
     return final
 
