@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import json
 import os
-import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -25,7 +24,7 @@ import httpx
 import psutil
 
 from benchmarks.bench_serving import QUESTIONS
-from benchmarks.common import RESULTS, ThreadServer, machine
+from benchmarks.common import RESULTS, ThreadServer, machine, sample_service
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -63,20 +62,10 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=32)
     args = parser.parse_args()
 
-    from cairn.processes import free_port
-    from config import Settings
-    from ingest.pipeline import ingest_repository
     from serving.app import create_app
-    from serving.redis_server import start_redis
 
-    work = Path(tempfile.mkdtemp(prefix="cairn-bench-memory-"))
-    index_dir = work / "index"
-    ingest_repository(ROOT / "examples/sample-repo", Settings(_env_file=None, data_dir=work, index_dir=index_dir))
-    port = free_port()
-    redis = start_redis(port, work)
-    settings = Settings(_env_file=None, data_dir=work, index_dir=index_dir, model="instant",
-                        redis_url=f"redis://127.0.0.1:{port}/0", redis_prefix="memory",
-                        max_concurrent_runs=args.sessions, max_concurrent_runs_per_key=args.sessions)  # fmt: skip
+    settings, redis = sample_service("memory", max_concurrent_runs=args.sessions,
+                                     max_concurrent_runs_per_key=args.sessions)  # fmt: skip
     process = psutil.Process(os.getpid())
     samples: list[dict] = []
     counts: dict[str, int] = {}

@@ -26,7 +26,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -34,8 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import ThreadServer, machine, write_result  # noqa: E402
-from cairn.processes import free_port  # noqa: E402
+from benchmarks.common import ThreadServer, machine, sample_service, write_result  # noqa: E402
 
 #: The event loop's thread: under uvloop its Python stack ends at asyncio's runner whether it is handling
 #: a request or waiting in epoll, so it is reported apart, not as busy.
@@ -98,18 +96,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
 
-    from config import Settings
-    from ingest.pipeline import ingest_repository
     from serving.app import create_app
-    from serving.redis_server import start_redis
 
-    work = Path(tempfile.mkdtemp(prefix="cairn-bench-profile-"))
-    index_dir = work / "index"
-    ingest_repository(ROOT / "examples/sample-repo", Settings(_env_file=None, data_dir=work, index_dir=index_dir))
-    redis_port = free_port()
-    redis = start_redis(redis_port, work)
-    settings = Settings(_env_file=None, data_dir=work, index_dir=index_dir, model="instant",
-                        redis_url=f"redis://127.0.0.1:{redis_port}/0", redis_prefix="bench")  # fmt: skip
+    settings, redis = sample_service("profile")
     code = (
         "import asyncio, json, sys; from benchmarks.bench_serving import load; "
         "print(json.dumps(asyncio.run(load(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))))"

@@ -112,3 +112,27 @@ class ThreadServer:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+def sample_service(name: str, **overrides: Any) -> tuple[Any, Any]:
+    """Ingest the sample repository into a fresh folder and start a Redis beside it.
+
+    Return the service's settings (the instant fake model, that Redis under key prefix ``name``, and
+    ``overrides``) and the Redis process, which the caller stops.
+    """
+    import tempfile
+
+    from cairn.processes import free_port
+    from config import Settings
+    from ingest.pipeline import ingest_repository
+    from serving.redis_server import start_redis
+
+    root = Path(__file__).resolve().parents[1]
+    work = Path(tempfile.mkdtemp(prefix=f"cairn-bench-{name}-"))
+    index_dir = work / "index"
+    ingest_repository(root / "examples/sample-repo", Settings(_env_file=None, data_dir=work, index_dir=index_dir))
+    port = free_port()
+    redis = start_redis(port, work)
+    settings = Settings(_env_file=None, data_dir=work, index_dir=index_dir, model="instant",
+                        redis_url=f"redis://127.0.0.1:{port}/0", redis_prefix=name, **overrides)  # fmt: skip
+    return settings, redis

@@ -169,7 +169,8 @@ def _print_batch(batch: Any, *, as_json: bool) -> None:
     """Print one watcher batch: what changed in the index, or why it failed (the watcher goes on)."""
     result = batch.result
     if as_json:
-        record = {"files": len(batch.paths), "seconds": round(batch.seconds, 3), "error": batch.error}
+        record = {"files": len(batch.paths), "seconds": round(batch.seconds, 3), "error": batch.error,
+                  "merge": batch.merge}  # fmt: skip
         if result is not None:
             record |= {"generation": result.generation.name if result.generation else None,
                        "added": result.files_added, "changed": result.files_changed,
@@ -178,6 +179,9 @@ def _print_batch(batch: Any, *, as_json: bool) -> None:
         out.print(json.dumps(record), highlight=False, soft_wrap=True)
         return
     stamp = time.strftime("%H:%M:%S", time.localtime(batch.started))
+    if batch.merge:
+        out.print(f"{stamp} merged the delta into a whole generation in {batch.seconds:.2f}s", highlight=False)
+        return
     if result is None:
         err.print(f"{stamp} [bold red]re-index failed[/] (the previous index stays live): {batch.error}",
                   highlight=False)  # fmt: skip

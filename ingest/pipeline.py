@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from cairn import __version__
-from cairn.errors import EmbeddingModelMismatch, IndexCorrupted, IndexMissing
+from cairn.errors import CairnError, EmbeddingModelMismatch, IndexCorrupted, IndexMissing
 from cairn.telemetry import span
 from config import Settings
 from ingest.chunk_table import ChunkTable, ChunkTableBuilder
@@ -36,6 +36,7 @@ from ingest.manifest import (
     KeywordInfo,
     Manifest,
 )
+from ingest.repos import live_manifest
 from ingest.secrets import SecretPolicy
 from ingest.store import (
     Generation,
@@ -561,19 +562,19 @@ def _unchanged_since(index_dir: Path, secrets: SecretPolicy) -> Callable[[str, i
     nothing, since a file whose content passed these checks passes them again). None when there is no
     index, or it was walked with other content checks (another Cairn, another CAIRN_SECRETS_ALLOW).
     """
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        name = (index_dir / "CURRENT").read_text(encoding="utf-8").strip()
-        manifest = Manifest.read(index_dir / name / "manifest.json")
-        if manifest.walk_checks != secrets.fingerprint:
-            return None
-        files, racy_before = manifest.files, manifest.scanned_at_ns - RACY_WINDOW_NS
+    try:
+        manifest = live_manifest(index_dir)
+    except CairnError:  # unreadable: the ingest reports it when it opens the index
+        return None
+    if manifest is None or manifest.walk_checks != secrets.fingerprint:
+        return None
+    files, racy_before = manifest.files, manifest.scanned_at_ns - RACY_WINDOW_NS
 
-        def unchanged(path: str, size: int, mtime_ns: int) -> bool:
-            old = files.get(path)
-            return old is not None and old["size"] == size and old["mtime_ns"] == mtime_ns and mtime_ns < racy_before
+    def unchanged(path: str, size: int, mtime_ns: int) -> bool:
+        old = files.get(path)
+        return old is not None and old["size"] == size and old["mtime_ns"] == mtime_ns and mtime_ns < racy_before
 
-        return unchanged
-    return None
+    return unchanged
 
 
 def _previous_generation(index_dir: Path, settings: Settings) -> Generation | None:

@@ -31,6 +31,7 @@ virtual environment, it flags none either (the name rule skips 3 bundled CA ``.p
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Callable, Iterable
@@ -354,7 +355,7 @@ class SecretPolicy:
         self._allow = pathspec.GitIgnoreSpec.from_lines(allow) if allow else None
         self.allow = tuple(allow)
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> str:
         """Return a digest of the content checks and the allow list: equal, a file judged once is judged alike.
 

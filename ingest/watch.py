@@ -314,18 +314,25 @@ class Watcher:
         self.last_batch = batch
         if batch.result is not None and batch.result.changed_anything:
             self._merge_at = time.monotonic() + self.merge_idle if batch.result.delta else None
+        self._report(batch)
+        self.busy = False
+
+    def _report(self, batch: WatchBatch) -> None:
         if self._on_batch is not None:
             try:
                 self._on_batch(batch)
             except Exception:  # a reporting callback must not stop the watcher
                 log.exception("watch batch callback failed")
-        self.busy = False
 
     def _merge(self) -> None:
-        """Write the live delta and its base as one whole generation (picking up any change on the way)."""
+        """Write the live delta and its base as one whole generation (picking up any change on the way).
+
+        Reported to ``on_batch`` as a batch with ``merge`` set (no paths), so the service loads the
+        whole generation in this thread, not in the next question."""
+        batch = WatchBatch(paths=[], started=time.time(), merge=True)
         clock = time.perf_counter()
         try:
-            result = ingest_repository(self.source, self.settings, embedder_factory=self.embedder)
+            batch.result = ingest_repository(self.source, self.settings, embedder_factory=self.embedder)
         except IndexLocked:  # a manual ingest is writing (and will write a whole generation): try again later
             self._not_before = time.monotonic() + LOCKED_RETRY_SECONDS
         except Exception as exc:  # the delta stays live and readable; the next batch or quiet period tries again
@@ -334,10 +341,11 @@ class Watcher:
         else:
             self._merge_at = None
             self.merges += 1
-            self.last_merge_seconds = time.perf_counter() - clock
+            batch.seconds = self.last_merge_seconds = time.perf_counter() - clock
             log.info("%s: merged the delta into %s in %.2f s", self._label(),
-                     result.generation.name if result.generation else "the live generation",
+                     batch.result.generation.name if batch.result.generation else "the live generation",
                      self.last_merge_seconds)  # fmt: skip
+            self._report(batch)
         finally:
             self.busy = False
 

@@ -262,7 +262,8 @@ def test_the_watcher_writes_deltas_and_merges_them_once_quiet(big_repo, delta_se
     settings = delta_settings.model_copy(update={"watch_debounce_ms": 100, "watch_merge_idle_ms": 3000})
     _ingest(big_repo, settings, fake_embedder)
     index_dir = settings.resolved_index_dir
-    with Watcher(big_repo, settings, embedder_factory=lambda: fake_embedder) as watcher:
+    reported: list = []
+    with Watcher(big_repo, settings, embedder_factory=lambda: fake_embedder, on_batch=reported.append) as watcher:
         (big_repo / "core" / "mod_9.py").write_text(_module(9, "\n\ndef audit_trail(x):\n    return x\n"))
         wait_for(lambda: watcher.batches >= 1 and not watcher.busy)
         assert watcher.last_batch is not None and watcher.last_batch.result is not None
@@ -273,4 +274,7 @@ def test_the_watcher_writes_deltas_and_merges_them_once_quiet(big_repo, delta_se
         assert time.time() - batch_end >= 2.9  # not before the folder was quiet
         live = open_generation(index_dir)
         assert live.manifest.base is None and not watcher.status()["delta"]
+        # the merge is reported like a batch (the service loads the whole generation then), not counted as one
+        assert [b.merge for b in reported] == [False, True] and watcher.batches == 1
+        assert reported[-1].result.generation == live.path
         assert [h.chunk.path for h in SearchIndex(live, fake_embedder).keyword("audit_trail", 1)] == ["core/mod_9.py"]
