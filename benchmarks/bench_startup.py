@@ -4,7 +4,8 @@
 
 Each run starts `cairn serve` (one worker, the default embedded model: llama.cpp's server on SmolLM2-135M,
 started by `cairn serve`; the bundled embedding model; Redis started by `cairn serve`) on the sample
-repository's index, polls /health and /ready every 50 ms, then waits 10 s idle and reads the RSS of the
+repository's index, polls /health and /ready every 50 ms, then times an MCP ``initialize`` at /mcp (whose
+SDK loads in the background once the service is ready), then waits 10 s idle and reads the RSS of the
 worker, of the llama.cpp server and of redis-server. "Ready" includes loading the chat model (the
 embedded server answers one token). Each run is followed by one with ``CAIRN_MODEL=instant`` (no chat
 model to start or load: what Cairn itself takes to come up, the seed's "start-up excluding model
@@ -44,6 +45,17 @@ def _until(url: str, process: subprocess.Popen, started: float, timeout: float =
     raise TimeoutError(url)
 
 
+def _mcp_answers(url: str, started: float) -> float:
+    """Seconds from the start until ``/mcp`` answers an ``initialize`` (its SDK loads after /ready)."""
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                  "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                             "clientInfo": {"name": "bench-startup", "version": "1"}}}  # fmt: skip
+    headers = {"Accept": "application/json, text/event-stream"}
+    response = httpx.post(url, json=initialize, headers=headers, timeout=60)  # waits while the SDK loads
+    response.raise_for_status()
+    return time.perf_counter() - started
+
+
 def one_run(work: Path, index_dir: Path, model: str | None = None) -> dict:
     from cairn.processes import free_port
 
@@ -63,13 +75,14 @@ def one_run(work: Path, index_dir: Path, model: str | None = None) -> dict:
     try:
         alive = _until(f"http://127.0.0.1:{port}/health", process, started)
         ready = _until(f"http://127.0.0.1:{port}/ready", process, started)
+        mcp = _mcp_answers(f"http://127.0.0.1:{port}/mcp", started)
         time.sleep(10)
         rss: dict[str, float] = {}
         for child in [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]:
             line = " ".join(child.cmdline())
             kind = "llama.cpp server" if "llama_cpp" in line else "redis-server" if "redis-server" in line else "cairn"
             rss[kind] = round(rss.get(kind, 0) + child.memory_info().rss / 2**20, 1)
-        return {"alive_s": round(alive, 2), "ready_s": round(ready, 2), "idle_rss_mb": rss}
+        return {"alive_s": round(alive, 2), "ready_s": round(ready, 2), "mcp_s": round(mcp, 2), "idle_rss_mb": rss}
     finally:
         process.terminate()
         process.wait(60)
@@ -96,6 +109,7 @@ def main() -> None:
         return {
             "alive_s_median": statistics.median(r["alive_s"] for r in of),
             "ready_s_median": statistics.median(r["ready_s"] for r in of),
+            "mcp_s_median": statistics.median(r["mcp_s"] for r in of),
             "idle_rss_mb_median": {
                 kind: statistics.median(r["idle_rss_mb"].get(kind, 0) for r in of) for kind in of[0]["idle_rss_mb"]
             },

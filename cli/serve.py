@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cairn.errors import UnsafeBind
 from cli.app import IndexOption, RepoOption, _reports_errors, _settings, app, err, out
 from config import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 
 @app.command()
@@ -55,20 +60,22 @@ def serve(
 
     settings = _serve_settings(_settings(index, repo), host=host, port=port, watch=watch, workers=workers)
     banner = _banner(settings)  # a malformed model or retriever setting is reported before anything starts
+    building = _building(settings)
     with local_redis(settings, autostart=start_redis, supervise=True), embedded_model(settings, supervise=True):
+        app = building.result()
         err.print(banner, highlight=False, soft_wrap=True)
         # uvicorn shuts down gracefully on SIGTERM (systemd, docker stop, kill), then raises the signal
         # again; without a handler of ours that would end the process before the blocks above stop
         # the Redis and model server they started (seen: both left running after `kill`).
         signal.signal(signal.SIGTERM, _exit_on_sigterm)
-        _run(settings)
+        _run(settings, app)
 
 
 def _serve_settings(
     settings: Settings, *, host: str | None, port: int | None, watch: bool | None, workers: int | None
 ) -> Settings:
     """Return the settings with the command's options applied, refusing an unsafe access setting (exit 11)."""
-    from serving.security import is_loopback, parse_keys
+    from serving.keys import is_loopback, parse_keys
 
     parse_keys(k.get_secret_value() for k in settings.api_keys)  # an empty, blank or repeated key: exit 11
     settings = settings.model_copy(
@@ -111,15 +118,40 @@ def _banner(settings: Settings) -> str:
     )
 
 
-def _run(settings: Settings) -> None:
-    """Run uvicorn: the app in this process, or N worker processes that each build it from CAIRN_*."""
+def _building(settings: Settings) -> concurrent.futures.Future[FastAPI | None]:
+    """Build the app (one worker: in this process) in a thread while Redis and the embedded model start.
+
+    They are other processes, so the wait for them and the imports and index loading of the app
+    overlap (docs/benchmarks.md "Start-up"). Several workers each build their own app; then there
+    is nothing to build here.
+    """
+
+    def build() -> FastAPI | None:
+        if settings.workers > 1:
+            return None
+        from serving.app import create_app
+
+        return create_app(settings)
+
+    built: concurrent.futures.Future[FastAPI | None] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            built.set_result(build())
+        except BaseException as exc:  # raised where `serve` asks for the app
+            built.set_exception(exc)
+
+    # a daemon: if Redis or the model fails to start, `serve` exits with its error without waiting for this
+    threading.Thread(target=run, name="cairn-build", daemon=True).start()
+    return built
+
+
+def _run(settings: Settings, app: FastAPI | None) -> None:
+    """Run uvicorn: ``app`` in this process, or N worker processes that each build it from CAIRN_*."""
     import uvicorn
 
-    from serving.app import create_app
-
-    if settings.workers == 1:
-        uvicorn.run(create_app(settings), host=settings.serve_host, port=settings.serve_port, log_level="info",
-                    access_log=False)  # fmt: skip
+    if app is not None:
+        uvicorn.run(app, host=settings.serve_host, port=settings.serve_port, log_level="info", access_log=False)
         return
     with _watching_for_workers(settings):
         # Each worker process builds its own app from CAIRN_* (set here to what this command resolved).

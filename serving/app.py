@@ -10,8 +10,10 @@ orchestration in ``serving/chat.py``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -19,6 +21,7 @@ from pathlib import Path
 import httpx
 from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.routing import Route
 from starlette.types import Scope
 
 from cairn import __version__, telemetry
@@ -30,20 +33,12 @@ from retrievers import IndexSpec, cached_embedder, load_search_index, loaded_ind
 from serving import request_log
 from serving.contract import cairn_openapi, known_query_only
 from serving.errors import REDIS_ERRORS, add_error_handlers
-from serving.mcp_server import mount_mcp
+from serving.keys import ApiKey, is_loopback, parse_keys
+from serving.mcp_endpoint import LazyMcp
 from serving.observability import ObservabilityMiddleware
 from serving.routes import code, health, metrics, openai, sessions, web
 from serving.routes.langserve import add_langserve
-from serving.security import (
-    AccessMiddleware,
-    ApiKey,
-    JsonGuard,
-    RateLimit,
-    RunLimiter,
-    SharedRateLimit,
-    is_loopback,
-    parse_keys,
-)
+from serving.security import AccessMiddleware, JsonGuard, RateLimit, RunLimiter, SharedRateLimit
 from serving.service import Service
 
 log = logging.getLogger("cairn.serving")
@@ -100,7 +95,8 @@ def create_app(
         app.include_router(router)
     app.mount(web.STATIC_PREFIX, web.static_assets(), name="static")
     add_langserve(app, service)
-    app.state.mcp = mount_mcp(app, service, loopback_only=is_loopback(settings.serve_host))
+    app.state.mcp = LazyMcp(service, loopback_only=is_loopback(settings.serve_host))
+    app.router.routes.append(Route("/mcp", endpoint=app.state.mcp, methods=["GET", "POST", "DELETE"]))
     _add_middleware(app, service, keys)
     return app
 
@@ -108,10 +104,11 @@ def create_app(
 def _lifespan(service: Service, embedder_factory: Callable[[], TextEmbedder] | None) -> Lifespan:
     """Return the app's lifespan: load the index and models, open Redis and the HTTP client, watch; then close."""
     settings = service.settings
+    begun = [_start_warm_up(service)]  # the first start's, begun now; a later start (tests) warms up again
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await _warm_up(service)
+        await asyncio.wrap_future(begun.pop() if begun else _start_warm_up(service))
         try:
             await service.saver.ping()
         except REDIS_ERRORS as exc:
@@ -119,10 +116,13 @@ def _lifespan(service: Service, embedder_factory: Callable[[], TextEmbedder] | N
         service.http = httpx.AsyncClient(timeout=2.0)
         if settings.watch:
             await _start_watching(service, embedder_factory)
+        # MCP's SDK loads after the rest, in the background: /ready does not wait for it (serving/mcp_endpoint.py)
+        mcp = app.state.mcp.start()
         try:
-            async with app.state.mcp.session_manager.run():  # the streamable-HTTP sessions of /mcp
-                yield
+            yield
         finally:
+            app.state.mcp.stop()
+            await _stop_background(stopping=[mcp], cancelled=[])
             if service.watchers is not None:
                 await asyncio.to_thread(service.watchers.stop)
             await service.http.aclose()
@@ -132,18 +132,53 @@ def _lifespan(service: Service, embedder_factory: Callable[[], TextEmbedder] | N
     return lifespan
 
 
-async def _warm_up(service: Service) -> None:
+async def _stop_background(
+    *, stopping: list[asyncio.Task[None]], cancelled: list[asyncio.Task[None]], timeout: float = 10.0
+) -> None:
+    """End the lifespan's background tasks: wait for those told to stop (MCP's sessions) up to ``timeout``,
+    cancel the rest, and log any that failed, so that the shutdown after this always runs."""
+    for task in cancelled:
+        task.cancel()
+    done, pending = await asyncio.wait([*stopping, *cancelled], timeout=timeout)
+    for task in pending:
+        task.cancel()
+    for task in done:
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("%s failed: %s", task.get_name(), exc, exc_info=exc)
+
+
+def _warm_up(service: Service) -> None:
     """Load the index, the model clients and tools, and run the embedding model once, before any question."""
-    await asyncio.to_thread(service.load_index)
+    service.load_index()
     if service.index_error:
         log.warning("index not loaded: %s", service.index_error)
         return
-    resources = await asyncio.to_thread(resources_for, service.context)
+    resources = resources_for(service.context)
     # the embedding model's first forward pass takes seconds (seen in a trace: 6.4 s of the first
     # question's `embed queries`); take it now rather than in a user's first question
     if resources.indexes:  # one embedding model serves every index
-        warm = next(iter(resources.indexes.values()))
-        await asyncio.to_thread(warm.embed_queries, ["warm up"])
+        next(iter(resources.indexes.values())).embed_queries(["warm up"])
+
+
+def _start_warm_up(service: Service) -> concurrent.futures.Future[None]:
+    """Begin ``_warm_up`` in a thread of its own; the lifespan waits for it before serving.
+
+    Begun when the app is built, not when it starts: ONNX Runtime reads and optimises the embedding
+    model with the GIL released, so that overlaps building the routes and starting uvicorn (0.2 s of
+    a worker's start-up here, docs/benchmarks.md "Start-up").
+    """
+    done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    def warm() -> None:
+        try:
+            _warm_up(service)
+        except BaseException as exc:  # handed to the lifespan, which raises it
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    threading.Thread(target=warm, name="cairn-warm-up", daemon=True).start()
+    return done
 
 
 async def _start_watching(service: Service, embedder_factory: Callable[[], TextEmbedder] | None) -> None:

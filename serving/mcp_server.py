@@ -345,9 +345,9 @@ def _add_resources(server: MCPServer, service: Service) -> None:
         return text
 
 
-def mount_mcp(app: Any, service: Service, *, loopback_only: bool) -> CairnMCP:
-    """Serve Cairn's MCP tools at ``/mcp`` of ``app`` (streamable HTTP); run ``server.session_manager.run()``
-    in the app's lifespan.
+def mount_mcp(service: Service, *, loopback_only: bool) -> tuple[CairnMCP, Any]:
+    """Return Cairn's MCP server and the ASGI app that serves it at ``/mcp`` (streamable HTTP); the
+    caller runs ``server.session_manager.run()`` while it serves (``serving.mcp_endpoint.LazyMcp``).
 
     Stateless (every request carries its own key and needs no sticky worker, so any worker or replica
     answers) and streamed (progress and cancellation reach ``ask``). On a loopback-only service the
@@ -355,7 +355,6 @@ def mount_mcp(app: Any, service: Service, *, loopback_only: bool) -> CairnMCP:
     bound beyond loopback needs API keys, which guard it instead.
     """
     from mcp.server.streamable_http_manager import StreamableHTTPASGIApp
-    from starlette.routing import Route
 
     server = CairnMCP(service)
     security = (
@@ -366,6 +365,4 @@ def mount_mcp(app: Any, service: Service, *, loopback_only: bool) -> CairnMCP:
         else TransportSecuritySettings(enable_dns_rebinding_protection=False)
     )  # fmt: skip
     server.streamable_http_app(stateless_http=True, json_response=False, transport_security=security)
-    endpoint = StreamableHTTPASGIApp(server.session_manager)
-    app.router.routes.append(Route("/mcp", endpoint=endpoint, methods=["GET", "POST", "DELETE"]))
-    return server
+    return server, StreamableHTTPASGIApp(server.session_manager)

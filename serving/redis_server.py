@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 from cairn.errors import RedisUnavailable
 from cairn.processes import ChildProcess, ChildStatus, Supervisor, read_status, wait_until
 from config import Settings
-from serving.security import is_loopback
+from serving.keys import is_loopback
 
 
 def redis_answers(host: str, port: int) -> bool:

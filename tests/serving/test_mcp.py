@@ -162,6 +162,52 @@ def test_over_http_behind_the_keys_with_sessions_per_key(service_index: Path, re
         assert 'route="/mcp"' in metrics
 
 
+def test_the_sdk_loads_after_start_up_and_an_endpoint_that_cannot_load_is_a_503(
+    service_index: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Building the app does not import the MCP SDK (it loads in the background once the service is up,
+    serving/mcp_endpoint.py); if it cannot load, /mcp says why with a 503 and everything else serves."""
+    import sys
+
+    import serving.mcp_server
+
+    code = "import sys, serving.app; print('mcp' in sys.modules, 'serving.mcp_server' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["False", "False"]
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ImportError("No module named 'mcp' (as if it were not installed)")
+
+    monkeypatch.setattr(serving.mcp_server, "mount_mcp", broken)
+    with served(service_index, redis_url) as server:
+        response = httpx.post(f"{server.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                              headers={"Accept": "application/json, text/event-stream"})  # fmt: skip
+        assert response.status_code == 503
+        message = response.json()["error"]["message"]
+        assert "MCP endpoint is unavailable: it could not start (ImportError" in message
+        assert "not installed" not in message  # the reason is logged for the operator, not told to clients
+        assert httpx.get(f"{server.url}/ready").status_code == 200
+        assert httpx.get(f"{server.url}/v1/models").status_code == 200
+
+
+def test_the_endpoint_serves_again_after_the_app_restarts(service_index: Path, redis_url: str) -> None:
+    """Each start of the app's lifespan builds /mcp afresh (a stopped endpoint is never served)."""
+    from starlette.testclient import TestClient
+
+    from serving.app import create_app
+    from tests.serving.conftest import service_settings
+
+    app = create_app(service_settings(service_index, redis_url))
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                  "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                             "clientInfo": {"name": "test", "version": "1"}}}  # fmt: skip
+    for _ in range(2):
+        with TestClient(app, base_url="http://127.0.0.1:8000") as client:
+            response = client.post("/mcp", json=initialize, headers={"Accept": "application/json, text/event-stream"})
+            assert response.status_code == 200, response.text
+            assert '"serverInfo"' in response.text
+
+
 def test_over_stdio_with_cairn_mcp(service_index: Path) -> None:
     env = {**os.environ, "CAIRN_DATA_DIR": str(service_index.parent), "CAIRN_MODEL": "instant"}
     params = StdioServerParameters(command=CAIRN, args=["mcp", "--index", str(service_index)], env=env)

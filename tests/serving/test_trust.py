@@ -22,7 +22,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
 from cairn.errors import ExitCode, UnsafeBind
-from serving.security import parse_keys
+from serving.keys import parse_keys
 from tests.serving.conftest import CAIRN, free_port, served
 
 pytestmark = pytest.mark.integration
