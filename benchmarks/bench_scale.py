@@ -201,6 +201,7 @@ def main() -> None:
         (work / "redis").mkdir()
         results["soak"] = soak(env, args.minutes, redis_port, work)
         results["malloc_arena_max"] = os.environ.get("MALLOC_ARENA_MAX")
+        results["malloc_trim_s"] = os.environ.get("CAIRN_MALLOC_TRIM_S", "60 (default)")
         name = args.result or "soak"
     else:
         redis = start_redis(redis_port, work)

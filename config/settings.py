@@ -389,6 +389,15 @@ class Settings(BaseSettings):
             "sessions and rate limits are shared through Redis; docs/deploy.md)."
         ),
     )
+    malloc_trim_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=86_400,
+        description=(
+            "How often a worker hands the memory it has freed back to the system (glibc's `malloc_trim`); "
+            "0: never. Without it a busy worker kept about 35 MB more (docs/benchmarks.md, the soak)."
+        ),
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description=(

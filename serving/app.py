@@ -30,7 +30,7 @@ from graphs.agent.resources import resources_for
 from ingest.embedder import TextEmbedder
 from ingest.watch import WatchBatch, WatchGroup
 from retrievers import IndexSpec, cached_embedder, load_search_index, loaded_indexes
-from serving import request_log
+from serving import memory, request_log
 from serving.contract import cairn_openapi, known_query_only
 from serving.errors import REDIS_ERRORS, add_error_handlers
 from serving.keys import ApiKey, is_loopback, parse_keys
@@ -118,11 +118,14 @@ def _lifespan(service: Service, embedder_factory: Callable[[], TextEmbedder] | N
             await _start_watching(service, embedder_factory)
         # MCP's SDK loads after the rest, in the background: /ready does not wait for it (serving/mcp_endpoint.py)
         mcp = app.state.mcp.start()
+        trimming = []  # freed native memory back to the system every CAIRN_MALLOC_TRIM_S (serving/memory.py)
+        if settings.malloc_trim_s:
+            trimming.append(asyncio.create_task(memory.trimming(settings.malloc_trim_s), name="cairn-malloc-trim"))
         try:
             yield
         finally:
             app.state.mcp.stop()
-            await _stop_background(stopping=[mcp], cancelled=[])
+            await _stop_background(stopping=[mcp], cancelled=trimming)
             if service.watchers is not None:
                 await asyncio.to_thread(service.watchers.stop)
             await service.http.aclose()

@@ -18,15 +18,19 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cairn.telemetry import current_traceresponse
 from graphs.agent.telemetry import SECONDS, AgentMetrics
+from serving import memory
 from serving.request_log import log_request
 
 __all__ = ["CONTENT_TYPE_LATEST", "ObservabilityMiddleware", "ServiceMetrics"]
@@ -47,6 +51,7 @@ class ServiceMetrics:
         self.running = Gauge("cairn:num_requests_running", "HTTP requests being answered now.",
                              registry=self.registry)  # fmt: skip
         self.index_chunks = Gauge("cairn:index_chunks", "Chunks in the loaded index.", registry=self.registry)
+        self.registry.register(NativeHeap())
         #: The last requests this worker answered, newest last (the status view's "recent requests").
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT)
         #: Requests being answered now (what the ``running`` gauge shows).
@@ -55,6 +60,21 @@ class ServiceMetrics:
     def exposition(self) -> bytes:
         """Return the metrics in Prometheus' text format."""
         return generate_latest(self.registry)
+
+
+class NativeHeap(Collector):
+    """``cairn:native_heap_bytes{state="in_use"|"free"}``: this worker's malloc heap, read at each scrape
+    (absent outside glibc)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        heap = memory.heap()
+        if heap is None:
+            return
+        about = "This worker's malloc heap: bytes in use and held free (CAIRN_MALLOC_TRIM_S gives the free back)."
+        family = GaugeMetricFamily("cairn:native_heap_bytes", about, labels=["state"])
+        for state, size in heap.items():
+            family.add_metric([state], size)
+        yield family
 
 
 #: How many requests the status view lists.

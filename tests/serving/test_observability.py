@@ -4,6 +4,7 @@ receiver and `traceparent` at the real llama.cpp server."""
 from __future__ import annotations
 
 import gzip
+import platform
 import threading
 import time
 from collections.abc import Iterator
@@ -57,6 +58,9 @@ def test_metrics_count_requests_answers_nodes_and_the_index(service_index: Path,
     assert value(samples, "cairn:time_to_first_token_seconds_count") == 1  # the streamed one
     assert value(samples, "cairn:retrieval_duration_seconds_count") >= 2
     assert value(samples, "cairn:index_chunks") > 10
+    if platform.libc_ver()[0] == "glibc":  # the worker's malloc heap (glibc's mallinfo2)
+        assert value(samples, "cairn:native_heap_bytes", state="in_use") > 10 * 2**20
+        assert ("cairn:native_heap_bytes", (("state", "free"),)) in samples
     assert value(samples, "cairn:num_requests_running") == 1  # the scrape itself
     # second-scale buckets, as for a model that takes tens of seconds
     buckets = {dict(ls)["le"] for (n, ls) in samples if n == "cairn:time_to_first_token_seconds_bucket"}

@@ -1,0 +1,77 @@
+"""A worker hands the memory it has freed back to the system (glibc's malloc_trim), on a timer."""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import threading
+import time
+
+import psutil
+import pytest
+
+from serving import memory
+
+GLIBC = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim and mallinfo2 are glibc's")
+
+
+@GLIBC
+def test_freed_native_memory_goes_back_to_the_system() -> None:
+    process = psutil.Process()
+
+    def churn() -> None:  # many threads allocating and freeing: memory left in their arenas
+        kept: list[bytes] = []
+        for i in range(60_000):
+            kept.append(bytes(200_000 if i % 500 == 0 else 1_000 + i % 3_000))
+            if len(kept) > 4_000:
+                kept = kept[::9]
+
+    threads = [threading.Thread(target=churn) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    before = memory.heap()
+    assert before is not None and before["in_use"] > 0
+    rss = process.memory_info().rss
+    assert memory.trim() is True  # some pages were given back
+    assert process.memory_info().rss < rss
+
+
+@GLIBC
+def test_the_timer_trims_until_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    monkeypatch.setattr(memory, "trim", lambda: calls.append(1) or True)
+
+    async def run() -> None:
+        task = asyncio.create_task(memory.trimming(0.01))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        count = len(calls)
+        await asyncio.sleep(0.05)
+        assert len(calls) == count  # stopped
+
+    asyncio.run(run())
+    assert len(calls) >= 3
+
+
+@GLIBC
+@pytest.mark.parametrize("every_s", [0.05, 0])
+def test_the_service_trims_on_its_timer_unless_told_not_to(
+    every_s: float, service_index, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from tests.serving.conftest import served
+
+    calls: list[int] = []
+    monkeypatch.setattr(memory, "trim", lambda: calls.append(1) or True)
+    with served(service_index, redis_url, malloc_trim_s=every_s) as server:
+        time.sleep(0.5)
+        assert httpx.get(f"{server.url}/health").status_code == 200
+    count = len(calls)
+    assert (count >= 3) if every_s else (count == 0)
+    time.sleep(0.2)
+    assert len(calls) == count  # the timer stopped with the service
