@@ -1,7 +1,7 @@
 """``/mcp`` of the service, with the MCP SDK loaded after start-up rather than before it.
 
 Importing the SDK (``mcp`` and its ``mcp_types``) and building Cairn's MCP server takes about half a
-second here, a sixth of a worker's start-up (docs/benchmarks.md, "Start-up"). The page, the OpenAI
+second here, about a fifth of a worker's start-up (docs/benchmarks.md, "Start-up"). The page, the OpenAI
 API and the LangServe routes do not need it, so the lifespan starts this endpoint in the background
 once the rest is loaded: ``/ready`` does not wait for it, and a request to ``/mcp`` that arrives in
 that half second waits for it rather than failing. If the SDK cannot be loaded, ``/mcp`` answers 503
