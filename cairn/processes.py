@@ -13,6 +13,7 @@ backoff, and writes where things stand to a small JSON file that any process on 
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -26,9 +27,11 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from cairn.errors import CairnError
+
+T = TypeVar("T")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -69,6 +72,23 @@ SIGNAL_MEANINGS = {
     signal.SIGTERM: "terminated",
     signal.SIGINT: "interrupted",
 }
+
+
+def in_background(work: Callable[[], T], name: str) -> concurrent.futures.Future[T]:
+    """Run ``work`` in a daemon thread of its own and return the future of its result (or exception).
+
+    A daemon, so a process that exits meanwhile (an error elsewhere, Ctrl-C) does not wait for it.
+    """
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(work())
+        except BaseException as exc:  # raised where the future's result is asked for
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return done
 
 
 def describe_exit(returncode: int) -> str:

@@ -6,13 +6,13 @@ import concurrent.futures
 import contextlib
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cairn.errors import UnsafeBind
+from cairn.processes import in_background
 from cli.app import IndexOption, RepoOption, _reports_errors, _settings, app, err, out
 from config import Settings
 
@@ -133,17 +133,8 @@ def _building(settings: Settings) -> concurrent.futures.Future[FastAPI | None]:
 
         return create_app(settings)
 
-    built: concurrent.futures.Future[FastAPI | None] = concurrent.futures.Future()
-
-    def run() -> None:
-        try:
-            built.set_result(build())
-        except BaseException as exc:  # raised where `serve` asks for the app
-            built.set_exception(exc)
-
     # a daemon: if Redis or the model fails to start, `serve` exits with its error without waiting for this
-    threading.Thread(target=run, name="cairn-build", daemon=True).start()
-    return built
+    return in_background(build, "cairn-build")
 
 
 def _run(settings: Settings, app: FastAPI | None) -> None:

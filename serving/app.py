@@ -13,7 +13,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -25,6 +24,7 @@ from starlette.routing import Route
 from starlette.types import Scope
 
 from cairn import __version__, telemetry
+from cairn.processes import in_background
 from config import Settings
 from graphs.agent.resources import resources_for
 from ingest.embedder import TextEmbedder
@@ -170,18 +170,7 @@ def _start_warm_up(service: Service) -> concurrent.futures.Future[None]:
     model with the GIL released, so that overlaps building the routes and starting uvicorn (0.2 s of
     a worker's start-up here, docs/benchmarks.md "Start-up").
     """
-    done: concurrent.futures.Future[None] = concurrent.futures.Future()
-
-    def warm() -> None:
-        try:
-            _warm_up(service)
-        except BaseException as exc:  # handed to the lifespan, which raises it
-            done.set_exception(exc)
-        else:
-            done.set_result(None)
-
-    threading.Thread(target=warm, name="cairn-warm-up", daemon=True).start()
-    return done
+    return in_background(lambda: _warm_up(service), "cairn-warm-up")
 
 
 async def _start_watching(service: Service, embedder_factory: Callable[[], TextEmbedder] | None) -> None:

@@ -62,9 +62,9 @@ class LazyMcp:
             loaded.set()
 
     def _build(self) -> tuple[Any, Any]:
-        from serving.mcp_server import mount_mcp
+        from serving.mcp_server import http_endpoint
 
-        return mount_mcp(self.service, loopback_only=self.loopback_only)
+        return http_endpoint(self.service, loopback_only=self.loopback_only)
 
     def stop(self) -> None:
         """End the task ``start`` returned (the lifespan's shutdown)."""

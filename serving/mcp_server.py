@@ -8,9 +8,10 @@ files are resources, ``cairn://REPO/PATH`` (read-only). The answers are the code
 (``serving/code_queries.py``), so a tool and its ``/api`` route never disagree, and the files a tool
 reads are confined to what the index holds, exactly as ``/api/files`` is.
 
-Two transports: streamable HTTP at ``/mcp`` in the service (``mount_mcp``), behind the same API keys,
-rate limit, traces and ``/metrics`` as every route (a call's identity is its HTTP request's, so
-``ask`` keeps a key's sessions its own); and stdio (``cairn mcp``), for clients that launch a command.
+Two transports: streamable HTTP at ``/mcp`` in the service (``http_endpoint``, loaded after start-up by
+``serving/mcp_endpoint.py``), behind the same API keys, rate limit, traces and ``/metrics`` as every
+route (a call's identity is its HTTP request's, so ``ask`` keeps a key's sessions its own); and stdio
+(``cairn mcp``), for clients that launch a command.
 Errors are tool errors (``isError``) carrying the same one-line message and hint as the CLI's.
 """
 
@@ -345,7 +346,7 @@ def _add_resources(server: MCPServer, service: Service) -> None:
         return text
 
 
-def mount_mcp(service: Service, *, loopback_only: bool) -> tuple[CairnMCP, Any]:
+def http_endpoint(service: Service, *, loopback_only: bool) -> tuple[CairnMCP, Any]:
     """Return Cairn's MCP server and the ASGI app that serves it at ``/mcp`` (streamable HTTP); the
     caller runs ``server.session_manager.run()`` while it serves (``serving.mcp_endpoint.LazyMcp``).
 

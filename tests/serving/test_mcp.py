@@ -178,7 +178,7 @@ def test_the_sdk_loads_after_start_up_and_an_endpoint_that_cannot_load_is_a_503(
     def broken(*args: object, **kwargs: object) -> None:
         raise ImportError("No module named 'mcp' (as if it were not installed)")
 
-    monkeypatch.setattr(serving.mcp_server, "mount_mcp", broken)
+    monkeypatch.setattr(serving.mcp_server, "http_endpoint", broken)
     with served(service_index, redis_url) as server:
         response = httpx.post(f"{server.url}/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
                               headers={"Accept": "application/json, text/event-stream"})  # fmt: skip
