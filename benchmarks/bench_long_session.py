@@ -5,8 +5,8 @@ temperature 0, one round), turn by turn, interleaved (which goes first alternate
 
 - ``cairn``: the history policy (``graphs.agent.budget.fit_history``): recent turns word for word, older
   ones summarised as question and citations, the rest left out, within an eighth of the window;
-- ``whole history``: every earlier turn word for word, as a chat that resends its history does (the
-  policy's budget made unlimited; the same graph otherwise).
+- ``whole history``: every earlier turn word for word, as a chat that resends its history does (no
+  policy, and no turns moved out of the session's messages; the same graph otherwise).
 
 The questions are the sample corpus's first questions and follow-ups (evals/datasets/followups-sample.jsonl)
 and its golden questions, cycled. Per turn: prompt tokens sent to the model over the whole turn (plan,
@@ -43,23 +43,29 @@ def _questions(count: int) -> list[str]:
 
 async def _run(index_dir: Path, base_url: str, turns: int) -> dict[str, Any]:
     from langchain_core.callbacks import UsageMetadataCallbackHandler
-    from langchain_core.messages import HumanMessage
+    from langchain_core.messages import AIMessage, HumanMessage
     from langgraph.checkpoint.memory import InMemorySaver
 
     import graphs.agent.nodes as nodes
-    from graphs.agent.budget import fit_history
+    from graphs.agent.budget import History, message_tokens, turns_of
     from graphs.agent.context import Context
     from graphs.agent.graph import build_graph
+    from graphs.agent.transcript import history_of, move_out
+
+    def whole(messages: Any, budget: int, values: Any) -> History:
+        turns = turns_of(messages)
+        out = [m for q, a in turns for m in (HumanMessage(q), AIMessage(a))]
+        return History(out, verbatim=len(turns), tokens=message_tokens(out), budget=budget)
 
     context = Context(model=f"openai-compatible/smollm2-135m@{base_url}", index_dir=str(index_dir), max_rounds=0,
                       temperature=0, plan="auto", context_tokens=4096)  # fmt: skip
     graph = build_graph().compile(checkpointer=InMemorySaver())
     questions = _questions(turns)
-    ways = {"cairn": fit_history, "whole history": lambda messages, budget: fit_history(messages, 10**9)}
+    ways = {"cairn": (history_of, move_out), "whole history": (whole, lambda *args: {})}
     rows: dict[str, list[dict[str, Any]]] = {way: [] for way in ways}
 
     async def one(way: str, n: int) -> None:
-        nodes.fit_history = ways[way]  # type: ignore[assignment]
+        nodes.history_of, nodes.move_out = ways[way]  # type: ignore[assignment]
         usage = UsageMetadataCallbackHandler()
         config = {"configurable": {"thread_id": way}, "callbacks": [usage]}
         started = time.perf_counter()
@@ -71,7 +77,7 @@ async def _run(index_dir: Path, base_url: str, turns: int) -> dict[str, Any]:
         except Exception as exc:  # a prompt over the window: the server refuses it
             row.update(ok=False, error=f"{type(exc).__name__}: {str(exc)[:160]}")
         finally:
-            nodes.fit_history = fit_history  # type: ignore[assignment]
+            nodes.history_of, nodes.move_out = history_of, move_out
         row["seconds"] = round(time.perf_counter() - started, 2)
         row["prompt_tokens"] = sum(u.get("input_tokens", 0) for u in usage.usage_metadata.values())
         rows[way].append(row)

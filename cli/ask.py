@@ -12,6 +12,7 @@ import typer
 from cairn.errors import CairnError
 from cli.app import IndexOption, RepoOption, _reports_errors, _settings, app, err, out
 from config import Settings
+from graphs.agent.transcript import conversation
 from graphs.agent.turn import describe_step
 
 
@@ -22,7 +23,7 @@ def _state_summary(state: dict[str, Any]) -> dict[str, Any]:
     summary["documents"] = [
         {k: d.metadata.get(k) for k in ("citation", "symbol", "score", "retriever")} for d in state.get("documents", [])
     ]
-    summary["messages"] = [{"role": m.type, "content": m.content} for m in state.get("messages", [])]
+    summary["messages"] = [{"role": m.type, "content": m.content} for m in conversation(state)]  # moved out too
     return summary
 
 

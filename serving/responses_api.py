@@ -36,6 +36,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from pydantic import BaseModel, ConfigDict, Field
 
 from graphs.agent.citations import render_answer, sources_block
+from graphs.agent.transcript import answered
 from graphs.agent.turn import Final, Session, Token, Turn
 from serving.chat import MAX_MESSAGES, record_usage, whole_turn
 from serving.errors import REDIS_ERRORS, ServiceError
@@ -206,8 +207,7 @@ async def _answered(service: Service, thread: str) -> int:
     found = await service.saver.aget_tuple(config)  # type: ignore[arg-type]
     if found is None:
         return 0
-    messages = found.checkpoint.get("channel_values", {}).get("messages", [])
-    return max(1, sum(isinstance(m, AIMessage) for m in messages))
+    return max(1, answered(found.checkpoint.get("channel_values") or {}))
 
 
 def _check_history(service: Service, messages: list[BaseMessage]) -> None:

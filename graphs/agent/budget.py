@@ -47,6 +47,8 @@ def fit_budget(documents: Iterable[Document], budget: int) -> list[Document]:
 
 #: Of the history budget, the share recent turns may take word for word; the rest is the digest's.
 VERBATIM_SHARE = 0.75
+#: The most turns given word for word, however short (a long session's state keeps no more of them as messages).
+VERBATIM_TURNS = 16
 #: A question in the digest is cut to this many characters, and at most this many citations listed.
 DIGEST_QUESTION_CHARS = 120
 DIGEST_CITATIONS = 4
@@ -58,7 +60,8 @@ class History:
     """The earlier conversation a turn's prompts get, and what the policy did to fit it in its budget.
 
     The policy, newest first: whole turns word for word (an answer without its "Sources:" list, whose
-    citations are inline in its text) while they fit three quarters of the budget, the newest one cut
+    citations are inline in its text) while they fit three quarters of the budget, at most
+    ``VERBATIM_TURNS``, the newest one cut
     to fit when even it does not; then older turns as one line each, the question and the citations
     its answer used, while the rest of the budget lasts; anything older is left out. The summary
     lines open the first turn kept word for word, so the roles still alternate.
@@ -79,16 +82,22 @@ class History:
                 "clipped": self.clipped, "tokens": self.tokens, "budget": self.budget}  # fmt: skip
 
 
-def fit_history(messages: Sequence[AnyMessage], budget: int) -> History:
-    """Return the earlier turns of ``messages`` as the policy in ``History`` fits them into ``budget`` tokens."""
-    turns = _turns(messages)
+def fit_history(messages: Sequence[AnyMessage], budget: int, earlier: Sequence[str] = (), moved: int = 0) -> History:
+    """Return the earlier turns of ``messages`` as the policy in ``History`` fits them into ``budget`` tokens.
+
+    ``earlier`` and ``moved`` are a long session's older turns, moved out of its messages
+    (``graphs.agent.transcript``): their digest lines, oldest first, and how many turns they were.
+    """
+    turns = turns_of(messages)
     if not turns:
-        return History(budget=budget)
-    verbatim_budget = int(budget * VERBATIM_SHARE) if len(turns) > 1 else budget
+        return History(budget=budget, dropped=moved)
+    verbatim_budget = int(budget * VERBATIM_SHARE) if len(turns) + moved > 1 else budget
     kept: list[tuple[str, str]] = []
     used, clipped = 0, False
     for question, answer in reversed(turns):
-        cost = text_tokens(question) + text_tokens(answer) + 2 * PER_MESSAGE_TOKENS
+        cost = turn_tokens(question, answer)
+        if len(kept) == VERBATIM_TURNS:
+            break
         if used + cost > verbatim_budget:
             if not kept:  # the newest turn always comes: its question cut to half the room, its answer to the rest
                 question = _clip(question, verbatim_budget // 2 - PER_MESSAGE_TOKENS)
@@ -101,8 +110,7 @@ def fit_history(messages: Sequence[AnyMessage], budget: int) -> History:
     older = turns[: len(turns) - len(kept)]
     lines: list[str] = []
     room = budget - used - text_tokens(DIGEST_HEADING)
-    for question, answer in reversed(older):
-        line = _digest_line(question, answer)
+    for line in [*(digest_line(q, a) for q, a in reversed(older)), *reversed(earlier)]:
         if text_tokens(line) > room:
             break
         lines.append(line)
@@ -113,8 +121,13 @@ def fit_history(messages: Sequence[AnyMessage], budget: int) -> History:
             question = "\n".join([DIGEST_HEADING, *reversed(lines), "", question])
         out.append(HumanMessage(question))
         out.append(AIMessage(answer or NO_ANSWER))  # roles alternate, whatever was cut
-    return History(out, verbatim=len(kept), summarised=len(lines), dropped=len(older) - len(lines), clipped=clipped,
-                   tokens=message_tokens(out), budget=budget)  # fmt: skip
+    return History(out, verbatim=len(kept), summarised=len(lines), dropped=len(older) + moved - len(lines),
+                   clipped=clipped, tokens=message_tokens(out), budget=budget)  # fmt: skip
+
+
+def turn_tokens(question: str, answer: str) -> int:
+    """Return what a turn costs word for word in a prompt."""
+    return text_tokens(question) + text_tokens(answer) + 2 * PER_MESSAGE_TOKENS
 
 
 #: What an earlier turn's answer reads as when it had none, or none was left after cutting.
@@ -123,7 +136,7 @@ NO_ANSWER = "(no answer)"
 PER_MESSAGE_TOKENS = 4
 
 
-def _turns(messages: Sequence[AnyMessage]) -> list[tuple[str, str]]:
+def turns_of(messages: Sequence[AnyMessage]) -> list[tuple[str, str]]:
     """Return the conversation as (question, answer) pairs, answers without their Sources list."""
     turns: list[tuple[str, str]] = []
     for message in messages:
@@ -149,7 +162,7 @@ def _clip(text: str, tokens: int) -> str:
     return text[: limit - len(CUT_MARK)].rsplit(" ", 1)[0] + CUT_MARK
 
 
-def _digest_line(question: str, answer: str) -> str:
+def digest_line(question: str, answer: str) -> str:
     """Return an older turn as one line: its question, and the citations its answer used."""
     asked = " ".join(question.split())
     if len(asked) > DIGEST_QUESTION_CHARS:

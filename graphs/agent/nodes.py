@@ -18,15 +18,18 @@ from typing import Any, Literal
 
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langgraph.config import get_config
+from langgraph.constants import CONFIG_KEY_CHECKPOINTER
 from langgraph.runtime import Runtime
 
 from config import Node
-from graphs.agent.budget import fit_budget, fit_history
+from graphs.agent.budget import fit_budget
 from graphs.agent.citations import check_citations, markdown_safe, render_answer, source_of
 from graphs.agent.context import Context, run_context
 from graphs.agent.judgements import about, content_words, copies_example, key_words, points_back
 from graphs.agent.resources import Resources, resources_for
 from graphs.agent.state import AgentState, ToolCallRecord
+from graphs.agent.transcript import history_of, move_out
 from ingest.tokens import identifiers_in
 from models import Judgement
 from models.reasoning import split_thinking
@@ -98,7 +101,7 @@ async def plan(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
     context, resources = await _resolve(runtime)
     messages = state["messages"]
     question = _question_of(messages)
-    fitted = fit_history(messages[:-1], context.history_tokens)  # the policy: graphs.agent.budget.History
+    fitted = history_of(messages[:-1], context.history_tokens, state)  # the policy: graphs.agent.budget.History
     history = fitted.messages
     ask_model = context.plan == "model" or (context.plan == "auto" and bool(history))
     step(runtime, Node.PLAN, "running", planned_by="model" if ask_model else "question")
@@ -154,6 +157,10 @@ async def plan(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
         "fallbacks": fallbacks,
         "tool_calls": [],
         "history": fitted.as_dict(),
+        # a long session's moved-out turns (graphs.agent.transcript) as they were: present in every run's output
+        "digest": state.get("digest", []),
+        "moved": state.get("moved", 0),
+        "transcript": state.get("transcript", ""),
     }
 
 
@@ -515,12 +522,12 @@ async def answer(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]
     relevant = [documents[i] for i in chosen]
     if not relevant:
         step(runtime, Node.ANSWER, "done", citations=[], sources=[])
-        return {"messages": [AIMessage(NOTHING_FOUND)], "answer": NOTHING_FOUND, "sources": [], "citations": [],
-                "dropped_citations": []}  # fmt: skip
+        return _answered(state, context, AIMessage(NOTHING_FOUND), answer=NOTHING_FOUND, sources=[], citations=[],
+                         dropped_citations=[])  # fmt: skip
     step(runtime, Node.ANSWER, "running", sources=len(relevant))
     # shared: the excerpts analyze read, byte for byte (a KV-cache hit), the chosen ones named in the task
     shown = documents if context.prompt_layout == "shared" else relevant
-    history = fit_history(state["messages"][:-1], context.history_tokens).messages
+    history = history_of(state["messages"][:-1], context.history_tokens, state).messages
     prompt = answer_prompt(shown, relevant, state["question"], history)
     reply = await resources.models[Node.ANSWER].ainvoke(prompt, stop=context.stop or None)
     visible, _thinking = split_thinking(str(reply.content))  # a reasoning model's thinking stays out
@@ -535,5 +542,16 @@ async def answer(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]
     finish = metadata.get("finish_reason") or metadata.get("done_reason") or "stop"
     message = AIMessage(render_answer(text, sources), response_metadata={"usage": dict(usage), "finish_reason": finish})
     step(runtime, Node.ANSWER, "done", citations=valid, dropped_citations=dropped, sources=sources, empty=empty)
-    return {"messages": [message], "answer": text, "sources": sources, "citations": valid, "dropped_citations": dropped,
-            "empty_answer": empty}  # fmt: skip
+    return _answered(state, context, message, answer=text, sources=sources, citations=valid, dropped_citations=dropped,
+                     empty_answer=empty)  # fmt: skip
+
+
+def _answered(state: AgentState, context: Context, message: AIMessage, **update: Any) -> dict[str, Any]:
+    """Return the answer's update; on a session, older turns move out of its messages (``graphs.agent.transcript``)."""
+    try:  # a run that keeps its state: a checkpointer, and a thread to keep it on
+        configurable = get_config().get("configurable", {})
+        on_thread = configurable.get(CONFIG_KEY_CHECKPOINTER) is not None and configurable.get("thread_id") is not None
+    except RuntimeError:  # called outside a run
+        on_thread = False
+    moving = move_out([*state["messages"], message], context.history_tokens, state) if on_thread else {}
+    return {**update, **moving, "messages": [*moving.get("messages", ()), message]}

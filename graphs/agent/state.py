@@ -35,7 +35,16 @@ class InputState(TypedDict):
 
 
 class AgentState(InputState, total=False):
-    """The full state; every field below is reset by plan at the start of each turn (last write wins)."""
+    """The full state; plan sets every field below at the start of each turn (last write wins): the
+    three that a long session's older turns move to (``graphs.agent.transcript``) as they were, the
+    others afresh."""
+
+    digest: list[str]
+    """The history policy's lines for the turns moved out of messages, oldest first, within the history budget."""
+    moved: int
+    """How many turns have moved out of messages."""
+    transcript: str
+    """The messages moved out of messages, as JSON lines ``{"type", "content"}``: read by the session's views only."""
 
     question: str
     """The latest question rewritten to stand alone (plan)."""

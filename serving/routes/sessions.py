@@ -16,8 +16,8 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from graphs.agent.budget import fit_history
 from graphs.agent.sessions import REPO_KEY, TITLE_KEY, title_of
+from graphs.agent.transcript import conversation, history_of
 from serving.errors import REDIS_ERRORS, ServiceError, documented
 from serving.schemas import SessionDetail, SessionList, SessionMessage, SessionSummary, SessionTelemetry
 from serving.security import SESSION_ID_PATTERN, check_session_id, key_of, session_of, session_thread
@@ -106,9 +106,9 @@ async def _digest(service: Any, thread: str) -> tuple[list[BaseMessage], str | N
         return [], None
     if found is None:
         return [], None
-    messages = (found.checkpoint.get("channel_values") or {}).get("messages") or []
+    messages = conversation(found.checkpoint.get("channel_values") or {})
     repo = (found.metadata or {}).get(REPO_KEY)
-    return list(messages), str(repo) if repo is not None else None
+    return messages, str(repo) if repo is not None else None
 
 
 def _title(messages: Sequence[BaseMessage]) -> str | None:
@@ -142,11 +142,13 @@ async def get_session(session_id: SessionId, request: Request, service: ServiceD
         usage = await session_usage(service.saver, thread)
     except REDIS_ERRORS as exc:
         raise service.redis_down(exc) from exc
-    messages = snapshot.values.get("messages", []) if snapshot and snapshot.values else []
+    values = snapshot.values if snapshot and snapshot.values else {}
+    messages = conversation(values)
     if not messages:
         raise ServiceError(404, f"No session {session_id!r}", "session_not_found")
     repo = (snapshot.metadata or {}).get(REPO_KEY)
-    history = fit_history(messages, service.context.history_tokens)  # what the next turn would be given
+    # what the next turn would be given
+    history = history_of(values.get("messages") or [], service.context.history_tokens, values)
     return SessionDetail(
         id=session_id,
         repo=str(repo) if repo is not None else None,
