@@ -91,6 +91,23 @@ end
 return 1
 """
 
+#: Forget a thread's checkpoints older than the one a run started from, once that one is another run's:
+#: KEYS[1] the namespace's ids, ARGV: its key base, the parent checkpoint's id, the writing run's id, and
+#: the id just written (never forgotten, even when a worker's clock put it before its parent).
+_FORGET_OLDER = """
+local run = redis.call('HGET', ARGV[1] .. 'cp:' .. ARGV[2], 'run_id')
+if not run or run == ARGV[3] then return 0 end
+local forgotten = 0
+for _, id in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[2])) do
+  if id ~= ARGV[4] then
+    redis.call('DEL', ARGV[1] .. 'cp:' .. id, ARGV[1] .. 'wr:' .. id)
+    redis.call('ZREM', KEYS[1], id)
+    forgotten = forgotten + 1
+  end
+end
+return forgotten
+"""
+
 
 #: How long a request waits for a cluster to fail a lost master over to its replica before giving up.
 #: Redis's failover starts after ``cluster-node-timeout`` (15 s by default; keep it lower with Cairn).
@@ -150,6 +167,13 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
     client it was given, or the cluster client it switched to on finding a cluster (see ``mode``). It
     changes once, at the first use (``ping``, which the service's start-up calls): read ``saver.client``
     when using it rather than keeping it, and keep each script or transaction to one hash slot.
+
+    With ``keep_all=False`` (the service's sessions) a thread keeps only the checkpoints its latest
+    run wrote and the one that run started from, which a run that does not finish falls back to
+    (``rollback_run``): a run's write forgets those before its start, once that start is another
+    run's. Checkpoints are stored whole, so the latest one is the session, and what Redis holds for
+    a session grows with its length, not its square. LangGraph's history of a thread (every
+    checkpoint, ``alist``) is kept with the default, ``keep_all=True``.
     """
 
     def __init__(
@@ -160,6 +184,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         ttl: int = 0,
         url: str | None = None,
         timeout: float = 5.0,
+        keep_all: bool = True,
     ) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"the key prefix {prefix!r} has a brace: a session's hash tag must be its keys' first")
@@ -171,13 +196,17 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         self.mode: Mode | None = "cluster" if isinstance(client, RedisCluster) else None
         self._url = url
         self._timeout = timeout
+        self.keep_all = keep_all
         self._detecting = asyncio.Lock()
         self._index_stale = False
         self._touch = client.register_script(_TOUCH)
+        self._forget_older = client.register_script(_FORGET_OLDER)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
-    def from_url(cls, url: str, *, prefix: str = "cairn", ttl: int = 0, timeout: float = 5.0) -> RedisCheckpointSaver:
+    def from_url(
+        cls, url: str, *, prefix: str = "cairn", ttl: int = 0, timeout: float = 5.0, keep_all: bool = True
+    ) -> RedisCheckpointSaver:
         """Return a saver on a new connection pool for ``url`` (socket timeouts of ``timeout`` seconds).
 
         Nothing is sent yet: whether ``url`` is a cluster node is found on first use (or ``connect``).
@@ -190,14 +219,14 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
             retry_on_error=[redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
         )
-        return cls(client, prefix=prefix, ttl=ttl, url=url, timeout=timeout)
+        return cls(client, prefix=prefix, ttl=ttl, url=url, timeout=timeout, keep_all=keep_all)
 
     @classmethod
     async def connect(
-        cls, url: str, *, prefix: str = "cairn", ttl: int = 0, timeout: float = 5.0
+        cls, url: str, *, prefix: str = "cairn", ttl: int = 0, timeout: float = 5.0, keep_all: bool = True
     ) -> RedisCheckpointSaver:
         """Return a saver for ``url`` that has already found whether it talks to a cluster (raises if unreachable)."""
-        saver = cls.from_url(url, prefix=prefix, ttl=ttl, timeout=timeout)
+        saver = cls.from_url(url, prefix=prefix, ttl=ttl, timeout=timeout, keep_all=keep_all)
         await saver.ping()
         return saver
 
@@ -220,6 +249,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                 return
             self.client = self._cluster_client(plain)
             self._touch = self.client.register_script(_TOUCH)
+            self._forget_older = self.client.register_script(_FORGET_OLDER)
             self.mode = "cluster"
             await plain.aclose()
             log.info("Redis at %s is a cluster node: using the cluster client", self._url or "the given client")
@@ -390,7 +420,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        """Store a checkpoint (whole, in one transaction) and return the config that names it."""
+        """Store a checkpoint (whole, in one transaction) and return the config that names it (see ``keep_all``)."""
         await self.ready()
         configurable = config["configurable"]
         thread_id, ns = str(configurable["thread_id"]), configurable.get("checkpoint_ns", "")
@@ -417,6 +447,12 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
             pipe.set(self.at_key(thread_id), repr(now))
 
         await self.pipeline(fill, transaction=True)
+        if parent and not self.keep_all:
+            try:
+                await self._forget_older(keys=[f"{base}ids"], args=[base, parent, record["run_id"], checkpoint["id"]])
+            except (redis.exceptions.RedisError, *CLUSTER_ERRORS, OSError) as exc:  # the turn is written: keep it
+                log.warning("could not forget the older checkpoints of session %r (%s); the next turn will", thread_id,
+                            exc)  # fmt: skip
         await self.refresh_ttl(thread_id)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
 

@@ -76,8 +76,8 @@ class Service:
         """Resolve the settings into the service's Context and build its graphs and session store."""
         context = Context.from_settings(settings)
         saver = RedisCheckpointSaver.from_url(
-            settings.redis_url, prefix=settings.redis_prefix, ttl=settings.session_ttl
-        )
+            settings.redis_url, prefix=settings.redis_prefix, ttl=settings.session_ttl, keep_all=False
+        )  # a session is its latest checkpoint (and the one its latest turn started from)
         builder = build_graph()
         return cls(
             settings=settings,

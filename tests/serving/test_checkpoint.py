@@ -67,6 +67,39 @@ async def test_a_conversation_survives_a_new_saver(redis_url: str) -> None:
     await fresh.aclose()
 
 
+async def test_a_session_keeps_its_latest_checkpoint_and_the_one_its_turn_started_from(redis_url: str) -> None:
+    """keep_all=False (the service's): a session is not every checkpoint of every turn; rollback still works."""
+    prefix = f"keep-{uuid.uuid4().hex[:8]}"
+    config = {"configurable": {"thread_id": "long"}}
+    everything = RedisCheckpointSaver.from_url(redis_url, prefix=prefix)  # every checkpoint, as before
+    for turn in range(1, 4):
+        await _echo_graph(everything).ainvoke({"messages": [HumanMessage(f"q{turn}")]}, config)
+    assert len([c async for c in everything.alist(config)]) > 6
+    await everything.aclose()
+
+    saver = RedisCheckpointSaver.from_url(redis_url, prefix=prefix, keep_all=False)
+    graph = _echo_graph(saver)
+    for turn in range(4, 9):
+        await graph.ainvoke({"messages": [HumanMessage(f"q{turn}")]}, {**config, "metadata": {"run_id": f"run-{turn}"}},
+                            durability="exit")  # fmt: skip
+        assert len([c async for c in saver.alist(config)]) == 2  # the older ones forgotten by the first turn
+    assert (await graph.aget_state(config)).values["messages"][-1].content == "turn 8"
+
+    # a run that writes several checkpoints keeps them all until the next run starts from its last
+    await graph.ainvoke({"messages": [HumanMessage("q9")]}, {**config, "metadata": {"run_id": "run-9"}})
+    written = len([c async for c in saver.alist(config)])
+    assert written > 2
+
+    # a turn that did not finish is taken back to the one before, which is still there
+    assert await saver.rollback_run("long", "run-9") == written - 1
+    assert (await graph.aget_state(config)).values["messages"][-1].content == "turn 8"
+    await graph.ainvoke({"messages": [HumanMessage("q9")]}, {**config, "metadata": {"run_id": "run-10"}},
+                        durability="exit")  # fmt: skip
+    assert [m.content for m in (await graph.aget_state(config)).values["messages"]][-2:] == ["q9", "turn 9"]
+    assert len([c async for c in saver.alist(config)]) == 2
+    await saver.aclose()
+
+
 async def test_ttl_applies_to_every_key_of_a_session(redis_url: str) -> None:
     prefix = f"ttl-{uuid.uuid4().hex[:8]}"
     saver = RedisCheckpointSaver.from_url(redis_url, prefix=prefix, ttl=120)
