@@ -10,7 +10,7 @@ SAMPLE_INDEX ?= .cairn/sample-index
 TORCH ?= torch==2.13.0
 
 
-.PHONY: install rebuild-model docs system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx bench-llama bench-mcp bench-walk bench-hyde bench-followups bench-long-session bench-memory bench-startup bench-profile bench-ingest-onnx infinity-venv bench-embeddings fuzz traces eval eval-retrieval vendor screenshots clean help
+.PHONY: install rebuild-model docs system-deps run serve demo test eval-ci unit lint format bench bench-ingest bench-query bench-serving bench-page bench-tracing bench-repos bench-watch bench-scale bench-soak bench-cluster bench-million bench-ranking bench-map-plan bench-onnx bench-llama bench-mcp bench-walk bench-hyde bench-followups bench-long-session bench-memory bench-session-size bench-startup bench-profile bench-ingest-onnx infinity-venv bench-embeddings fuzz traces eval eval-retrieval vendor screenshots clean help
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -169,6 +169,10 @@ bench-long-session: install  ## 30 turns on a 4,096-token model: tokens sent and
 
 bench-memory: install  ## What grows in a serving worker: tracemalloc snapshots while 32 streaming sessions run (~7 min).
 	$(BIN)/python -m benchmarks.bench_memory
+
+bench-session-size: install  ## What one session holds in Redis at 1 to 240 turns, and the same keeping every checkpoint (~3 min).
+	$(BIN)/python -m benchmarks.bench_session_size
+	$(BIN)/python -m benchmarks.bench_session_size --keep-all
 
 bench-profile: install  ## One worker under load, every thread sampled: the graph's share of the time against the service's, Redis's and the web stack's (~2 min).
 	$(BIN)/python benchmarks/bench_profile.py

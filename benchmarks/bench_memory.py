@@ -118,9 +118,10 @@ def main() -> None:
     parser.add_argument("--census", action="store_true", help="no tracemalloc: heap and object counts at full speed")
     parser.add_argument("--turns-per-session", type=int, default=0,
                         help="with --census: a new session after this many turns (0: never)")  # fmt: skip
+    parser.add_argument("--result", default="", help="with --census: the results file's name (default: by options)")
     args = parser.parse_args()
     if args.census:
-        run_census(args.minutes, args.sessions, args.turns_per_session)
+        run_census(args.minutes, args.sessions, args.turns_per_session, args.result)
         return
 
     from serving.app import create_app
@@ -168,7 +169,7 @@ def main() -> None:
         print(f"{item['kb']:>10} KB {item['count']:>7} blocks  " + " <- ".join(reversed(item["where"])))
 
 
-def run_census(minutes: float, sessions: int, turns_per_session: int = 0) -> None:
+def run_census(minutes: float, sessions: int, turns_per_session: int = 0, result: str = "") -> None:
     from serving import memory
     from serving.app import create_app
 
@@ -207,10 +208,12 @@ def run_census(minutes: float, sessions: int, turns_per_session: int = 0) -> Non
     grew = (censuses["end"] - censuses["warm"]).most_common(20)
     report = {"machine": machine(), "minutes": minutes, "sessions": sessions, "responses": counts,
               "turns_per_session": turns_per_session or None, "python_malloc": os.environ.get("PYTHONMALLOC"),
+              "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
               "samples": samples, "objects_grown_after_warmup": dict(grew),
               "objects_at_end": sum(censuses["end"].values())}  # fmt: skip
     name = "memory-census" + (f"-{turns_per_session}-turns" if turns_per_session else "")
     name += "-pythonmalloc-malloc" if os.environ.get("PYTHONMALLOC") == "malloc" else ""
+    name = result or name
     (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     for name, grown in grew:
         print(f"{grown:>9} more {name}")

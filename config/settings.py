@@ -398,6 +398,17 @@ class Settings(BaseSettings):
             "0: never. Without it a busy worker kept about 35 MB more (docs/benchmarks.md, the soak)."
         ),
     )
+    malloc_mmap_threshold_kb: int = Field(
+        default=64,
+        ge=0,
+        le=32_768,
+        description=(
+            "Blocks of at least this many KiB get a memory map of their own, handed back to the system when "
+            "freed (glibc's M_MMAP_THRESHOLD, set in each worker); 0: glibc's default, which rises as large "
+            "blocks are freed and then serves them from heaps that keep their high-water mark. A session's "
+            "checkpoint is such a block, growing with the session (docs/benchmarks.md, the census)."
+        ),
+    )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description=(

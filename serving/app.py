@@ -118,6 +118,8 @@ def _lifespan(service: Service, embedder_factory: Callable[[], TextEmbedder] | N
             await _start_watching(service, embedder_factory)
         # MCP's SDK loads after the rest, in the background: /ready does not wait for it (serving/mcp_endpoint.py)
         mcp = app.state.mcp.start()
+        if settings.malloc_mmap_threshold_kb:  # large blocks mapped apart, back to the system when freed
+            memory.map_large(settings.malloc_mmap_threshold_kb)
         trimming = []  # freed native memory back to the system every CAIRN_MALLOC_TRIM_S (serving/memory.py)
         if settings.malloc_trim_s:
             trimming.append(asyncio.create_task(memory.trimming(settings.malloc_trim_s), name="cairn-malloc-trim"))

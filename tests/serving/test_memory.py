@@ -75,3 +75,47 @@ def test_the_service_trims_on_its_timer_unless_told_not_to(
     assert (count >= 3) if every_s else (count == 0)
     time.sleep(0.2)
     assert len(calls) == count  # the timer stopped with the service
+
+
+#: Allocate 24 MiB after setting the threshold, in a fresh process (a heap with no free chunk that fits):
+#: print the bytes mapped apart while it is held and after it is freed.
+_PROBE = """
+import sys
+from serving import memory
+assert memory.map_large(int(sys.argv[1]))
+lib = memory._libc()
+before = lib.mallinfo2().hblkhd
+block = bytearray(24 * 2**20)
+held = lib.mallinfo2().hblkhd - before
+del block
+print(held, lib.mallinfo2().hblkhd - before)
+"""
+
+
+@GLIBC
+@pytest.mark.parametrize(("threshold_kb", "mapped"), [(64, True), (32 * 1024, False)])
+def test_large_blocks_get_a_map_of_their_own_from_the_threshold_set(threshold_kb: int, mapped: bool) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    probe = subprocess.run([sys.executable, "-c", _PROBE, str(threshold_kb)], cwd=ROOT, capture_output=True,
+                           text=True, timeout=60, check=True)  # fmt: skip
+    held, after = map(int, probe.stdout.split())
+    assert (held >= 24 * 2**20) is mapped  # 24 MiB: over 64 KiB, under 32 MiB
+    assert after < 2**20  # and a mapped block went back when freed
+
+
+@GLIBC
+@pytest.mark.parametrize("threshold_kb", [64, 0])
+def test_the_service_sets_the_threshold_from_its_setting(
+    threshold_kb: int, service_index, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.serving.conftest import served
+
+    calls: list[int] = []
+    monkeypatch.setattr(memory, "map_large", lambda kb: calls.append(kb) or True)
+    with served(service_index, redis_url, malloc_mmap_threshold_kb=threshold_kb):
+        pass
+    assert calls == ([threshold_kb] if threshold_kb else [])
