@@ -61,10 +61,10 @@ class History:
 
     The policy, newest first: whole turns word for word (an answer without its "Sources:" list, whose
     citations are inline in its text) while they fit three quarters of the budget, at most
-    ``VERBATIM_TURNS``, the newest one cut
-    to fit when even it does not; then older turns as one line each, the question and the citations
-    its answer used, while the rest of the budget lasts; anything older is left out. The summary
-    lines open the first turn kept word for word, so the roles still alternate.
+    ``VERBATIM_TURNS`` of them, the newest one cut to fit when even it does not; then older turns as
+    one line each, the question and the citations its answer used, while the rest of the budget
+    lasts; anything older is left out. The summary lines open the first turn kept word for word, so
+    the roles still alternate.
     """
 
     messages: list[BaseMessage] = field(default_factory=list)

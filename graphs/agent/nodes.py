@@ -522,8 +522,8 @@ async def answer(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]
     relevant = [documents[i] for i in chosen]
     if not relevant:
         step(runtime, Node.ANSWER, "done", citations=[], sources=[])
-        return _answered(state, context, AIMessage(NOTHING_FOUND), answer=NOTHING_FOUND, sources=[], citations=[],
-                         dropped_citations=[])  # fmt: skip
+        return _answer_update(state, context, AIMessage(NOTHING_FOUND), answer=NOTHING_FOUND, sources=[],
+                              citations=[], dropped_citations=[])  # fmt: skip
     step(runtime, Node.ANSWER, "running", sources=len(relevant))
     # shared: the excerpts analyze read, byte for byte (a KV-cache hit), the chosen ones named in the task
     shown = documents if context.prompt_layout == "shared" else relevant
@@ -542,11 +542,11 @@ async def answer(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]
     finish = metadata.get("finish_reason") or metadata.get("done_reason") or "stop"
     message = AIMessage(render_answer(text, sources), response_metadata={"usage": dict(usage), "finish_reason": finish})
     step(runtime, Node.ANSWER, "done", citations=valid, dropped_citations=dropped, sources=sources, empty=empty)
-    return _answered(state, context, message, answer=text, sources=sources, citations=valid, dropped_citations=dropped,
-                     empty_answer=empty)  # fmt: skip
+    return _answer_update(state, context, message, answer=text, sources=sources, citations=valid,
+                          dropped_citations=dropped, empty_answer=empty)  # fmt: skip
 
 
-def _answered(state: AgentState, context: Context, message: AIMessage, **update: Any) -> dict[str, Any]:
+def _answer_update(state: AgentState, context: Context, message: AIMessage, **update: Any) -> dict[str, Any]:
     """Return the answer's update; on a session, older turns move out of its messages (``graphs.agent.transcript``)."""
     try:  # a run that keeps its state: a checkpointer, and a thread to keep it on
         configurable = get_config().get("configurable", {})

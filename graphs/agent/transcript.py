@@ -11,8 +11,9 @@ move out (``move_out``), each to two places:
 
 So the messages a turn deserialises, copies and fits stay bounded however long the session runs,
 and a turn's prompts are the same as if it had kept them all: a moved turn is one the policy would
-only have summarised or left out. Both fields are part of the checkpoint, so they are written, taken
-back (a turn that does not finish) and deleted together with the rest of the session.
+only have summarised or left out. ``digest``, ``moved`` and ``transcript`` are part of the
+checkpoint, so they are written, taken back (a turn that does not finish) and deleted together
+with the rest of the session.
 """
 
 from __future__ import annotations
@@ -79,7 +80,8 @@ def conversation(values: Mapping[str, Any]) -> list[BaseMessage]:
 def answered(values: Mapping[str, Any]) -> int:
     """Return how many answers a session's state holds, moved out or kept, without parsing its transcript."""
     kept = sum(isinstance(m, AIMessage) for m in values.get("messages") or [])
-    return kept + values.get("transcript", "").count('"type": "ai"')
+    # each line opens with its type (``_line``); a quote inside a message is escaped, so only they match
+    return kept + values.get("transcript", "").count('{"type": "ai"')
 
 
 def history_of(messages: Sequence[AnyMessage], budget: int, values: Mapping[str, Any]) -> History:
