@@ -58,23 +58,26 @@ def test_the_timer_trims_until_cancelled(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 @GLIBC
-@pytest.mark.parametrize("every_s", [0.05, 0])
-def test_the_service_trims_on_its_timer_unless_told_not_to(
-    every_s: float, service_index, redis_url: str, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("every_s", "threshold_kb"), [(0.05, 64), (0, 0)])
+def test_the_service_trims_on_its_timer_and_maps_large_blocks_unless_told_not_to(
+    every_s: float, threshold_kb: int, service_index, redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import httpx
 
     from tests.serving.conftest import served
 
     calls: list[int] = []
+    thresholds: list[int] = []
     monkeypatch.setattr(memory, "trim", lambda: calls.append(1) or True)
-    with served(service_index, redis_url, malloc_trim_s=every_s) as server:
+    monkeypatch.setattr(memory, "map_large", lambda kb: thresholds.append(kb) or True)
+    with served(service_index, redis_url, malloc_trim_s=every_s, malloc_mmap_threshold_kb=threshold_kb) as server:
         time.sleep(0.5)
         assert httpx.get(f"{server.url}/health").status_code == 200
     count = len(calls)
     assert (count >= 3) if every_s else (count == 0)
     time.sleep(0.2)
     assert len(calls) == count  # the timer stopped with the service
+    assert thresholds == ([threshold_kb] if threshold_kb else [])
 
 
 #: Allocate 24 MiB after setting the threshold, in a fresh process (a heap with no free chunk that fits):
@@ -105,17 +108,3 @@ def test_large_blocks_get_a_map_of_their_own_from_the_threshold_set(threshold_kb
     held, after = map(int, probe.stdout.split())
     assert (held >= 24 * 2**20) is mapped  # 24 MiB: over 64 KiB, under 32 MiB
     assert after < 2**20  # and a mapped block went back when freed
-
-
-@GLIBC
-@pytest.mark.parametrize("threshold_kb", [64, 0])
-def test_the_service_sets_the_threshold_from_its_setting(
-    threshold_kb: int, service_index, redis_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tests.serving.conftest import served
-
-    calls: list[int] = []
-    monkeypatch.setattr(memory, "map_large", lambda kb: calls.append(kb) or True)
-    with served(service_index, redis_url, malloc_mmap_threshold_kb=threshold_kb):
-        pass
-    assert calls == ([threshold_kb] if threshold_kb else [])
