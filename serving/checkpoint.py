@@ -12,6 +12,9 @@ Layout (``P`` = the key prefix, ``T`` and ``N`` the URL-quoted thread id and nam
     P:{T}:N:cp:ID          hash   checkpoint, metadata, parent id, run id (serialized by ``serde``)
     P:{T}:N:wr:ID          hash   "task_id|idx" -> pending write
     P:{T}:usage            hash   tokens the session's turns used (``serving/session_usage.py``)
+    P:{T}:log              list   the session's transcript log: its older messages, one entry per turn
+                                  that moved some out (``graphs.agent.transcript``); a checkpoint's
+                                  state says how many entries it covers
 
 ``{T}`` is a Redis Cluster hash tag: every key of one thread hashes to one slot, so each write of a
 checkpoint is still one MULTI/EXEC transaction on a cluster (a killed service leaves either the whole
@@ -80,6 +83,7 @@ local ttl = tonumber(ARGV[2])
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('EXPIRE', ARGV[1] .. 'usage', ttl)
 redis.call('EXPIRE', ARGV[1] .. 'at', ttl)
+redis.call('EXPIRE', ARGV[1] .. 'log', ttl)
 for _, ns in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local base = ARGV[1] .. ns .. ':'
   redis.call('EXPIRE', base .. 'ids', ttl)
@@ -107,6 +111,23 @@ for _, id in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[2])) do
 end
 return forgotten
 """
+
+
+#: Append an entry to a thread's transcript log after the entries a state covers (KEYS[1] the log; ARGV:
+#: how many entries to keep, the entry, the TTL). Entries past those (a turn taken back) are replaced;
+#: returns -1 without a write when fewer than that are there (entries lost), else the log's length.
+_APPEND_LOG = """
+local keep = tonumber(ARGV[1])
+if redis.call('LLEN', KEYS[1]) < keep then return -1 end
+if keep == 0 then redis.call('DEL', KEYS[1]) else redis.call('LTRIM', KEYS[1], 0, keep - 1) end
+local length = redis.call('RPUSH', KEYS[1], ARGV[2])
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return length
+"""
+
+
+class TranscriptLost(RuntimeError):
+    """A thread's transcript log has fewer entries than its state covers."""
 
 
 #: How long a request waits for a cluster to fail a lost master over to its replica before giving up.
@@ -201,6 +222,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         self._index_stale = False
         self._touch = client.register_script(_TOUCH)
         self._forget_older = client.register_script(_FORGET_OLDER)
+        self._append_log = client.register_script(_APPEND_LOG)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -250,6 +272,7 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
             self.client = self._cluster_client(plain)
             self._touch = self.client.register_script(_TOUCH)
             self._forget_older = self.client.register_script(_FORGET_OLDER)
+            self._append_log = self.client.register_script(_APPEND_LOG)
             self.mode = "cluster"
             await plain.aclose()
             log.info("Redis at %s is a cluster node: using the cluster client", self._url or "the given client")
@@ -302,6 +325,9 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
 
     def at_key(self, thread_id: str) -> str:
         return self.thread_base(thread_id) + "at"
+
+    def _log_key(self, thread_id: str) -> str:
+        return self.thread_base(thread_id) + "log"
 
     def _base(self, thread_id: str, ns: str) -> str:
         return f"{self.thread_base(thread_id)}{quote_key(ns)}:"
@@ -484,13 +510,32 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         await self.pipeline(fill, transaction=True)
         await self.refresh_ttl(thread_id)
 
+    async def aappend_transcript(self, thread_id: str, keep: int, entry: str) -> None:
+        """Keep the first ``keep`` entries of a thread's transcript log and append ``entry`` (one script).
+
+        Raises ``TranscriptLost`` when the log has fewer than ``keep`` entries (nothing is written).
+        """
+        await self.ready()
+        key = self._log_key(str(thread_id))
+        if await self._append_log(keys=[key], args=[keep, entry.encode(), self.ttl]) < 0:
+            raise TranscriptLost(f"the transcript log {key} has fewer than the {keep} entries its session covers")
+
+    async def aread_transcript(self, thread_id: str, count: int) -> list[str]:
+        """Return the first ``count`` entries of a thread's transcript log (fewer where entries were lost)."""
+        if count <= 0:
+            return []
+        await self.ready()
+        raw = cast(list[bytes], await self.client.lrange(self._log_key(str(thread_id)), 0, count - 1))
+        return [entry.decode() for entry in raw]
+
     async def refresh_ttl(self, thread_id: str) -> None:
         if self.ttl > 0:
             await self._touch(keys=[self._ns_key(thread_id)], args=[self.thread_base(thread_id), self.ttl])
 
     async def _thread_keys(self, thread_id: str) -> list[str]:
         """Return every key of a thread (all in its hash slot)."""
-        keys = [self._ns_key(thread_id), self.at_key(thread_id), self.thread_base(thread_id) + "usage"]
+        keys = [self._ns_key(thread_id), self.at_key(thread_id), self.thread_base(thread_id) + "usage",
+                self._log_key(thread_id)]  # fmt: skip
         for ns in await self._namespaces(thread_id):
             base = self._base(thread_id, ns)
             keys.append(f"{base}ids")
@@ -553,8 +598,12 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
                 if record:
                     writes = cast(dict[bytes, bytes], await self.client.hgetall(f"{src}wr:{cid}"))
                     copies.append((ns, cid, record, writes))
+        transcript = cast(list[bytes], await self.client.lrange(self._log_key(source), 0, -1))
 
         def fill(pipe: Any) -> None:
+            pipe.delete(self._log_key(target))
+            if transcript:
+                pipe.rpush(self._log_key(target), *transcript)
             for ns, cid, record, writes in copies:
                 dst = self._base(target, ns)
                 pipe.hset(f"{dst}cp:{cid}", mapping=record)

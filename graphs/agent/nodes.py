@@ -29,7 +29,7 @@ from graphs.agent.context import Context, run_context
 from graphs.agent.judgements import about, content_words, copies_example, key_words, points_back
 from graphs.agent.resources import Resources, resources_for
 from graphs.agent.state import AgentState, ToolCallRecord
-from graphs.agent.transcript import history_of, move_out
+from graphs.agent.transcript import history_of, into_log, move_out
 from ingest.tokens import identifiers_in
 from models import Judgement
 from models.reasoning import split_thinking
@@ -161,6 +161,8 @@ async def plan(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]:
         "digest": state.get("digest", []),
         "moved": state.get("moved", 0),
         "transcript": state.get("transcript", ""),
+        "logged": state.get("logged", 0),
+        "logged_answers": state.get("logged_answers", 0),
     }
 
 
@@ -522,7 +524,7 @@ async def answer(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]
     relevant = [documents[i] for i in chosen]
     if not relevant:
         step(runtime, Node.ANSWER, "done", citations=[], sources=[])
-        return _answer_update(state, context, AIMessage(NOTHING_FOUND), answer=NOTHING_FOUND, sources=[],
+        return await _answer_update(state, context, AIMessage(NOTHING_FOUND), answer=NOTHING_FOUND, sources=[],
                               citations=[], dropped_citations=[])  # fmt: skip
     step(runtime, Node.ANSWER, "running", sources=len(relevant))
     # shared: the excerpts analyze read, byte for byte (a KV-cache hit), the chosen ones named in the task
@@ -542,16 +544,19 @@ async def answer(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]
     finish = metadata.get("finish_reason") or metadata.get("done_reason") or "stop"
     message = AIMessage(render_answer(text, sources), response_metadata={"usage": dict(usage), "finish_reason": finish})
     step(runtime, Node.ANSWER, "done", citations=valid, dropped_citations=dropped, sources=sources, empty=empty)
-    return _answer_update(state, context, message, answer=text, sources=sources, citations=valid,
+    return await _answer_update(state, context, message, answer=text, sources=sources, citations=valid,
                           dropped_citations=dropped, empty_answer=empty)  # fmt: skip
 
 
-def _answer_update(state: AgentState, context: Context, message: AIMessage, **update: Any) -> dict[str, Any]:
+async def _answer_update(state: AgentState, context: Context, message: AIMessage, **update: Any) -> dict[str, Any]:
     """Return the answer's update; on a session, older turns move out of its messages (``graphs.agent.transcript``)."""
     try:  # a run that keeps its state: a checkpointer, and a thread to keep it on
         configurable = get_config().get("configurable", {})
-        on_thread = configurable.get(CONFIG_KEY_CHECKPOINTER) is not None and configurable.get("thread_id") is not None
     except RuntimeError:  # called outside a run
-        on_thread = False
-    moving = move_out([*state["messages"], message], context.history_tokens, state) if on_thread else {}
+        configurable = {}
+    checkpointer, thread = configurable.get(CONFIG_KEY_CHECKPOINTER), configurable.get("thread_id")
+    moving = {}
+    if checkpointer is not None and thread is not None:
+        moving = move_out([*state["messages"], message], context.history_tokens, state)
+        await into_log(checkpointer, str(thread), state, moving)
     return {**update, **moving, "messages": [*moving.get("messages", ()), message]}

@@ -15,7 +15,7 @@ from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from graphs.agent.context import Context
-from graphs.agent.transcript import conversation
+from graphs.agent.transcript import aconversation
 
 #: The checkpoint metadata key that holds the session's repository (LangGraph copies it from the
 #: run config's ``metadata`` into every checkpoint the run writes).
@@ -51,7 +51,7 @@ async def recorded(saver: BaseCheckpointSaver, session: str) -> Recorded:
     metadata = latest.metadata or {}
     repo, title = metadata.get(REPO_KEY), metadata.get(TITLE_KEY)
     if title is None:  # recorded before titles were: its first question
-        messages = conversation(latest.checkpoint.get("channel_values") or {})
+        messages = await aconversation(saver, session, latest.checkpoint.get("channel_values") or {})
         first = next((m for m in messages if isinstance(m, HumanMessage)), None)
         title = title_of(first.text) if first is not None else None
     return Recorded(str(repo) if repo is not None else None, str(title) if title is not None else None)

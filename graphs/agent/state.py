@@ -36,7 +36,7 @@ class InputState(TypedDict):
 
 class AgentState(InputState, total=False):
     """The full state; plan sets every field below at the start of each turn (last write wins): the
-    three that a long session's older turns move to (``graphs.agent.transcript``) as they were, the
+    five that a long session's older turns move to (``graphs.agent.transcript``) as they were, the
     others afresh."""
 
     digest: list[str]
@@ -44,7 +44,13 @@ class AgentState(InputState, total=False):
     moved: int
     """How many turns have moved out of messages."""
     transcript: str
-    """The messages moved out of messages, as JSON lines ``{"type", "content"}``: read by the session's views only."""
+    """The messages moved out of messages, as JSON lines ``{"type", "content"}``: read by the session's views only.
+
+    Empty where the checkpointer keeps them in its transcript log instead (after the ``logged`` entries)."""
+    logged: int
+    """How many entries of the checkpointer's transcript log this state's session covers (0 without a log)."""
+    logged_answers: int
+    """How many answers those entries hold."""
 
     question: str
     """The latest question rewritten to stand alone (plan)."""

@@ -6,21 +6,30 @@ move out (``move_out``), each to two places:
 
 - ``digest``: its line of the policy's summary (the question and the citations its answer used),
   only as many lines as the history budget could ever hold;
-- ``transcript``: the conversation's older messages as JSON lines, one string that the session's
-  views (``conversation``) read and no turn parses.
+- the session's transcript: its older messages as JSON lines, which only the session's views
+  (``aconversation``) read and no turn parses.
+
+Where the transcript goes depends on the checkpointer. One that keeps a transcript log
+(``TranscriptLog``: the service's Redis saver) is given each turn's moved-out lines as one entry
+of a log beside the checkpoints, appended and never read by a turn; the state keeps only how many
+entries it covers (``logged``) and how many answers they hold (``logged_answers``). So nothing a
+turn loads or writes grows with the session. Any other checkpointer keeps the lines in the state's
+``transcript`` string, read and written with each checkpoint.
 
 So the messages a turn deserialises, copies and fits stay bounded however long the session runs,
 and a turn's prompts are the same as if it had kept them all: a moved turn is one the policy would
-only have summarised or left out. ``digest``, ``moved`` and ``transcript`` are part of the
-checkpoint, so they are written, taken back (a turn that does not finish) and deleted together
-with the rest of the session.
+only have summarised or left out. The fields are part of the checkpoint, so they are written and
+taken back (a turn that does not finish) together with the rest of the session. A log entry is
+appended before the checkpoint that counts it is written: one that no checkpoint counts (its turn
+was taken back) is never read, and the session's next entry replaces it.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, HumanMessage, RemoveMessage, SystemMessage
 
@@ -40,6 +49,21 @@ KEPT_TURNS = VERBATIM_TURNS
 MIN_KEPT_TURNS = 2
 
 _ROLES: dict[str, type[BaseMessage]] = {"human": HumanMessage, "ai": AIMessage, "system": SystemMessage}
+
+log = logging.getLogger("cairn.agent")
+
+
+@runtime_checkable
+class TranscriptLog(Protocol):
+    """A checkpointer that keeps each session's transcript as a log of entries beside its checkpoints."""
+
+    async def aappend_transcript(self, thread_id: str, keep: int, entry: str) -> None:
+        """Keep the first ``keep`` entries of the thread's log and append ``entry``; raise when fewer are there."""
+        ...
+
+    async def aread_transcript(self, thread_id: str, count: int) -> list[str]:
+        """Return the first ``count`` entries of the thread's log (fewer if entries were lost)."""
+        ...
 
 
 def move_out(messages: Sequence[AnyMessage], budget: int, values: Mapping[str, Any]) -> dict[str, Any]:
@@ -71,17 +95,47 @@ def move_out(messages: Sequence[AnyMessage], budget: int, values: Mapping[str, A
     }
 
 
-def conversation(values: Mapping[str, Any]) -> list[BaseMessage]:
-    """Return a session's whole conversation from its state: the moved-out messages, then the kept ones."""
-    moved = [_ROLES[entry["type"]](entry["content"]) for entry in map(json.loads, _lines(values))]
+async def into_log(checkpointer: object, thread_id: str, values: Mapping[str, Any], update: dict[str, Any]) -> None:
+    """Move the transcript lines of a ``move_out`` update into the checkpointer's log, when it keeps one.
+
+    ``update["transcript"]`` (the state's lines, then this turn's) becomes the log's next entry,
+    after the ``values["logged"]`` entries the state covers; the update then counts it instead.
+    Where the log cannot take it (Redis gone, entries lost), the lines stay in the state.
+    """
+    text = update.get("transcript", "")
+    if not text or not isinstance(checkpointer, TranscriptLog):
+        return
+    count = values.get("logged", 0)
+    try:
+        await checkpointer.aappend_transcript(thread_id, count, text)
+    except Exception as exc:  # the turn is answered: its lines stay in the state, the log takes the next
+        log.warning("could not append to the transcript log of session %r (%s); kept in its state", thread_id, exc)
+        return
+    update.update(transcript="", logged=count + 1, logged_answers=values.get("logged_answers", 0) + _answers(text))
+
+
+async def aconversation(checkpointer: object, thread_id: str, values: Mapping[str, Any]) -> list[BaseMessage]:
+    """Return a session's whole conversation: its logged entries, the state's moved-out lines, its messages."""
+    count = values.get("logged", 0)
+    entries: list[str] = []
+    if count and isinstance(checkpointer, TranscriptLog):
+        entries = await checkpointer.aread_transcript(thread_id, count)
+    if len(entries) < count:
+        log.warning("session %r's transcript log has %d of its %d entries", thread_id, len(entries), count)
+    return conversation(values, "".join(entries))
+
+
+def conversation(values: Mapping[str, Any], logged: str = "") -> list[BaseMessage]:
+    """Return a session's conversation from its state (and its log's ``logged`` lines, see ``aconversation``)."""
+    lines = _lines(logged) + _lines(str(values.get("transcript") or ""))
+    moved = [_ROLES[entry["type"]](entry["content"]) for entry in map(json.loads, lines)]
     return [*moved, *(values.get("messages") or [])]
 
 
 def answered(values: Mapping[str, Any]) -> int:
-    """Return how many answers a session's state holds, moved out or kept, without parsing its transcript."""
+    """Return how many answers a session's state holds, moved out or kept, without reading its transcript."""
     kept = sum(isinstance(m, AIMessage) for m in values.get("messages") or [])
-    # each line opens with its type (``_line``); a quote inside a message is escaped, so only they match
-    return kept + values.get("transcript", "").count('{"type": "ai"')
+    return kept + _answers(values.get("transcript", "")) + values.get("logged_answers", 0)
 
 
 def history_of(messages: Sequence[AnyMessage], budget: int, values: Mapping[str, Any]) -> History:
@@ -101,6 +155,11 @@ def _line(message: BaseMessage) -> str:
     return json.dumps({"type": message.type, "content": message.text}, ensure_ascii=False) + "\n"
 
 
-def _lines(values: Mapping[str, Any]) -> list[str]:
+def _answers(text: str) -> int:
+    # each line opens with its type (``_line``); a quote inside a message is escaped, so only they match
+    return text.count('{"type": "ai"')
+
+
+def _lines(text: str) -> list[str]:
     # "\n" only: JSON leaves U+2028, U+2029 and U+0085 in a string as they are, and splitlines() splits at them
-    return [line for line in str(values.get("transcript") or "").split("\n") if line]
+    return [line for line in text.split("\n") if line]

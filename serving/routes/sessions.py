@@ -17,7 +17,7 @@ from fastapi.responses import Response
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
 from graphs.agent.sessions import REPO_KEY, TITLE_KEY, title_of
-from graphs.agent.transcript import conversation, history_of
+from graphs.agent.transcript import aconversation, history_of
 from serving.errors import REDIS_ERRORS, ServiceError, documented
 from serving.schemas import SessionDetail, SessionList, SessionMessage, SessionSummary, SessionTelemetry
 from serving.security import SESSION_ID_PATTERN, check_session_id, key_of, session_of, session_thread
@@ -106,7 +106,7 @@ async def _digest(service: Any, thread: str) -> tuple[list[BaseMessage], str | N
         return [], None
     if found is None:
         return [], None
-    messages = conversation(found.checkpoint.get("channel_values") or {})
+    messages = await aconversation(service.saver, thread, found.checkpoint.get("channel_values") or {})
     repo = (found.metadata or {}).get(REPO_KEY)
     return messages, str(repo) if repo is not None else None
 
@@ -140,10 +140,10 @@ async def get_session(session_id: SessionId, request: Request, service: ServiceD
     try:
         snapshot = await service.session_graph.aget_state({"configurable": {"thread_id": thread}})
         usage = await session_usage(service.saver, thread)
+        values = snapshot.values if snapshot and snapshot.values else {}
+        messages = await aconversation(service.saver, thread, values)
     except REDIS_ERRORS as exc:
         raise service.redis_down(exc) from exc
-    values = snapshot.values if snapshot and snapshot.values else {}
-    messages = conversation(values)
     if not messages:
         raise ServiceError(404, f"No session {session_id!r}", "session_not_found")
     repo = (snapshot.metadata or {}).get(REPO_KEY)

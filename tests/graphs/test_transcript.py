@@ -8,7 +8,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from graphs.agent.budget import VERBATIM_TURNS, fit_history
 from graphs.agent.graph import build_graph
-from graphs.agent.transcript import KEPT_TURNS, answered, conversation, history_of, move_out
+from graphs.agent.transcript import KEPT_TURNS, aconversation, answered, conversation, history_of, move_out
 from ingest.pipeline import ingest_repository
 from tests.conftest import SAMPLE_REPO, FakeEmbedder
 from tests.fakes import QueuedChatModel
@@ -122,3 +122,54 @@ def test_moving_out_keeps_whole_turns_and_at_least_the_last_two() -> None:
     assert [m.id for m in update["messages"]] == ["h0", "a0", "h1", "a1", "h2", "a2"]
     assert update["moved"] == 3 and len(update["digest"]) == 3 and update["transcript"].count("\n") == 6
     assert move_out(messages[-4:], 512, {}) == {}  # two turns always stay
+
+
+class LoggingSaver(InMemorySaver):
+    """An in-memory checkpointer that keeps a transcript log (``TranscriptLog``), as the Redis saver does.
+
+    ``failing`` appends raise, as a Redis that went away would.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.logs: dict[str, list[str]] = {}
+        self.failing = False
+
+    async def aappend_transcript(self, thread_id: str, keep: int, entry: str) -> None:
+        if self.failing:
+            raise ConnectionError("Redis went away")
+        entries = self.logs.setdefault(thread_id, [])
+        if len(entries) < keep:
+            raise RuntimeError("entries lost")
+        entries[keep:] = [entry]
+
+    async def aread_transcript(self, thread_id: str, count: int) -> list[str]:
+        return self.logs.get(thread_id, [])[:count]
+
+
+async def test_a_checkpointer_with_a_transcript_log_keeps_the_moved_turns_out_of_the_state(index_dir) -> None:
+    """The state keeps a count; the log the lines, one entry a turn, in order; a failed append stays in the state."""
+    turns = 30
+    ctx = context(index_dir, plan="auto", context_tokens=WINDOW, **models(
+        plan=QueuedChatModel(default=PLAN_OK),
+        analyze=QueuedChatModel(default='{"relevant": [1], "sufficient": true}'),
+        answer=QueuedChatModel(replies=[answer_text(t) for t in range(turns)]),
+    ))  # fmt: skip
+    saver = LoggingSaver()
+    memory = build_graph().compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "logged"}}
+    whole: list[BaseMessage] = []
+    for turn in range(turns):
+        saver.failing = turn in (20, 21)  # Redis away for two turns: their lines wait in the state
+        if turn == 25:  # an entry no checkpoint counts (its turn was taken back) is replaced
+            saver.logs["logged"].append('{"type": "human", "content": "taken back"}\n')
+        question = f"how does decode_records detect torn writes? (turn {turn})"
+        state = await memory.ainvoke({"messages": [HumanMessage(question)]}, config, context=ctx)
+        whole += [HumanMessage(question), state["messages"][-1]]
+        assert pairs(await aconversation(saver, "logged", state)) == pairs(whole), turn
+        assert answered(state) == turn + 1
+        assert state["transcript"] == "" or turn >= 20, turn  # only a failed append leaves lines in the state
+    assert state["moved"] > 10 and state["transcript"] == "" and state["logged"] == len(saver.logs["logged"])
+    assert "taken back" not in "".join(saver.logs["logged"])
+    # without the log, the state alone has only what it kept
+    assert len(conversation(state)) == len(state["messages"])

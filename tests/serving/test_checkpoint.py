@@ -14,7 +14,7 @@ from langgraph.graph import START, MessagesState, StateGraph
 from typer.testing import CliRunner
 
 from cli import app
-from serving.checkpoint import RedisCheckpointSaver
+from serving.checkpoint import RedisCheckpointSaver, TranscriptLost
 from serving.checkpoint_migration import old_base, old_layout_sessions
 from serving.session_usage import record_usage, session_usage
 
@@ -97,6 +97,29 @@ async def test_a_session_keeps_its_latest_checkpoint_and_the_one_its_turn_starte
                         durability="exit")  # fmt: skip
     assert [m.content for m in (await graph.aget_state(config)).values["messages"]][-2:] == ["q9", "turn 9"]
     assert len([c async for c in saver.alist(config)]) == 2
+    await saver.aclose()
+
+
+async def test_a_transcript_log_appends_after_the_entries_a_state_covers(redis_url: str) -> None:
+    """Entries past those (a turn taken back) are replaced; a log missing entries is refused; copied, deleted."""
+    prefix = f"log-{uuid.uuid4().hex[:8]}"
+    saver = RedisCheckpointSaver.from_url(redis_url, prefix=prefix, ttl=120)
+    await _echo_graph(saver).ainvoke({"messages": [HumanMessage("hi")]}, {"configurable": {"thread_id": "t"}})
+    for keep, entry in enumerate(["one\n", "two\n", "taken back\n"]):
+        await saver.aappend_transcript("t", keep, entry)
+    await saver.aappend_transcript("t", 2, "three\n")  # the state covers two: the third is replaced
+    assert await saver.aread_transcript("t", 3) == ["one\n", "two\n", "three\n"]
+    assert await saver.aread_transcript("t", 2) == ["one\n", "two\n"] and await saver.aread_transcript("t", 0) == []
+    with pytest.raises(TranscriptLost):
+        await saver.aappend_transcript("t", 5, "four\n")
+    assert await saver.aread_transcript("t", 9) == ["one\n", "two\n", "three\n"]  # nothing written
+    assert 0 < await saver.client.ttl(f"{prefix}:{{t}}:log") <= 120
+
+    await saver.acopy_thread("t", "copy")
+    assert await saver.aread_transcript("copy", 3) == ["one\n", "two\n", "three\n"]
+    await saver.adelete_thread("t")
+    await saver.adelete_thread("copy")
+    assert await saver.client.keys(f"{prefix}:*") == []
     await saver.aclose()
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
+from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
 
 from tests.serving.conftest import served
 
@@ -64,3 +66,15 @@ def test_thirty_turns_on_a_4096_token_window_keep_answering_and_say_what_was_sum
             == 31
         )
         assert 0 < telemetry["context_tokens"] <= 512 and telemetry["message_count"] == 62
+
+    # the moved-out turns are in the session's transcript log, not in the checkpoints each turn reads and writes
+    client = redis.Redis.from_url(redis_url)
+    (log_key,) = [k for k in client.scan_iter(match="*thirty-turns*") if k.endswith(b":log")]
+    assert b"(turn 1)" in b"".join(client.lrange(log_key, 0, -1))
+    records = [client.hgetall(k) for k in client.scan_iter(match=log_key[: -len(b"log")] + b"*:cp:*")]
+    serde = JsonPlusSerializer()
+    states = [serde.loads_typed((r[b"type"].decode(), r[b"checkpoint"]))["channel_values"] for r in records]
+    assert states and all(state["transcript"] == "" and 0 < state["logged"] <= 31 for state in states)
+    assert max(state["logged"] for state in states) == client.llen(log_key)
+    assert not any("(turn 1)" in m.text for state in states for m in state["messages"])
+    client.close()
