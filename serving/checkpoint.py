@@ -13,8 +13,8 @@ Layout (``P`` = the key prefix, ``T`` and ``N`` the URL-quoted thread id and nam
     P:{T}:N:wr:ID          hash   "task_id|idx" -> pending write
     P:{T}:usage            hash   tokens the session's turns used (``serving/session_usage.py``)
     P:{T}:log              list   the session's transcript log: its older messages, one entry per turn
-                                  that moved some out (``graphs.agent.transcript``); a checkpoint's
-                                  state says how many entries it covers
+                                  that moved some out, each naming the one before it; a checkpoint's
+                                  state names its latest (``graphs.agent.transcript``)
 
 ``{T}`` is a Redis Cluster hash tag: every key of one thread hashes to one slot, so each write of a
 checkpoint is still one MULTI/EXEC transaction on a cluster (a killed service leaves either the whole
@@ -62,6 +62,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
+
+from graphs.agent.transcript import TranscriptUnavailable
 
 log = logging.getLogger("cairn.serving")
 
@@ -111,23 +113,6 @@ for _, id in ipairs(redis.call('ZRANGEBYLEX', KEYS[1], '-', '(' .. ARGV[2])) do
 end
 return forgotten
 """
-
-
-#: Append an entry to a thread's transcript log after the entries a state covers (KEYS[1] the log; ARGV:
-#: how many entries to keep, the entry, the TTL). Entries past those (a turn taken back) are replaced;
-#: returns -1 without a write when fewer than that are there (entries lost), else the log's length.
-_APPEND_LOG = """
-local keep = tonumber(ARGV[1])
-if redis.call('LLEN', KEYS[1]) < keep then return -1 end
-if keep == 0 then redis.call('DEL', KEYS[1]) else redis.call('LTRIM', KEYS[1], 0, keep - 1) end
-local length = redis.call('RPUSH', KEYS[1], ARGV[2])
-if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
-return length
-"""
-
-
-class TranscriptLost(RuntimeError):
-    """A thread's transcript log has fewer entries than its state covers."""
 
 
 #: How long a request waits for a cluster to fail a lost master over to its replica before giving up.
@@ -195,6 +180,10 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
     run's. Checkpoints are stored whole, so the latest one is the session, and what Redis holds for
     a session grows with its length, not its square. LangGraph's history of a thread (every
     checkpoint, ``alist``) is kept with the default, ``keep_all=True``.
+
+    It is also a ``graphs.agent.transcript.TranscriptLog``: a long session's older messages go to a
+    list beside its checkpoints (``aappend_transcript``), which only the session's views read
+    (``aread_transcript``), so its checkpoints do not grow with it.
     """
 
     def __init__(
@@ -222,7 +211,6 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         self._index_stale = False
         self._touch = client.register_script(_TOUCH)
         self._forget_older = client.register_script(_FORGET_OLDER)
-        self._append_log = client.register_script(_APPEND_LOG)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @classmethod
@@ -272,7 +260,6 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
             self.client = self._cluster_client(plain)
             self._touch = self.client.register_script(_TOUCH)
             self._forget_older = self.client.register_script(_FORGET_OLDER)
-            self._append_log = self.client.register_script(_APPEND_LOG)
             self.mode = "cluster"
             await plain.aclose()
             log.info("Redis at %s is a cluster node: using the cluster client", self._url or "the given client")
@@ -510,15 +497,21 @@ class RedisCheckpointSaver(BaseCheckpointSaver[str]):
         await self.pipeline(fill, transaction=True)
         await self.refresh_ttl(thread_id)
 
-    async def aappend_transcript(self, thread_id: str, keep: int, entry: str) -> None:
-        """Keep the first ``keep`` entries of a thread's transcript log and append ``entry`` (one script).
-
-        Raises ``TranscriptLost`` when the log has fewer than ``keep`` entries (nothing is written).
-        """
-        await self.ready()
+    async def aappend_transcript(self, thread_id: str, entry: str) -> int:
+        """Append ``entry`` to a thread's transcript log and return its position (see ``TranscriptLog``)."""
         key = self._log_key(str(thread_id))
-        if await self._append_log(keys=[key], args=[keep, entry.encode(), self.ttl]) < 0:
-            raise TranscriptLost(f"the transcript log {key} has fewer than the {keep} entries its session covers")
+
+        def fill(pipe: Any) -> None:
+            pipe.rpush(key, entry.encode())
+            if self.ttl > 0:  # as the checkpoint's write does: an entry no checkpoint counts expires too
+                pipe.expire(key, self.ttl)
+
+        try:
+            await self.ready()
+            length, *_ = await self.pipeline(fill, transaction=True)
+        except (redis.exceptions.RedisError, *CLUSTER_ERRORS, OSError) as exc:
+            raise TranscriptUnavailable(f"{type(exc).__name__}: {exc}") from exc
+        return int(length) - 1
 
     async def aread_transcript(self, thread_id: str, count: int) -> list[str]:
         """Return the first ``count`` entries of a thread's transcript log (fewer where entries were lost)."""

@@ -11,17 +11,18 @@ move out (``move_out``), each to two places:
 
 Where the transcript goes depends on the checkpointer. One that keeps a transcript log
 (``TranscriptLog``: the service's Redis saver) is given each turn's moved-out lines as one entry
-of a log beside the checkpoints, appended and never read by a turn; the state keeps only how many
-entries it covers (``logged``) and how many answers they hold (``logged_answers``). So nothing a
-turn loads or writes grows with the session. Any other checkpointer keeps the lines in the state's
-``transcript`` string, read and written with each checkpoint.
+of an append-only log beside the checkpoints, which no turn reads; the state keeps only which entry
+is its latest (``logged``) and how many answers its entries hold (``logged_answers``). Each entry
+names the one before it in its session, so a state's conversation is its own chain of entries: an
+entry of a turn that was taken back, or that lost to another turn on the same session at the same
+time, is in no state's chain. So nothing a turn loads or writes grows with the session. Any other
+checkpointer keeps the lines in the state's ``transcript`` string, read and written with each
+checkpoint.
 
 So the messages a turn deserialises, copies and fits stay bounded however long the session runs,
 and a turn's prompts are the same as if it had kept them all: a moved turn is one the policy would
 only have summarised or left out. The fields are part of the checkpoint, so they are written and
-taken back (a turn that does not finish) together with the rest of the session. A log entry is
-appended before the checkpoint that counts it is written: one that no checkpoint counts (its turn
-was taken back) is never read, and the session's next entry replaces it.
+taken back (a turn that does not finish) together with the rest of the session.
 """
 
 from __future__ import annotations
@@ -53,16 +54,25 @@ _ROLES: dict[str, type[BaseMessage]] = {"human": HumanMessage, "ai": AIMessage, 
 log = logging.getLogger("cairn.agent")
 
 
+class TranscriptUnavailable(Exception):
+    """A transcript log could not take or give an entry (its store is unreachable)."""
+
+
 @runtime_checkable
 class TranscriptLog(Protocol):
-    """A checkpointer that keeps each session's transcript as a log of entries beside its checkpoints."""
+    """A checkpointer that keeps each session's transcript as an append-only log beside its checkpoints.
 
-    async def aappend_transcript(self, thread_id: str, keep: int, entry: str) -> None:
-        """Keep the first ``keep`` entries of the thread's log and append ``entry``; raise when fewer are there."""
+    An entry is a string; the log only appends and reads. What links a state to its entries
+    (``into_log``) is in the entries themselves, so the log needs no trimming and no transaction
+    with the checkpoint.
+    """
+
+    async def aappend_transcript(self, thread_id: str, entry: str) -> int:
+        """Append ``entry`` to the thread's log; return its position (0 first). Raises ``TranscriptUnavailable``."""
         ...
 
     async def aread_transcript(self, thread_id: str, count: int) -> list[str]:
-        """Return the first ``count`` entries of the thread's log (fewer if entries were lost)."""
+        """Return the first ``count`` entries of the thread's log (fewer where entries were lost)."""
         ...
 
 
@@ -98,31 +108,39 @@ def move_out(messages: Sequence[AnyMessage], budget: int, values: Mapping[str, A
 async def into_log(checkpointer: object, thread_id: str, values: Mapping[str, Any], update: dict[str, Any]) -> None:
     """Move the transcript lines of a ``move_out`` update into the checkpointer's log, when it keeps one.
 
-    ``update["transcript"]`` (the state's lines, then this turn's) becomes the log's next entry,
-    after the ``values["logged"]`` entries the state covers; the update then counts it instead.
-    Where the log cannot take it (Redis gone, entries lost), the lines stay in the state.
+    ``update["transcript"]`` (the state's lines, then this turn's) becomes one entry, which names the
+    entry before it: the last one ``values`` covers (``logged``, its position + 1; 0 for none). The
+    update then covers the new entry instead. So each state reads back its own chain of entries: an
+    entry of a turn that was taken back, or of a turn that ran at the same time on the same session
+    and lost, is in no state's chain. Where the log cannot take it, the lines stay in the state.
     """
     text = update.get("transcript", "")
     if not text or not isinstance(checkpointer, TranscriptLog):
         return
-    count = values.get("logged", 0)
+    after = values.get("logged", 0)
     try:
-        await checkpointer.aappend_transcript(thread_id, count, text)
-    except Exception as exc:  # the turn is answered: its lines stay in the state, the log takes the next
+        position = await checkpointer.aappend_transcript(thread_id, f"{after}\n{text}")
+    except TranscriptUnavailable as exc:  # the turn is answered: its lines stay in the state, the log takes the next
         log.warning("could not append to the transcript log of session %r (%s); kept in its state", thread_id, exc)
         return
-    update.update(transcript="", logged=count + 1, logged_answers=values.get("logged_answers", 0) + _answers(text))
+    update.update(transcript="", logged=position + 1,
+                  logged_answers=values.get("logged_answers", 0) + _answers(text))  # fmt: skip
 
 
 async def aconversation(checkpointer: object, thread_id: str, values: Mapping[str, Any]) -> list[BaseMessage]:
-    """Return a session's whole conversation: its logged entries, the state's moved-out lines, its messages."""
-    count = values.get("logged", 0)
+    """Return a session's whole conversation: its chain of logged entries, the state's moved-out lines, its messages."""
+    at = values.get("logged", 0)
     entries: list[str] = []
-    if count and isinstance(checkpointer, TranscriptLog):
-        entries = await checkpointer.aread_transcript(thread_id, count)
-    if len(entries) < count:
-        log.warning("session %r's transcript log has %d of its %d entries", thread_id, len(entries), count)
-    return conversation(values, "".join(entries))
+    if at and isinstance(checkpointer, TranscriptLog):
+        entries = await checkpointer.aread_transcript(thread_id, at)
+    chain: list[str] = []
+    while 0 < at <= len(entries):
+        after, _, text = entries[at - 1].partition("\n")
+        chain.append(text)
+        at = int(after) if after.isdigit() and int(after) < at else -1
+    if at:
+        log.warning("session %r's transcript log is missing entries; showing what is there", thread_id)
+    return conversation(values, "".join(reversed(chain)))
 
 
 def conversation(values: Mapping[str, Any], logged: str = "") -> list[BaseMessage]:

@@ -8,7 +8,15 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from graphs.agent.budget import VERBATIM_TURNS, fit_history
 from graphs.agent.graph import build_graph
-from graphs.agent.transcript import KEPT_TURNS, aconversation, answered, conversation, history_of, move_out
+from graphs.agent.transcript import (
+    KEPT_TURNS,
+    TranscriptUnavailable,
+    aconversation,
+    answered,
+    conversation,
+    history_of,
+    move_out,
+)
 from ingest.pipeline import ingest_repository
 from tests.conftest import SAMPLE_REPO, FakeEmbedder
 from tests.fakes import QueuedChatModel
@@ -135,41 +143,74 @@ class LoggingSaver(InMemorySaver):
         self.logs: dict[str, list[str]] = {}
         self.failing = False
 
-    async def aappend_transcript(self, thread_id: str, keep: int, entry: str) -> None:
+    async def aappend_transcript(self, thread_id: str, entry: str) -> int:
         if self.failing:
-            raise ConnectionError("Redis went away")
-        entries = self.logs.setdefault(thread_id, [])
-        if len(entries) < keep:
-            raise RuntimeError("entries lost")
-        entries[keep:] = [entry]
+            raise TranscriptUnavailable("Redis went away")
+        self.logs.setdefault(thread_id, []).append(entry)
+        return len(self.logs[thread_id]) - 1
 
     async def aread_transcript(self, thread_id: str, count: int) -> list[str]:
         return self.logs.get(thread_id, [])[:count]
 
 
-async def test_a_checkpointer_with_a_transcript_log_keeps_the_moved_turns_out_of_the_state(index_dir) -> None:
-    """The state keeps a count; the log the lines, one entry a turn, in order; a failed append stays in the state."""
-    turns = 30
-    ctx = context(index_dir, plan="auto", context_tokens=WINDOW, **models(
+def logging_context(index_dir: str, turns: int, lengths: tuple[int, ...] = (12, 60, 25, 300, 8)):
+    return context(index_dir, plan="auto", context_tokens=WINDOW, **models(
         plan=QueuedChatModel(default=PLAN_OK),
         analyze=QueuedChatModel(default='{"relevant": [1], "sufficient": true}'),
-        answer=QueuedChatModel(replies=[answer_text(t) for t in range(turns)]),
+        answer=QueuedChatModel(replies=[answer_text(t, lengths) for t in range(turns)]),
     ))  # fmt: skip
+
+
+async def test_a_checkpointer_with_a_transcript_log_keeps_the_moved_turns_out_of_the_state(index_dir) -> None:
+    """The state names its latest entry; the log has the lines, in order; a failed append waits in the state."""
+    turns = 30
+    ctx = logging_context(index_dir, turns)
     saver = LoggingSaver()
     memory = build_graph().compile(checkpointer=saver)
     config = {"configurable": {"thread_id": "logged"}}
     whole: list[BaseMessage] = []
     for turn in range(turns):
         saver.failing = turn in (20, 21)  # Redis away for two turns: their lines wait in the state
-        if turn == 25:  # an entry no checkpoint counts (its turn was taken back) is replaced
-            saver.logs["logged"].append('{"type": "human", "content": "taken back"}\n')
+        if turn == 25:  # an entry of a turn that was taken back: in no state's chain
+            saver.logs["logged"].append('3\n{"type": "human", "content": "taken back"}\n')
         question = f"how does decode_records detect torn writes? (turn {turn})"
         state = await memory.ainvoke({"messages": [HumanMessage(question)]}, config, context=ctx)
         whole += [HumanMessage(question), state["messages"][-1]]
         assert pairs(await aconversation(saver, "logged", state)) == pairs(whole), turn
         assert answered(state) == turn + 1
-        assert state["transcript"] == "" or turn >= 20, turn  # only a failed append leaves lines in the state
+        if turn == 21:
+            assert '"human"' in state["transcript"]  # the failed turns' lines, waiting for the log
+        elif turn < 20:
+            assert state["transcript"] == "", turn
     assert state["moved"] > 10 and state["transcript"] == "" and state["logged"] == len(saver.logs["logged"])
-    assert "taken back" not in "".join(saver.logs["logged"])
+    assert 0 < len(saver.logs["logged"]) < state["moved"]  # the failed turns went in one entry, with the next's
     # without the log, the state alone has only what it kept
     assert len(conversation(state)) == len(state["messages"])
+
+
+async def test_two_turns_from_one_checkpoint_leave_the_latest_its_own_conversation(index_dir) -> None:
+    """Two turns on a session at once both start from its latest checkpoint (so does going back to it in time).
+
+    Both append an entry after the same one; the checkpoint written last reads its own chain, not the other's.
+    """
+    turns = 12
+    saver = LoggingSaver()
+    memory = build_graph().compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "raced"}}
+    ctx = logging_context(index_dir, turns, lengths=(300,))  # every turn moves one out
+    whole: list[BaseMessage] = []
+    for turn in range(turns - 2):
+        question = f"how does decode_records detect torn writes? (turn {turn})"
+        state = await memory.ainvoke({"messages": [HumanMessage(question)]}, config, context=ctx)
+        whole += [HumanMessage(question), state["messages"][-1]]
+    start = (await memory.aget_state(config)).config
+    first = await memory.ainvoke({"messages": [HumanMessage("and decode_records? (raced 0)")]}, start, context=ctx)
+    second = await memory.ainvoke({"messages": [HumanMessage("and decode_records? (raced 1)")]}, start, context=ctx)
+    assert first["logged"] == state["logged"] + 1 and second["logged"] == state["logged"] + 2
+    latest = (await memory.aget_state(config)).values
+    assert latest["logged"] == second["logged"]
+    shown = pairs(await aconversation(saver, "raced", latest))
+    assert shown == pairs([*whole, HumanMessage("and decode_records? (raced 1)"), second["messages"][-1]])
+    assert pairs(await aconversation(saver, "raced", first))[-2:] == pairs(
+        [HumanMessage("and decode_records? (raced 0)"), first["messages"][-1]]
+    )

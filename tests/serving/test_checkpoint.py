@@ -14,7 +14,8 @@ from langgraph.graph import START, MessagesState, StateGraph
 from typer.testing import CliRunner
 
 from cli import app
-from serving.checkpoint import RedisCheckpointSaver, TranscriptLost
+from graphs.agent.transcript import TranscriptUnavailable
+from serving.checkpoint import RedisCheckpointSaver
 from serving.checkpoint_migration import old_base, old_layout_sessions
 from serving.session_usage import record_usage, session_usage
 
@@ -100,27 +101,30 @@ async def test_a_session_keeps_its_latest_checkpoint_and_the_one_its_turn_starte
     await saver.aclose()
 
 
-async def test_a_transcript_log_appends_after_the_entries_a_state_covers(redis_url: str) -> None:
-    """Entries past those (a turn taken back) are replaced; a log missing entries is refused; copied, deleted."""
+async def test_a_transcript_log_appends_and_reads_and_goes_with_its_session(redis_url: str) -> None:
+    """Positions in order, read to a count, TTL kept with the session, copied, deleted; Redis gone: an error."""
     prefix = f"log-{uuid.uuid4().hex[:8]}"
     saver = RedisCheckpointSaver.from_url(redis_url, prefix=prefix, ttl=120)
-    await _echo_graph(saver).ainvoke({"messages": [HumanMessage("hi")]}, {"configurable": {"thread_id": "t"}})
-    for keep, entry in enumerate(["one\n", "two\n", "taken back\n"]):
-        await saver.aappend_transcript("t", keep, entry)
-    await saver.aappend_transcript("t", 2, "three\n")  # the state covers two: the third is replaced
-    assert await saver.aread_transcript("t", 3) == ["one\n", "two\n", "three\n"]
-    assert await saver.aread_transcript("t", 2) == ["one\n", "two\n"] and await saver.aread_transcript("t", 0) == []
-    with pytest.raises(TranscriptLost):
-        await saver.aappend_transcript("t", 5, "four\n")
-    assert await saver.aread_transcript("t", 9) == ["one\n", "two\n", "three\n"]  # nothing written
-    assert 0 < await saver.client.ttl(f"{prefix}:{{t}}:log") <= 120
+    graph, config = _echo_graph(saver), {"configurable": {"thread_id": "t"}}
+    assert [await saver.aappend_transcript("t", entry) for entry in ("0\none\n", "1\ntwo\n")] == [0, 1]
+    assert await saver.aread_transcript("t", 2) == ["0\none\n", "1\ntwo\n"]
+    assert await saver.aread_transcript("t", 1) == ["0\none\n"] and await saver.aread_transcript("t", 0) == []
+    assert await saver.aread_transcript("t", 9) == ["0\none\n", "1\ntwo\n"]
+    await saver.client.expire(f"{prefix}:{{t}}:log", 5)
+    await graph.ainvoke({"messages": [HumanMessage("hi")]}, config)  # a checkpoint's write refreshes the log's TTL
+    assert 60 < await saver.client.ttl(f"{prefix}:{{t}}:log") <= 120
 
     await saver.acopy_thread("t", "copy")
-    assert await saver.aread_transcript("copy", 3) == ["one\n", "two\n", "three\n"]
+    assert await saver.aread_transcript("copy", 2) == ["0\none\n", "1\ntwo\n"]
     await saver.adelete_thread("t")
     await saver.adelete_thread("copy")
     assert await saver.client.keys(f"{prefix}:*") == []
     await saver.aclose()
+
+    gone = RedisCheckpointSaver.from_url("redis://127.0.0.1:1/0", prefix=prefix, timeout=0.5)
+    with pytest.raises(TranscriptUnavailable, match="ConnectionError"):
+        await gone.aappend_transcript("t", "0\nlost\n")
+    await gone.aclose()
 
 
 async def test_ttl_applies_to_every_key_of_a_session(redis_url: str) -> None:

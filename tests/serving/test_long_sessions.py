@@ -66,6 +66,9 @@ def test_thirty_turns_on_a_4096_token_window_keep_answering_and_say_what_was_sum
             == 31
         )
         assert 0 < telemetry["context_tokens"] <= 512 and telemetry["message_count"] == 62
+        # the search of sessions reads the moved-out turns too: its snippet is at the first question
+        (found,) = http.get("/sessions", params={"q": "(turn 1)"}).json()["sessions"]
+        assert found["id"] == "thirty-turns" and "(turn 1)" in found["snippet"], found
 
     # the moved-out turns are in the session's transcript log, not in the checkpoints each turn reads and writes
     client = redis.Redis.from_url(redis_url)
