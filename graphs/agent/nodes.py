@@ -525,7 +525,7 @@ async def answer(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]
     if not relevant:
         step(runtime, Node.ANSWER, "done", citations=[], sources=[])
         return await _answer_update(state, context, AIMessage(NOTHING_FOUND), answer=NOTHING_FOUND, sources=[],
-                              citations=[], dropped_citations=[])  # fmt: skip
+                                    citations=[], dropped_citations=[])  # fmt: skip
     step(runtime, Node.ANSWER, "running", sources=len(relevant))
     # shared: the excerpts analyze read, byte for byte (a KV-cache hit), the chosen ones named in the task
     shown = documents if context.prompt_layout == "shared" else relevant
@@ -545,7 +545,7 @@ async def answer(state: AgentState, runtime: Runtime[Context]) -> dict[str, Any]
     message = AIMessage(render_answer(text, sources), response_metadata={"usage": dict(usage), "finish_reason": finish})
     step(runtime, Node.ANSWER, "done", citations=valid, dropped_citations=dropped, sources=sources, empty=empty)
     return await _answer_update(state, context, message, answer=text, sources=sources, citations=valid,
-                          dropped_citations=dropped, empty_answer=empty)  # fmt: skip
+                                dropped_citations=dropped, empty_answer=empty)  # fmt: skip
 
 
 async def _answer_update(state: AgentState, context: Context, message: AIMessage, **update: Any) -> dict[str, Any]:

@@ -46,11 +46,11 @@ class AgentState(InputState, total=False):
     transcript: str
     """The messages moved out of messages, as JSON lines ``{"type", "content"}``: read by the session's views only.
 
-    Empty where the checkpointer keeps them in its transcript log instead (after the ``logged`` entries)."""
+    Empty where the checkpointer keeps them in its transcript log instead (see ``logged``)."""
     logged: int
-    """How many entries of the checkpointer's transcript log this state's session covers (0 without a log)."""
+    """Where this state's latest entry is in the checkpointer's transcript log: its position + 1 (0: none)."""
     logged_answers: int
-    """How many answers those entries hold."""
+    """How many answers this state's entries in the log hold."""
 
     question: str
     """The latest question rewritten to stand alone (plan)."""
