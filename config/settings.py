@@ -405,8 +405,8 @@ class Settings(BaseSettings):
         description=(
             "Blocks of at least this many KiB get a memory map of their own, handed back to the system when "
             "freed (glibc's M_MMAP_THRESHOLD, set in each worker); 0: glibc's default, which rises as large "
-            "blocks are freed and then serves them from heaps that keep their high-water mark. A session's "
-            "checkpoint is such a block, growing with the session (docs/benchmarks.md, the census)."
+            "blocks are freed and then serves them from heaps that keep their high-water mark (measured while "
+            "sessions' checkpoints still grew with them: docs/benchmarks.md, the census)."
         ),
     )
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(

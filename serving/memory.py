@@ -4,9 +4,9 @@ CPython's larger objects, ONNX Runtime, FAISS and the tokenizer allocate through
 Memory they free stays with the allocator, in the arena of each thread that allocated it, and glibc
 returns only what lies at the top of a heap. ``malloc_trim(0)`` gives back every free page of every
 arena: measured over a 30-minute soak, a busy worker held about 35 MB less with it (docs/benchmarks.md,
-"Memory over a 30-minute soak"). Large blocks (a long session's checkpoint, read and written each
-turn) are given a memory map of their own (``map_large``), which goes back to the system as soon as
-they are freed. Outside glibc (musl, macOS) these functions do nothing."""
+"Memory over a 30-minute soak"). Large blocks (a turn's serialised checkpoint, a batch of vectors)
+are given a memory map of their own (``map_large``), which goes back to the system as soon as they
+are freed. Outside glibc (musl, macOS) these functions do nothing."""
 
 from __future__ import annotations
 

@@ -558,5 +558,5 @@ async def _answer_update(state: AgentState, context: Context, message: AIMessage
     moving = {}
     if checkpointer is not None and thread is not None:
         moving = move_out([*state["messages"], message], context.history_tokens, state)
-        await into_log(checkpointer, str(thread), state, moving)
+        moving = await into_log(checkpointer, str(thread), state, moving)
     return {**update, **moving, "messages": [*moving.get("messages", ()), message]}

@@ -105,8 +105,10 @@ def move_out(messages: Sequence[AnyMessage], budget: int, values: Mapping[str, A
     }
 
 
-async def into_log(checkpointer: object, thread_id: str, values: Mapping[str, Any], update: dict[str, Any]) -> None:
-    """Move the transcript lines of a ``move_out`` update into the checkpointer's log, when it keeps one.
+async def into_log(
+    checkpointer: object, thread_id: str, values: Mapping[str, Any], update: dict[str, Any]
+) -> dict[str, Any]:
+    """Return a ``move_out`` update with its transcript lines moved into the checkpointer's log, when it keeps one.
 
     ``update["transcript"]`` (the state's lines, then this turn's) becomes one entry, which names the
     entry before it: the last one ``values`` covers (``logged``, its position + 1; 0 for none). The
@@ -116,15 +118,15 @@ async def into_log(checkpointer: object, thread_id: str, values: Mapping[str, An
     """
     text = update.get("transcript", "")
     if not text or not isinstance(checkpointer, TranscriptLog):
-        return
+        return update
     after = values.get("logged", 0)
     try:
         position = await checkpointer.aappend_transcript(thread_id, f"{after}\n{text}")
     except TranscriptUnavailable as exc:  # the turn is answered: its lines stay in the state, the log takes the next
         log.warning("could not append to the transcript log of session %r (%s); kept in its state", thread_id, exc)
-        return
-    update.update(transcript="", logged=position + 1,
-                  logged_answers=values.get("logged_answers", 0) + _answers(text))  # fmt: skip
+        return update
+    answers = values.get("logged_answers", 0) + _answers(text)
+    return {**update, "transcript": "", "logged": position + 1, "logged_answers": answers}
 
 
 async def aconversation(checkpointer: object, thread_id: str, values: Mapping[str, Any]) -> list[BaseMessage]:
